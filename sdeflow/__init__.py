@@ -1,0 +1,30 @@
+"""sdeflow: score-based generative modelling with SDEs and interchangeable samplers.
+
+The public API, re-exported in one place.
+"""
+
+from sdeflow.api import sample
+from sdeflow.grids import Grid, KarrasGrid, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
+from sdeflow.problems import GaussianMixture
+from sdeflow.random import PerSampleNoise, SharedNoise
+from sdeflow.samplers import (
+    Ancestral, AnnealedLangevin, EulerMaruyama, LangevinCorrector, NoneCorrector, NonePredictor, PCSampler,
+    ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler, SolverError,
+)
+from sdeflow.score import EpsPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
+from sdeflow.sde import SDE, SubVPSDE, VESDE, VPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sample",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE",
+    "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
+    "GaussianMixture",
+    "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid",
+    "PerSampleNoise", "SharedNoise",
+    "Sampler", "SampleResult", "SolverError",
+    "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
+    "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
+    "ProbabilityFlowODE",
+]

@@ -1,0 +1,102 @@
+"""Time grids: the data every sampler integrates along, from T down to eps (N steps, N + 1 times).
+
+A grid is a callable `grid(sde, steps) -> 1-D float64 tensor`; any grid works with any solver.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Grid:
+    """Base for grids between `t_max` (default sde.T) and `t_min` (default sde.eps)."""
+
+    def __init__(self, t_min: float | None = None, t_max: float | None = None):
+        self.t_min, self.t_max = t_min, t_max
+
+    def bounds(self, sde) -> tuple[float, float]:
+        lo = sde.eps if self.t_min is None else float(self.t_min)
+        hi = sde.T if self.t_max is None else float(self.t_max)
+        if not sde.eps <= lo < hi <= sde.T:
+            raise ValueError(f"grid bounds must satisfy eps <= t_min < t_max <= T = {sde.T}; got t_min={lo}, t_max={hi} with eps={sde.eps}")
+        return lo, hi
+
+    def __call__(self, sde, steps: int) -> torch.Tensor:
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        lo, hi = self.bounds(sde)
+        return self.make(sde, int(steps), lo, hi)
+
+    def make(self, sde, steps: int, lo: float, hi: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class UniformGrid(Grid):
+    """Uniform in t (the reference's `linspace(T, eps, N)`)."""
+
+    def make(self, sde, steps, lo, hi):
+        return torch.linspace(hi, lo, steps + 1, dtype=torch.float64)
+
+
+class QuadraticGrid(Grid):
+    """Uniform in sqrt(t): denser near the data (DDIM's and DPM-Solver's 'time_quadratic')."""
+
+    def make(self, sde, steps, lo, hi):
+        return torch.linspace(hi**0.5, lo**0.5, steps + 1, dtype=torch.float64) ** 2
+
+
+class LogSNRGrid(Grid):
+    """Uniform in the log-SNR lambda(t) (DPM-Solver's 'logSNR')."""
+
+    def make(self, sde, steps, lo, hi):
+        ends = torch.tensor([hi, lo], dtype=torch.float64)
+        lam = sde.lambda_(ends)
+        return _pin_ends(sde.t_from_lambda(torch.linspace(lam[0], lam[1], steps + 1, dtype=torch.float64)), hi, lo)
+
+
+class KarrasGrid(Grid):
+    """EDM's schedule (Karras et al. 2022, eq. 5): uniform in sigma~^(1/rho), sigma~ = sigma / alpha = exp(-lambda)."""
+
+    def __init__(self, rho: float = 7.0, t_min: float | None = None, t_max: float | None = None):
+        super().__init__(t_min, t_max)
+        if not rho > 0:
+            raise ValueError(f"rho must be positive, got {rho}")
+        self.rho = float(rho)
+
+    def make(self, sde, steps, lo, hi):
+        ends = torch.tensor([hi, lo], dtype=torch.float64)
+        s_max, s_min = torch.exp(-sde.lambda_(ends))
+        ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+        inv = 1 / self.rho
+        sig = (s_max**inv + ramp * (s_min**inv - s_max**inv)) ** self.rho
+        return _pin_ends(sde.t_from_lambda(-torch.log(sig)), hi, lo)
+
+
+class ListGrid:
+    """A user's own grid: the given times, used as they are (`steps` must match if given)."""
+
+    def __init__(self, times):
+        self.times = torch.as_tensor(list(times), dtype=torch.float64)
+        if self.times.ndim != 1 or len(self.times) < 2 or not bool((self.times[1:] < self.times[:-1]).all()):
+            raise ValueError("a user grid must be a strictly decreasing list of at least two times")
+
+    def __call__(self, sde, steps: int | None = None) -> torch.Tensor:
+        if steps is not None and steps != len(self.times) - 1:
+            raise ValueError(f"this grid has {len(self.times) - 1} steps, asked for {steps}")
+        if self.times[-1] < sde.eps or self.times[0] > sde.T:
+            raise ValueError(f"user grid [{self.times[-1].item()}, {self.times[0].item()}] leaves [eps, T] = [{sde.eps}, {sde.T}]")
+        return self.times.clone()
+
+    def __repr__(self) -> str:
+        return f"ListGrid({self.times.tolist()})"
+
+
+def _pin_ends(t: torch.Tensor, hi: float, lo: float) -> torch.Tensor:
+    # Round-tripping through lambda moves the ends by an ulp; put them back exactly.
+    t = t.clone()
+    t[0], t[-1] = hi, lo
+    return t

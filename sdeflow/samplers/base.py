@@ -1,0 +1,119 @@
+"""What every sampler shares: the call signature, the result, the checks at the door, the final denoising."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+
+from sdeflow.random import as_noise
+
+
+class SolverError(RuntimeError):
+    """A solver could not produce a solution (step-size underflow, non-finite state, bad time request)."""
+
+
+@dataclass
+class SampleResult:
+    """What a sampler returns.
+
+    Attributes:
+        samples: the final states.
+        nfe: score-model evaluations actually made (counted on the score function, denoising included).
+        timesteps: the grid the sampler ran on, from T down to its last time.
+        trajectory: states at every grid point, shape (len(timesteps), *samples.shape), if asked for.
+    """
+
+    samples: torch.Tensor
+    nfe: int
+    timesteps: torch.Tensor
+    trajectory: torch.Tensor | None = None
+
+
+class Sampler(abc.ABC):
+    """Integrates from x_T at timesteps[0] down to timesteps[-1] on an explicit, decreasing time grid.
+
+    Subclasses declare `order`, `nfe_per_step` and `stochastic`, and implement `solve`.
+
+    Args:
+        denoise: after the last step, replace x by Tweedie's denoised estimate E[x_0 | x_eps]
+            (one more score evaluation, counted).
+    """
+
+    order: ClassVar[float]
+    nfe_per_step: ClassVar[int | None]
+    stochastic: ClassVar[bool]
+
+    def __init__(self, denoise: bool = False):
+        self.denoise = bool(denoise)
+
+    @abc.abstractmethod
+    def solve(self, score, sde, x: torch.Tensor, timesteps: torch.Tensor, noise, record: Callable) -> torch.Tensor:
+        """Integrate x over `timesteps`; call `record(x)` after every grid point is reached."""
+
+    def steps_for_nfe(self, nfe: int) -> int:
+        """The number of steps this sampler takes within a budget of `nfe` score evaluations."""
+        if self.nfe_per_step is None:
+            raise ValueError(f"{type(self).__name__} chooses its own steps; its NFE cannot be budgeted")
+        steps = (int(nfe) - int(self.denoise)) // self.nfe_per_step
+        if steps < 1:
+            raise ValueError(f"{type(self).__name__} needs at least {self.nfe_per_step + int(self.denoise)} NFE, got {nfe}")
+        return steps
+
+    def sample(self, score, sde, x: torch.Tensor, timesteps, generator=None, return_trajectory: bool = False) -> SampleResult:
+        """Run the sampler from x (a draw of p_T) along `timesteps`.
+
+        Args:
+            score: a `sdeflow.ScoreFunction` (its calls are counted).
+            sde: the forward SDE.
+            x: the initial state at timesteps[0].
+            timesteps: 1-D decreasing grid inside [sde.eps, sde.T], at least two points.
+            generator: a torch.Generator or a `sdeflow.PerSampleNoise`, for stochastic samplers.
+            return_trajectory: also return the state at every grid point.
+        """
+        timesteps = check_timesteps(timesteps, sde, x)
+        noise = as_noise(generator)
+        states = [x] if return_trajectory else None
+        record = states.append if return_trajectory else (lambda _x: None)
+        nfe0 = score.nfe
+        x = self.solve(score, sde, x, timesteps, noise, record)
+        if self.denoise:
+            # Tweedie's formula: the posterior mean of x_0 given x at the last time.
+            x = score.x0(x, timesteps[-1])
+        trajectory = torch.stack(states) if return_trajectory else None
+        return SampleResult(samples=x, nfe=score.nfe - nfe0, timesteps=timesteps, trajectory=trajectory)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class StepSampler(Sampler):
+    """A one-step method: `step` maps x at t to x at t_next; the loop is written here once."""
+
+    @abc.abstractmethod
+    def step(self, score, sde, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, noise, last: bool) -> torch.Tensor:
+        """One step from t to t_next < t; `last` is true for the final step of the grid."""
+
+    def solve(self, score, sde, x, timesteps, noise, record):
+        n = len(timesteps) - 1
+        for i in range(n):
+            x = self.step(score, sde, x, timesteps[i], timesteps[i + 1], noise, last=i == n - 1)
+            record(x)
+        return x
+
+
+def check_timesteps(timesteps, sde, x: torch.Tensor) -> torch.Tensor:
+    """Validate a grid at the door: 1-D, at least two points, strictly decreasing, inside [eps, T]."""
+    timesteps = torch.as_tensor(timesteps, dtype=x.dtype, device=x.device)
+    if timesteps.ndim != 1 or len(timesteps) < 2:
+        raise ValueError(f"timesteps must be a 1-D grid of at least two times, got shape {tuple(timesteps.shape)}")
+    if not bool((timesteps[1:] < timesteps[:-1]).all()):
+        raise ValueError("timesteps must be strictly decreasing (from T towards eps)")
+    lo, hi = float(timesteps[-1]), float(timesteps[0])
+    slack = 1e-6 * sde.T
+    if lo < sde.eps - slack or hi > sde.T + slack:
+        raise ValueError(f"timesteps must lie in [eps, T] = [{sde.eps}, {sde.T}], got [{lo}, {hi}]")
+    return timesteps

@@ -1,0 +1,132 @@
+"""Score functions: one object that reads a model in any parameterisation and counts its calls.
+
+A model predicts one of score, noise (eps), clean data (x0) or v. With x_t = alpha x_0 + sigma eps,
+every other quantity follows through the SDE's alpha(t) and sigma(t); samplers ask for the one
+their update is written in (`score`, `eps` or `x0`) and never see the model's choice.
+
+Conditioning (class labels, guidance scales, masks) is bound into the score function with
+`condition(...)` or by wrapping it: solvers only ever call `score_fn(x, t)`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from sdeflow.utils import append_dims, batch_times
+
+
+class Prediction(abc.ABC):
+    """What a network outputs; converts that output to (eps, x0) given x_t = alpha x0 + sigma eps."""
+
+    @abc.abstractmethod
+    def to_eps_x0(self, out, x, alpha, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps, x0) implied by the network output `out` at x; alpha and sigma broadcast against x."""
+
+    @abc.abstractmethod
+    def from_eps_x0(self, eps, x0, alpha, sigma) -> torch.Tensor:
+        """The network target corresponding to the true eps and x0 (used by training losses)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ScorePrediction(Prediction):
+    """out = grad_x log p_t(x) = -eps / sigma."""
+
+    def to_eps_x0(self, out, x, alpha, sigma):
+        return -sigma * out, (x + sigma**2 * out) / alpha
+
+    def from_eps_x0(self, eps, x0, alpha, sigma):
+        return -eps / sigma
+
+
+class EpsPrediction(Prediction):
+    """out = eps, the noise added to alpha x0 (DDPM)."""
+
+    def to_eps_x0(self, out, x, alpha, sigma):
+        return out, (x - sigma * out) / alpha
+
+    def from_eps_x0(self, eps, x0, alpha, sigma):
+        return eps
+
+
+class X0Prediction(Prediction):
+    """out = x0, the clean data (a denoiser D(x; sigma), as in EDM)."""
+
+    def to_eps_x0(self, out, x, alpha, sigma):
+        return (x - alpha * out) / sigma, out
+
+    def from_eps_x0(self, eps, x0, alpha, sigma):
+        return x0
+
+
+class VPrediction(Prediction):
+    """out = v = alpha eps - sigma x0 (Salimans & Ho 2022), for any alpha, sigma."""
+
+    def to_eps_x0(self, out, x, alpha, sigma):
+        norm = alpha**2 + sigma**2
+        return (alpha * out + sigma * x) / norm, (alpha * x - sigma * out) / norm
+
+    def from_eps_x0(self, eps, x0, alpha, sigma):
+        return alpha * eps - sigma * x0
+
+
+class ScoreFunction:
+    """A model of grad log p_t read through an SDE, counting every model evaluation in `nfe`.
+
+    Args:
+        model: callable `model(x, t, **cond)`; t is a (batch,) tensor of SDE times.
+        sde: the forward SDE whose alpha(t), sigma(t) relate the parameterisations.
+        prediction: what `model` outputs (default: the score itself).
+        **cond: conditioning passed through to every model call.
+    """
+
+    def __init__(self, model, sde, prediction: Prediction | None = None, **cond):
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
+        self.model = model
+        self.sde = sde
+        self.prediction = prediction if prediction is not None else ScorePrediction()
+        self.cond = cond
+        self.nfe = 0
+
+    def condition(self, **cond) -> "ScoreFunction":
+        """A score function with extra conditioning bound; it shares nothing mutable with this one."""
+        return ScoreFunction(self.model, self.sde, self.prediction, **{**self.cond, **cond})
+
+    def eps_x0(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted noise and clean data at (x, t), from one model evaluation."""
+        t = batch_times(t, x)
+        self.nfe += 1
+        out = self.model(x, t, **self.cond)
+        alpha = append_dims(self.sde.alpha(t), x.ndim)
+        sigma = append_dims(self.sde.sigma(t), x.ndim)
+        return self.prediction.to_eps_x0(out, x, alpha, sigma)
+
+    def eps(self, x, t):
+        """Predicted noise eps."""
+        return self.eps_x0(x, t)[0]
+
+    def x0(self, x, t):
+        """Predicted clean data (Tweedie's denoiser)."""
+        return self.eps_x0(x, t)[1]
+
+    def score(self, x, t):
+        """grad_x log p_t(x) = -eps / sigma."""
+        t = batch_times(t, x)
+        return -self.eps(x, t) / append_dims(self.sde.sigma(t), x.ndim)
+
+    __call__ = score
+
+    def v(self, x, t):
+        """v = alpha eps - sigma x0."""
+        t = batch_times(t, x)
+        eps, x0 = self.eps_x0(x, t)
+        alpha = append_dims(self.sde.alpha(t), x.ndim)
+        sigma = append_dims(self.sde.sigma(t), x.ndim)
+        return alpha * eps - sigma * x0
+
+    def __repr__(self) -> str:
+        return f"ScoreFunction({self.model!r}, {self.sde!r}, {self.prediction!r})"

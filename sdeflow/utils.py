@@ -1,0 +1,27 @@
+"""Small tensor helpers shared across the library."""
+
+from __future__ import annotations
+
+import torch
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Append trailing singleton dims to a per-sample tensor so it broadcasts against data of rank `ndim`.
+
+    A scalar (0-d) tensor is returned as is: it already broadcasts.
+    """
+    if v.ndim == 0:
+        return v
+    if v.ndim > ndim:
+        raise ValueError(f"cannot broadcast a tensor of rank {v.ndim} against data of rank {ndim}")
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def batch_times(t, x: torch.Tensor) -> torch.Tensor:
+    """Times as a (batch,) tensor on x's device and dtype, from a float, a 0-d or a (batch,) tensor."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t
