@@ -46,7 +46,7 @@ class QuadraticGrid(Grid):
     """Uniform in sqrt(t): denser near the data (DDIM's and DPM-Solver's 'time_quadratic')."""
 
     def make(self, sde, steps, lo, hi):
-        return torch.linspace(hi**0.5, lo**0.5, steps + 1, dtype=torch.float64) ** 2
+        return _pin_ends(torch.linspace(hi**0.5, lo**0.5, steps + 1, dtype=torch.float64) ** 2, hi, lo)
 
 
 class LogSNRGrid(Grid):
@@ -96,7 +96,7 @@ class ListGrid:
 
 
 def _pin_ends(t: torch.Tensor, hi: float, lo: float) -> torch.Tensor:
-    # Round-tripping through lambda moves the ends by an ulp; put them back exactly.
+    # Round trips (through lambda, through a square root) move the ends by an ulp; put them back exactly.
     t = t.clone()
     t[0], t[-1] = hi, lo
     return t

@@ -36,11 +36,7 @@ class PerSampleNoise:
         if n < 1 or offset < 0:
             raise ValueError(f"need n >= 1 and offset >= 0, got n={n}, offset={offset}")
         self.seed, self.n, self.offset = int(seed), int(n), int(offset)
-        self.generators = []
-        for i in range(offset, offset + n):
-            # SeedSequence decorrelates neighbouring (seed, index) pairs, unlike seed + index.
-            state = np.random.SeedSequence(self.seed, spawn_key=(i,)).generate_state(1, np.uint64)[0]
-            self.generators.append(torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF))
+        self.generators = [seeded_generator(self.seed, i) for i in range(offset, offset + n)]
 
     def randn(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
         shape = tuple(shape)
@@ -49,6 +45,13 @@ class PerSampleNoise:
         # Drawn on the CPU so that a seed gives the same samples on every device.
         draws = [torch.randn(shape[1:], generator=g, dtype=dtype) for g in self.generators]
         return torch.stack(draws).to(device)
+
+
+def seeded_generator(seed: int, key: int) -> torch.Generator:
+    """A CPU generator for stream `key` of run `seed`, independent of every other (seed, key) pair."""
+    # SeedSequence decorrelates neighbouring pairs, unlike seeding with seed + key.
+    state = np.random.SeedSequence(int(seed), spawn_key=(int(key),)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def as_noise(generator) -> SharedNoise | PerSampleNoise:

@@ -68,23 +68,30 @@ class GaussianMixture:
         return x.reshape(x.shape[0], self.dim).to(torch.float64)
 
     def _component_logp(self, sde, x, t):
+        """log w_k + log N_k(x) for each sample and component, (B, K), and what the score needs."""
         xf = self._flat(x)
+        t = batch_times(t, x).to(torch.float64)
+        if bool((t == t[0]).all()):
+            # One time for the whole batch (the usual case): quadratic forms as matrix products, no (B, K, d) tensor.
+            mean, var = (m[0] for m in self._marginal(sde, t[:1], x[:1]))
+            prec = 1 / var
+            quad = (xf**2) @ prec.T - 2 * xf @ (mean * prec).T + (mean**2 * prec).sum(1)
+            logp = -0.5 * (quad + torch.log(2 * math.pi * var).sum(1)) + torch.log(self.weights)
+            return logp, (lambda resp: resp @ (mean * prec) - xf * (resp @ prec))
         mean, var = self._marginal(sde, t, x)
         diff = xf[:, None, :] - mean
         logp = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1) + torch.log(self.weights)
-        return logp, diff, var
+        return logp, (lambda resp: -(resp[:, :, None] * diff / var).sum(1))
 
     def log_prob(self, x: torch.Tensor, t=0.0, sde=None) -> torch.Tensor:
         """Exact log p_t(x) per sample (float64); with no SDE, log p_0."""
-        logp, _, _ = self._component_logp(sde or _Identity(), x, t)
+        logp, _ = self._component_logp(sde or _Identity(), x, t)
         return torch.logsumexp(logp, dim=1)
 
     def score(self, x: torch.Tensor, t, sde) -> torch.Tensor:
         """Exact grad_x log p_t(x) under `sde`, computed in float64 and returned in x's dtype."""
-        logp, diff, var = self._component_logp(sde, x, t)
-        resp = torch.softmax(logp, dim=1)
-        s = -(resp[:, :, None] * diff / var).sum(1)
-        return s.reshape(x.shape).to(x.dtype)
+        logp, score_given = self._component_logp(sde, x, t)
+        return score_given(torch.softmax(logp, dim=1)).reshape(x.shape).to(x.dtype)
 
     def score_fn(self, sde):
         """`model(x, t)` returning the exact score under `sde`, ready for `sdeflow.ScoreFunction`."""
@@ -92,7 +99,7 @@ class GaussianMixture:
 
     def assign(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the most probable component of p_0 for each sample (for mode-weight checks)."""
-        logp, _, _ = self._component_logp(_Identity(), x, 0.0)
+        logp, _ = self._component_logp(_Identity(), x, 0.0)
         return logp.argmax(1)
 
     # --- Moments and samples ------------------------------------------------------------------

@@ -62,11 +62,17 @@ class NoneCorrector(Corrector):
 class LangevinCorrector(Corrector):
     """Langevin steps with step size 2 alpha (snr ||z|| / ||score||)^2 (Song et al. 2021, Algorithm 5).
 
+    By default each sample gets its own step size, capped at alpha sigma(t)^2. Where a sample's score
+    nearly vanishes (near a saddle of p_t, common in low dimensions) the ratio is unbounded and would
+    throw the sample far away; the cap is 1 / L for L = 1 / sigma(t)^2, the bound on the curvature of
+    -log p_t that Gaussian smoothing guarantees. In high dimensions it rarely binds: there the ratio
+    gives about 2 snr^2 sigma(t)^2.
+
     Args:
         snr: target signal-to-noise ratio.
         n_steps: Langevin steps per grid point.
-        batch_average: average the norms over the batch, as the reference does, so one sample's
-            step depends on the others; by default each sample gets its own step size.
+        batch_average: average the norms over the batch and do not cap, exactly as the reference
+            does; one sample's step then depends on the others in its batch.
     """
 
     def __init__(self, snr: float = 0.16, n_steps: int = 1, batch_average: bool = False):
@@ -76,9 +82,10 @@ class LangevinCorrector(Corrector):
     def step_size(self, grad, z, score, sde, t, t_next):
         grad_norm = grad.flatten(1).norm(dim=1)
         noise_norm = z.flatten(1).norm(dim=1)
+        scale = 2 * _langevin_scale(sde, t, t_next)
         if self.batch_average:
-            grad_norm, noise_norm = grad_norm.mean().expand_as(grad_norm), noise_norm.mean().expand_as(noise_norm)
-        return 2 * _langevin_scale(sde, t, t_next) * (self.snr * noise_norm / grad_norm) ** 2
+            return scale * (self.snr * noise_norm.mean() / grad_norm.mean()).expand_as(grad_norm) ** 2
+        return scale * torch.minimum((self.snr * noise_norm / grad_norm) ** 2, sde.sigma(t) ** 2 / 2)
 
 
 class AnnealedLangevin(Corrector):

@@ -21,6 +21,9 @@ class ProbabilityFlowODE(Sampler):
     and are pinned to end exactly at the grid's last time, so the score is never evaluated
     outside [eps, T]. Order: the method's. NFE per step: see `FIXED_GRID_NFE`; adaptive: counted.
 
+    Adaptive methods control one error norm for the whole batch, so a sample's path depends on its
+    batch to within the tolerance; fixed-grid methods give each sample the same result in any batch.
+
     Args:
         method: a torchdiffeq method name.
         rtol, atol: tolerances of adaptive methods.

@@ -25,13 +25,14 @@ class VESDE(SDE):
         return math.log(self.sigma_max / self.sigma_min) / self.T
 
     def f(self, t):
-        return torch.zeros_like(t)
+        # 0 * t rather than zeros_like(t): keeps t's autograd graph, so derivatives in t stay defined.
+        return 0 * t
 
     def g2(self, t):
         return self.sigma(t) ** 2 * (2 * self._log_ratio)
 
     def log_alpha(self, t):
-        return torch.zeros_like(t)
+        return 0 * t
 
     def sigma(self, t):
         return self.sigma_min * torch.exp(t * self._log_ratio)

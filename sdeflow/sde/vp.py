@@ -60,10 +60,15 @@ class VPSDE(_LinearBetaSDE):
         return 1.0
 
     def discretize(self, x, t, dt=None):
-        """DDPM step x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z, with beta_i = beta(t) dt (the reference's)."""
+        """DDPM step x_t = sqrt(1 - beta_i) x_{t-dt} + sqrt(beta_i) z with the exact beta_i = 1 - alpha(t)^2 / alpha(t-dt)^2.
+
+        The reference's beta_i = beta(t) dt is this to first order in dt; the exact form stays
+        valid (beta_i < 1) for steps of any length, where the reference's goes negative under the root.
+        """
         dt = self.T / self.N if dt is None else dt
         t = batch_times(t, x)
-        beta_step = self.beta(t) * batch_times(dt, x)
+        t_prev = (t - batch_times(dt, x)).clamp_min(0)
+        beta_step = -torch.expm1(self.int_beta(t_prev) - self.int_beta(t))
         f = append_dims(torch.sqrt(1 - beta_step) - 1, x.ndim) * x
         return f, torch.sqrt(beta_step)
 

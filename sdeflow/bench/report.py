@@ -1,0 +1,62 @@
+"""Tables and plots of benchmark rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+COLUMNS = ["solver", "kind", "steps", "nfe", "rms_median", "rms_p90", "sw2", "frechet", "seconds"]
+
+
+def _fmt(v) -> str:
+    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4) else f"{v:.4f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
+    """A markdown table of the rows that ran (skipped rows are left out)."""
+    rows = [r for r in rows if not r.get("skipped")]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path, floor_sw2: float | None = None, title: str = "") -> Path:
+    """Error against NFE on log-log axes: trajectory error (left), distribution error (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [("deterministic", "rms_median", "median RMS error vs exact ODE solution"),
+              ("stochastic", "sw2", "sliced W2 to exact samples")]
+    for ax, (kind, metric, label) in zip(axes, panels):
+        ran = [r for r in rows if r.get("kind") == kind and not r.get("skipped") and r.get(metric) not in (None, "")]
+        for name in dict.fromkeys(r["solver"] for r in ran):
+            pts = sorted((float(r["nfe"]), float(r[metric])) for r in ran if r["solver"] == name)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name,
+                    linestyle=r_style(name) if len(pts) > 1 else "none")
+        if kind == "stochastic" and floor_sw2 is not None:
+            ax.axhline(floor_sw2, color="gray", linestyle=":", label="floor (exact vs exact)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE (counted)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        if ran:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def r_style(name: str) -> str:
+    """Peers (names starting with 'diffusers' or 'peer') are dashed."""
+    return "--" if name.startswith(("diffusers", "peer")) else "-"

@@ -1,0 +1,95 @@
+"""The solver benchmark on an exact problem: error against counted NFE (shared/BENCHMARKS.md, section 1).
+
+Deterministic samplers are scored by the per-sample RMS error against the exact probability-flow
+solution from the same prior draws; stochastic ones by distribution distances (sliced Wasserstein-2,
+Frechet) to exact samples of p_eps, printed beside the floor of two independent exact sets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from sdeflow.random import seeded_generator
+from sdeflow.metrics import frechet_distance, gaussian_stats, rms_error, sliced_wasserstein
+from sdeflow.score import ScoreFunction
+
+
+@dataclass
+class BenchProblem:
+    """Everything the samplers are scored against, computed once per run."""
+
+    x_T_traj: torch.Tensor
+    reference: torch.Tensor
+    x_T_dist: torch.Tensor
+    exact: torch.Tensor
+    floor_sw2: float
+    floor_fd: float
+
+
+# Independent random streams of one run: prior draws, exact samples, solver noise, projections.
+PRIOR, EXACT, NOISE, DIRECTIONS = range(4)
+
+
+def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: int, seed: int, dtype, reference: dict) -> BenchProblem:
+    """Draw the prior states and compute the exact answers they are compared with."""
+    g = seeded_generator(seed, PRIOR)
+    shape = (problem.dim,)
+    x_T_traj = sde.prior_sampling((n_trajectory, *shape), g, dtype=torch.float64)
+    ref = problem.ode_reference(sde, x_T_traj, **reference)
+    x_T_dist = sde.prior_sampling((n_distribution, *shape), g, dtype=torch.float64)
+    g = seeded_generator(seed, EXACT)
+    exact = problem.sample(n_distribution, g, t=sde.eps, sde=sde)
+    other = problem.sample(n_distribution, g, t=sde.eps, sde=sde)
+    floor_sw2 = sliced_wasserstein(exact, other, n_directions, seeded_generator(seed, DIRECTIONS))
+    floor_fd = frechet_distance(*gaussian_stats(exact), *gaussian_stats(other))
+    return BenchProblem(x_T_traj.to(dtype), ref, x_T_dist.to(dtype), exact, floor_sw2, floor_fd)
+
+
+def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int) -> dict:
+    """Score one solver at one NFE budget (None: an adaptive solver's own choice); one result row."""
+    score = ScoreFunction(problem.score_fn(sde), sde)
+    steps = None if nfe is None else solver.steps_for_nfe(nfe)
+    timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else grid(sde, steps)
+    row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "steps": steps}
+    start = time.perf_counter()
+    if solver.stochastic:
+        out = solver.sample(score, sde, bench.x_T_dist.clone(), timesteps, generator=seeded_generator(seed, NOISE))
+        x = out.samples.to(torch.float64)
+        finite = bool(torch.isfinite(x).all())
+        row.update(
+            nfe=out.nfe,
+            diverged=not finite,
+            sw2=sliced_wasserstein(x, bench.exact, n_directions, seeded_generator(seed, DIRECTIONS)) if finite else float("inf"),
+            frechet=frechet_distance(*gaussian_stats(x), *gaussian_stats(bench.exact)) if finite else float("inf"),
+        )
+    else:
+        out = solver.sample(score, sde, bench.x_T_traj.clone(), timesteps)
+        err = rms_error(out.samples, bench.reference).nan_to_num(nan=float("inf"))
+        row.update(nfe=out.nfe, diverged=not bool(torch.isfinite(err).all()), rms_median=float(err.median()), rms_p90=float(torch.quantile(err, 0.9)))
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distribution=10000, n_directions=256, seed=0,
+        dtype=torch.float64, reference=None, progress=True, on_row=None) -> tuple[list[dict], BenchProblem]:
+    """Run every solver at every NFE budget; `on_row(row)` is called as each result arrives."""
+    bench = prepare(problem, sde, n_trajectory, n_distribution, n_directions, seed, dtype, reference or {})
+    jobs = [(name, s, None) for name, s in solvers.items() if s.nfe_per_step is None]
+    jobs += [(name, s, n) for name, s in solvers.items() if s.nfe_per_step is not None for n in nfe_list]
+    rows = []
+    bar = tqdm(jobs, desc="bench", disable=not progress, dynamic_ncols=True)
+    for name, solver, nfe in bar:
+        bar.set_postfix_str(f"{name} nfe={nfe if nfe is not None else 'adaptive'}")
+        try:
+            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions)
+        except ValueError as e:
+            # A budget too small for this solver (e.g. 5 NFE for a 4-stage method) is a skip, not a failure.
+            row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "skipped": str(e)}
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows, bench
