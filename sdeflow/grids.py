@@ -5,6 +5,8 @@ A grid is a callable `grid(sde, steps) -> 1-D float64 tensor`; any grid works wi
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -20,6 +22,13 @@ class Grid:
         if not sde.eps <= lo < hi <= sde.T:
             raise ValueError(f"grid bounds must satisfy eps <= t_min < t_max <= T = {sde.T}; got t_min={lo}, t_max={hi} with eps={sde.eps}")
         return lo, hi
+
+    def restricted(self, t_min: float | None = None, t_max: float | None = None) -> "Grid":
+        """The same kind of grid on a sub-interval."""
+        grid = copy.copy(self)
+        grid.t_min = self.t_min if t_min is None else t_min
+        grid.t_max = self.t_max if t_max is None else t_max
+        return grid
 
     def __call__(self, sde, steps: int) -> torch.Tensor:
         if int(steps) != steps or steps < 1:

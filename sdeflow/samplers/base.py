@@ -62,6 +62,10 @@ class Sampler(abc.ABC):
             raise ValueError(f"{type(self).__name__} needs at least {self.nfe_per_step + int(self.denoise)} NFE, got {nfe}")
         return steps
 
+    def timesteps(self, grid, sde, steps: int) -> torch.Tensor:
+        """The grid this sampler runs on for `steps` steps (samplers that reshape grids override this)."""
+        return grid(sde, steps)
+
     def sample(self, score, sde, x: torch.Tensor, timesteps, generator=None, return_trajectory: bool = False) -> SampleResult:
         """Run the sampler from x (a draw of p_T) along `timesteps`.
 

@@ -1,0 +1,121 @@
+"""The analytic high-noise phase: the probability-flow ODE of Gaussian data in closed form.
+
+For p_0 = N(mu, Sigma) = N(mu, U diag(lam) U^T), p_t is Gaussian and the flow is affine:
+x_t = alpha_t mu + U diag(r_t / r_s) U^T (x_s - alpha_s mu), r^2 = alpha^2 lam + sigma^2 per
+eigen-direction (Wang & Vastola 2023). At high noise every data distribution is close to its
+Gaussian approximation, so the flow from T down to a chosen time costs no score evaluation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sdeflow.samplers.base import Sampler
+
+
+class GaussianStats:
+    """Mean and (optionally low-rank plus isotropic) covariance of the data, for the analytic phase.
+
+    Args:
+        mean: (d,) data mean.
+        eigvecs: (d, k) orthonormal principal directions.
+        eigvals: (k,) their variances.
+        rest: variance along every direction orthogonal to `eigvecs` (0 when k = d).
+    """
+
+    def __init__(self, mean, eigvecs, eigvals, rest: float = 0.0):
+        self.mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
+        self.eigvecs = torch.as_tensor(eigvecs, dtype=torch.float64)
+        self.eigvals = torch.as_tensor(eigvals, dtype=torch.float64).clamp_min(0)
+        self.rest = float(rest)
+        d = self.mean.numel()
+        if self.eigvecs.shape[0] != d or self.eigvecs.shape[1] != self.eigvals.numel():
+            raise ValueError(f"eigvecs must be ({d}, k) with k = len(eigvals), got {tuple(self.eigvecs.shape)}")
+
+    @classmethod
+    def from_cov(cls, mean, cov) -> "GaussianStats":
+        """Full-rank statistics from a covariance matrix."""
+        lam, U = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))
+        return cls(mean, U, lam)
+
+    @classmethod
+    def from_distribution(cls, data) -> "GaussianStats":
+        """From any object with `mean()` and `cov()` (e.g. `sdeflow.GaussianMixture`)."""
+        return cls.from_cov(data.mean(), data.cov())
+
+    @classmethod
+    def from_samples(cls, x: torch.Tensor, rank: int | None = None) -> "GaussianStats":
+        """From data samples (n, ...); `rank` keeps the top principal directions and an isotropic rest (for images)."""
+        x = x.flatten(1).to(torch.float64)
+        mean = x.mean(0)
+        xc = x - mean
+        if rank is None or rank >= x.shape[1]:
+            return cls.from_cov(mean, xc.T @ xc / (len(x) - 1))
+        _, s, V = torch.linalg.svd(xc, full_matrices=False)
+        var = s**2 / (len(x) - 1)
+        rest = float(var[rank:].sum() / (x.shape[1] - rank))
+        return cls(mean, V[:rank].T, var[:rank], rest)
+
+    def flow(self, sde, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The exact probability-flow map of N(mean, cov) from time s to time t."""
+        shape, dtype = x.shape, x.dtype
+        xf = x.flatten(1).to(torch.float64)
+        s, t = s.to(torch.float64), t.to(torch.float64)
+        a_s, a_t, sg_s, sg_t = sde.alpha(s), sde.alpha(t), sde.sigma(s), sde.sigma(t)
+        dev = xf - a_s * self.mean
+        coef = self.eigvecs.T @ dev.T  # (k, n)
+        ratio = torch.sqrt((a_t**2 * self.eigvals + sg_t**2) / (a_s**2 * self.eigvals + sg_s**2))
+        out = (self.eigvecs @ (ratio[:, None] * coef)).T
+        if self.eigvecs.shape[1] < self.mean.numel():
+            rest_ratio = torch.sqrt((a_t**2 * self.rest + sg_t**2) / (a_s**2 * self.rest + sg_s**2))
+            out = out + rest_ratio * (dev - (self.eigvecs @ coef).T)
+        return (a_t * self.mean + out).reshape(shape).to(dtype)
+
+
+class AnalyticJump(Sampler):
+    """Jump analytically over the grid's first interval, then let `solver` take the rest.
+
+    The first interval of the grid, [t_1, T], is crossed by the Gaussian flow of `stats` at zero
+    NFE; `grid_for` builds such a grid from any other grid: T, then that grid on [eps, t_jump].
+    Order, NFE per step and stochasticity are the inner solver's.
+
+    Args:
+        solver: any sdeflow sampler.
+        stats: `GaussianStats` of the data, or an object with `mean()` and `cov()`.
+        t_jump: the time the jump lands at.
+    """
+
+    def __init__(self, solver: Sampler, stats, t_jump: float, denoise: bool = False):
+        super().__init__(denoise=denoise)
+        self.solver = solver
+        self.stats = stats if isinstance(stats, GaussianStats) else GaussianStats.from_distribution(stats)
+        if not t_jump > 0:
+            raise ValueError(f"t_jump must be positive, got {t_jump}")
+        self.t_jump = float(t_jump)
+
+    @property
+    def order(self):
+        return self.solver.order
+
+    @property
+    def nfe_per_step(self):
+        return self.solver.nfe_per_step
+
+    @property
+    def stochastic(self):
+        return self.solver.stochastic
+
+    def steps_for_nfe(self, nfe: int) -> int:
+        return self.solver.steps_for_nfe(nfe - int(self.denoise) + int(self.solver.denoise))
+
+    def timesteps(self, grid, sde, steps: int) -> torch.Tensor:
+        if not sde.eps < self.t_jump < sde.T:
+            raise ValueError(f"t_jump must lie in (eps, T) = ({sde.eps}, {sde.T}), got {self.t_jump}")
+        inner = grid.restricted(t_max=self.t_jump)(sde, steps)
+        return torch.cat([torch.tensor([sde.T], dtype=inner.dtype), inner])
+
+    def solve(self, score, sde, x, timesteps, noise, record):
+        x = self.stats.flow(sde, x, timesteps[0], timesteps[1])
+        record(x)
+        out = self.solver.sample(score, sde, x, timesteps[1:], generator=noise, return_trajectory=False)
+        return out.samples
