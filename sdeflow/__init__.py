@@ -7,9 +7,11 @@ from sdeflow.api import sample
 from sdeflow.grids import Grid, KarrasGrid, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from sdeflow.problems import GaussianMixture
 from sdeflow.random import PerSampleNoise, SharedNoise
+from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
 from sdeflow.samplers import (
-    Ancestral, AnnealedLangevin, EulerMaruyama, LangevinCorrector, NoneCorrector, NonePredictor, PCSampler,
-    ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler, SolverError,
+    DDIM, IPNDM, LMS, AnalyticJump, Ancestral, AnnealedLangevin, DPMSolver, DPMSolverAdaptive, DPMSolverPP, DPMSolverPPSDE,
+    EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
+    PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler, SolverError, UniPC,
 )
 from sdeflow.score import EpsPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
 from sdeflow.sde import SDE, SubVPSDE, VESDE, VPSDE
@@ -21,10 +23,14 @@ __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE",
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
     "GaussianMixture",
-    "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid",
+    "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",
+    "optimize_grid", "save_grid",
     "PerSampleNoise", "SharedNoise",
     "Sampler", "SampleResult", "SolverError",
     "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",
+    "DDIM", "DPMSolver", "DPMSolverAdaptive", "DPMSolverPP", "UniPC", "EDMHeun", "IPNDM", "LMS",
+    "EDMStochastic", "DPMSolverPPSDE", "GottaGoFast",
+    "AnalyticJump", "GaussianStats",
 ]

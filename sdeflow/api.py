@@ -50,6 +50,6 @@ def sample(
             raise ValueError(f"{type(sampler).__name__} steps on a grid: give `steps`")
         timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
     else:
-        timesteps = (grid or UniformGrid())(sde, steps)
+        timesteps = sampler.timesteps(grid or UniformGrid(), sde, steps)
     x = sde.prior_sampling(shape, generator, dtype=dtype, device=device)
     return sampler.sample(score, sde, x, timesteps, generator=generator, return_trajectory=return_trajectory)

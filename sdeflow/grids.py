@@ -100,6 +100,9 @@ class ListGrid:
             raise ValueError(f"user grid [{self.times[-1].item()}, {self.times[0].item()}] leaves [eps, T] = [{sde.eps}, {sde.T}]")
         return self.times.clone()
 
+    def restricted(self, t_min=None, t_max=None):
+        raise ValueError("a user grid cannot be restricted to a sub-interval; give the full grid, or use a generated grid")
+
     def __repr__(self) -> str:
         return f"ListGrid({self.times.tolist()})"
 

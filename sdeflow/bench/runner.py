@@ -53,7 +53,7 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
     """Score one solver at one NFE budget (None: an adaptive solver's own choice); one result row."""
     score = ScoreFunction(problem.score_fn(sde), sde)
     steps = None if nfe is None else solver.steps_for_nfe(nfe)
-    timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else grid(sde, steps)
+    timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)
     row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "steps": steps}
     start = time.perf_counter()
     if solver.stochastic:

@@ -1,14 +1,29 @@
 """Samplers: predictor-corrector, the probability-flow ODE, and the fast solvers."""
 
+from sdeflow.samplers.analytic import AnalyticJump, GaussianStats
 from sdeflow.samplers.base import SampleResult, Sampler, SolverError, StepSampler
 from sdeflow.samplers.correctors import AnnealedLangevin, Corrector, LangevinCorrector, NoneCorrector
+from sdeflow.samplers.ddim import DDIM
+from sdeflow.samplers.dpm_solver import DPMSolver
+from sdeflow.samplers.dpm_solver_adaptive import DPMSolverAdaptive
+from sdeflow.samplers.dpm_solver_pp import DPMSolverPP
+from sdeflow.samplers.dpm_solver_pp_sde import DPMSolverPPSDE
+from sdeflow.samplers.edm_stochastic import EDMStochastic
+from sdeflow.samplers.gotta_go_fast import GottaGoFast
+from sdeflow.samplers.heun import EDMHeun
+from sdeflow.samplers.ipndm import IPNDM
+from sdeflow.samplers.lms import LMS
 from sdeflow.samplers.ode import ProbabilityFlowODE
 from sdeflow.samplers.pc import PCSampler
 from sdeflow.samplers.predictors import Ancestral, EulerMaruyama, NonePredictor, Predictor, ReverseDiffusion
+from sdeflow.samplers.unipc import UniPC
 
 __all__ = [
     "SampleResult", "Sampler", "SolverError", "StepSampler",
     "PCSampler", "Predictor", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "Corrector", "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",
+    "DDIM", "DPMSolver", "DPMSolverAdaptive", "DPMSolverPP", "UniPC", "EDMHeun", "IPNDM", "LMS",
+    "EDMStochastic", "DPMSolverPPSDE", "GottaGoFast",
+    "AnalyticJump", "GaussianStats",
 ]

@@ -82,16 +82,21 @@ class AnalyticJump(Sampler):
     Args:
         solver: any sdeflow sampler.
         stats: `GaussianStats` of the data, or an object with `mean()` and `cov()`.
-        t_jump: the time the jump lands at.
+        sigma_jump: where the jump lands, as the noise-to-signal ratio sigma / alpha (EDM's sigma),
+            so that one value means the same noise level on every SDE.
     """
 
-    def __init__(self, solver: Sampler, stats, t_jump: float, denoise: bool = False):
+    def __init__(self, solver: Sampler, stats, sigma_jump: float, denoise: bool = False):
         super().__init__(denoise=denoise)
         self.solver = solver
         self.stats = stats if isinstance(stats, GaussianStats) else GaussianStats.from_distribution(stats)
-        if not t_jump > 0:
-            raise ValueError(f"t_jump must be positive, got {t_jump}")
-        self.t_jump = float(t_jump)
+        if not sigma_jump > 0:
+            raise ValueError(f"sigma_jump must be positive, got {sigma_jump}")
+        self.sigma_jump = float(sigma_jump)
+
+    def t_jump(self, sde) -> float:
+        """The SDE time at which sigma / alpha = sigma_jump."""
+        return float(sde.t_from_lambda(-torch.log(torch.tensor(self.sigma_jump, dtype=torch.float64))))
 
     @property
     def order(self):
@@ -109,9 +114,11 @@ class AnalyticJump(Sampler):
         return self.solver.steps_for_nfe(nfe - int(self.denoise) + int(self.solver.denoise))
 
     def timesteps(self, grid, sde, steps: int) -> torch.Tensor:
-        if not sde.eps < self.t_jump < sde.T:
-            raise ValueError(f"t_jump must lie in (eps, T) = ({sde.eps}, {sde.T}), got {self.t_jump}")
-        inner = grid.restricted(t_max=self.t_jump)(sde, steps)
+        t_jump = self.t_jump(sde)
+        if not sde.eps < t_jump < sde.T:
+            ends = torch.exp(-sde.lambda_(torch.tensor([sde.eps, sde.T], dtype=torch.float64))).tolist()
+            raise ValueError(f"sigma_jump must lie inside this SDE's range of sigma / alpha, ({ends[0]:.4g}, {ends[1]:.4g}); got {self.sigma_jump}")
+        inner = grid.restricted(t_max=t_jump)(sde, steps)
         return torch.cat([torch.tensor([sde.T], dtype=inner.dtype), inner])
 
     def solve(self, score, sde, x, timesteps, noise, record):
