@@ -45,6 +45,19 @@ class Sampler(abc.ABC):
     order: ClassVar[float]
     nfe_per_step: ClassVar[int | None]
     stochastic: ClassVar[bool]
+    # Multistep methods start with lower-order steps; None means there is no such warm-up.
+    warmup_order: ClassVar[int | None] = None
+
+    @property
+    def convergence_order(self) -> float:
+        """The global order guaranteed asymptotically: the method's order, or one more than its warm-up steps'."""
+        return self.order if self.warmup_order is None else min(self.order, self.warmup_order + 1)
+
+    def require_steps(self, timesteps: torch.Tensor, order: int) -> None:
+        """Multistep methods: refuse grids too short for the requested order to ever be used."""
+        if len(timesteps) - 1 < order:
+            raise ValueError(f"{type(self).__name__} of order {order} needs at least {order} steps, got {len(timesteps) - 1}; "
+                             f"use a lower order or more steps")
 
     def __init__(self, denoise: bool = False):
         self.denoise = bool(denoise)

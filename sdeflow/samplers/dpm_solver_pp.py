@@ -18,6 +18,7 @@ class DPMSolverPP(Sampler):
 
     nfe_per_step = 1
     stochastic = False
+    warmup_order = 1
 
     def __init__(self, order: int = 2, lower_order_final: bool = True, denoise: bool = False):
         super().__init__(denoise=denoise)
@@ -25,6 +26,7 @@ class DPMSolverPP(Sampler):
         self.lower_order_final = bool(lower_order_final)
 
     def solve(self, score, sde, x, timesteps, noise, record):
+        self.require_steps(timesteps, self.order)
         sched = Schedule(sde, timesteps)
         n = len(timesteps) - 1
         history = []  # x0 predictions at earlier grid points, newest last

@@ -18,6 +18,7 @@ class IPNDM(Sampler):
 
     nfe_per_step = 1
     stochastic = False
+    warmup_order = 1
 
     def __init__(self, order: int = 4, denoise: bool = False):
         super().__init__(denoise=denoise)
@@ -26,6 +27,7 @@ class IPNDM(Sampler):
         self.order = int(order)
 
     def solve(self, score, sde, x, timesteps, noise, record):
+        self.require_steps(timesteps, self.order)
         ds = []
         for i in range(len(timesteps) - 1):
             sig, a = scaled(sde, timesteps[i])

@@ -27,6 +27,7 @@ class LMS(Sampler):
 
     nfe_per_step = 1
     stochastic = False
+    warmup_order = 1
 
     def __init__(self, order: int = 4, denoise: bool = False):
         super().__init__(denoise=denoise)
@@ -35,6 +36,7 @@ class LMS(Sampler):
         self.order = int(order)
 
     def solve(self, score, sde, x, timesteps, noise, record):
+        self.require_steps(timesteps, self.order)
         sigmas = [float(scaled(sde, t)[0]) for t in timesteps]
         ds = []
         for i in range(len(timesteps) - 1):

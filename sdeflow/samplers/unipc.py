@@ -42,7 +42,13 @@ class UniPC(Sampler):
     def order(self) -> int:
         return self.p + int(self.corrector)
 
+    @property
+    def warmup_order(self) -> int:
+        # The first step is order 1, lifted to 2 by the corrector.
+        return 1 + int(self.corrector)
+
     def solve(self, score, sde, x, timesteps, noise, record):
+        self.require_steps(timesteps, self.p)
         sched = Schedule(sde, timesteps)
         n = len(timesteps) - 1
         history: list[torch.Tensor] = []
