@@ -1,0 +1,184 @@
+"""Solver accuracy on an exact score, against diffusers in the same run (shared/BENCHMARKS.md, section 1).
+
+Problem: Gaussian mixture, d = 16, 8 components, stds in [0.05, 0.2]; VE with sigma in [0.002, 80];
+256 prior draws; metric: per-sample RMS error against the exact probability-flow solution at
+sigma = 0.002 (dopri8, rtol = atol = 1e-10, checked against a 1e-8 solve). NFE counted.
+
+    pip install -e ".[bench]" && python benchmarks/solver_accuracy.py
+
+Writes solver_accuracy.{csv,json,md,png} and the optimised grids under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import sdeflow as sf
+from sdeflow.bench.report import plot
+from sdeflow.io import write_csv, write_json
+from sdeflow.metrics import rms_error
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def peers():
+    """diffusers schedulers sharing an algorithm with ours, in EDM's sigma space (Karras grid, rho = 7)."""
+    from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
+
+    common = dict(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, final_sigmas_type="zero")
+    return {
+        "diffusers EDMEuler (= DDIM)": ("ddim", lambda: EDMEulerScheduler(**common)),
+        "diffusers EDM DPM++2M": ("dpmpp_2m", lambda: EDMDPMSolverMultistepScheduler(solver_order=2, **common)),
+        "diffusers EDM DPM++3M": ("dpmpp_3m", lambda: EDMDPMSolverMultistepScheduler(solver_order=3, **common)),
+    }
+
+
+def run_peer(make, nfe, score, sde, x_T):
+    """`nfe` steps of a diffusers scheduler from sigma_max to sigma_min, stopping before its final step to 0.
+
+    Asked for nfe + 1 steps, the scheduler's first nfe steps span [0.002, 80] on the Karras grid and its
+    last one jumps to sigma = 0; stopping before it compares like with like at sigma = 0.002.
+    """
+    sched = make()
+    sched.set_timesteps(nfe + 1)
+    sd = sched.config.sigma_data
+    x = x_T.clone()
+    for i, t in enumerate(sched.timesteps[:nfe]):
+        sig = sched.sigmas[i].to(torch.float64)
+        x0 = score.x0(x, sde.t_from_lambda(-torch.log(sig)).clamp(0, 1))
+        # The scheduler forms D(x) = c_skip x + c_out F; hand it the F that makes D our exact x0.
+        c_skip, c_out = sd**2 / (sig**2 + sd**2), sig * sd / (sig**2 + sd**2).sqrt()
+        x = sched.step((x0 - c_skip * x) / c_out, t, x).prev_sample.to(torch.float64)
+    return x
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nfe", type=int, nargs="+", default=[5, 6, 8, 10, 15, 20, 50, 100])
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--optimize-up-to", type=int, default=20, help="optimise grids for budgets up to this NFE")
+    ap.add_argument("--maxiter", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*scale_model_input.*")
+    start = time.perf_counter()
+
+    sde = sf.VESDE(sigma_min=0.002, sigma_max=80.0, eps=0.0)
+    gm = sf.GaussianMixture.random(dim=16, components=8, std_range=(0.05, 0.2), seed=0)
+    score = sf.ScoreFunction(gm.score_fn(sde), sde)
+    x_T = sde.prior_sampling((args.n, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = gm.ode_reference(sde, x_T)
+    ref_check = float(rms_error(gm.ode_reference(sde, x_T, rtol=1e-8, atol=1e-8), ref).max())
+    pilot = sde.prior_sampling((128, 16), torch.Generator().manual_seed(1), dtype=torch.float64)
+    pilot_ref = gm.ode_reference(sde, pilot)
+    stats = sf.GaussianStats.from_distribution(gm)
+
+    solvers = {
+        "ddim": sf.DDIM(), "dpm_solver_2": sf.DPMSolver(2), "dpm_solver_3": sf.DPMSolver(3),
+        "dpmpp_2m": sf.DPMSolverPP(2), "dpmpp_3m": sf.DPMSolverPP(3),
+        "unipc_2_bh1": sf.UniPC(2, "bh1"), "unipc_2_bh2": sf.UniPC(2, "bh2"), "unipc_3_bh2": sf.UniPC(3, "bh2"),
+        "edm_heun": sf.EDMHeun(), "ipndm": sf.IPNDM(4), "lms": sf.LMS(4),
+    }
+    grids = {"karras": sf.KarrasGrid(7.0), "logsnr": sf.LogSNRGrid()}
+    jumps = {"unipc_2_bh2+jump": sf.AnalyticJump(sf.UniPC(2, "bh2"), stats, sigma_jump=3.0),
+             "unipc_3_bh2+jump": sf.AnalyticJump(sf.UniPC(3, "bh2"), stats, sigma_jump=5.0)}
+    optimised = {"unipc_2_bh2": solvers["unipc_2_bh2"], "unipc_2_bh2+jump": jumps["unipc_2_bh2+jump"],
+                 "unipc_3_bh2+jump": jumps["unipc_3_bh2+jump"]}
+
+    rows = []
+
+    def record(name, grid_name, nfe_budget, out_nfe, x, kind="sdeflow"):
+        err = rms_error(x, ref)
+        rows.append({"solver": name, "grid": grid_name, "budget": nfe_budget, "nfe": out_nfe, "rms_median": float(err.median()),
+                     "rms_p90": float(torch.quantile(err, 0.9)), "source": kind})
+
+    jobs = [(n, s, g) for n in args.nfe for s in {**solvers, **jumps} for g in grids]
+    for nfe, name, gname in tqdm(jobs, desc="sdeflow solvers"):
+        solver = {**solvers, **jumps}[name]
+        try:
+            steps = solver.steps_for_nfe(nfe)
+            out = solver.sample(score, sde, x_T, solver.timesteps(grids[gname], sde, steps))
+        except ValueError:
+            continue
+        record(name, gname, nfe, out.nfe, out.samples)
+    for nfe in tqdm(args.nfe, desc="diffusers peers"):
+        for name, (_, make) in peers().items():
+            record(name, "karras", nfe, nfe, run_peer(make, nfe, score, sde, x_T), kind="diffusers")
+    grid_dir = args.out / "grids"
+    for nfe in tqdm([n for n in args.nfe if n <= args.optimize_up_to], desc="grid optimisation"):
+        for name, solver in optimised.items():
+            steps = solver.steps_for_nfe(nfe)
+            init = solver.timesteps(grids["logsnr"], sde, steps)
+            grid, report = sf.optimize_grid(solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False)
+            sf.save_grid(grid_dir / f"{name.replace('+', '_')}_nfe{nfe}.json", grid, report)
+            out = solver.sample(score, sde, x_T, grid)
+            record(name, "optimised", nfe, out.nfe, out.samples)
+
+    # Same-algorithm pairs: ours at equal NFE on the same (Karras) grid against diffusers.
+    pairs = []
+    for peer, (ours, _) in peers().items():
+        for nfe in args.nfe:
+            p = next(r for r in rows if r["solver"] == peer and r["budget"] == nfe)
+            o = next((r for r in rows if r["solver"] == ours and r["grid"] == "karras" and r["budget"] == nfe), None)
+            if o is not None:
+                pairs.append({"peer": peer, "ours": ours, "nfe": nfe, "peer_rms": p["rms_median"], "ours_rms": o["rms_median"],
+                              "ratio": o["rms_median"] / p["rms_median"]})
+
+    def best(pred, nfe):
+        cand = [r for r in rows if r["budget"] == nfe and r["nfe"] <= nfe and pred(r)]
+        return min(cand, key=lambda r: r["rms_median"]) if cand else None
+
+    shares = []
+    for nfe in [n for n in (10, 20) if n in args.nfe]:
+        steps = [
+            ("best diffusers peer (Karras)", best(lambda r: r["source"] == "diffusers", nfe)),
+            ("+ solver: best sdeflow solver on the Karras grid", best(lambda r: r["source"] == "sdeflow" and r["grid"] == "karras" and "jump" not in r["solver"], nfe)),
+            ("+ grid: best fixed grid", best(lambda r: r["source"] == "sdeflow" and r["grid"] != "optimised" and "jump" not in r["solver"], nfe)),
+            ("+ analytic phase (jump), fixed grid", best(lambda r: r["source"] == "sdeflow" and r["grid"] != "optimised", nfe)),
+            ("+ optimised grid, no jump", best(lambda r: r["grid"] == "optimised" and "jump" not in r["solver"], nfe)),
+            ("+ optimised grid and jump (best overall)", best(lambda r: r["source"] == "sdeflow", nfe)),
+        ]
+        for label, r in steps:
+            if r is not None:
+                shares.append({"nfe": nfe, "ingredient": label, "solver": r["solver"], "grid": r["grid"], "rms_median": r["rms_median"]})
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / "solver_accuracy.csv", rows)
+    write_csv(args.out / "solver_accuracy_pairs.csv", pairs)
+    lines = [f"# Solver accuracy, VE sigma in [0.002, 80], GMM d=16 K=8, n={args.n}", "",
+             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
+             f"reference check (1e-10 vs 1e-8 solve, max RMS): {ref_check:.2e}", "", "## Ingredients of the gain", "",
+             "| NFE | step | solver | grid | median RMS |", "|---|---|---|---|---|"]
+    lines += [f"| {s['nfe']} | {s['ingredient']} | {s['solver']} | {s['grid']} | {s['rms_median']:.2e} |" for s in shares]
+    lines += ["", "## Same algorithm as a diffusers scheduler, equal NFE, same grid", "", "| NFE | sdeflow | diffusers | sdeflow RMS | diffusers RMS | ratio |", "|---|---|---|---|---|---|"]
+    lines += [f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_rms']:.3e} | {p['peer_rms']:.3e} | {p['ratio']:.3f} |" for p in pairs]
+    lines += ["", "## Best per NFE", "", "| NFE | solver | grid | nfe | median RMS | p90 RMS |", "|---|---|---|---|---|---|"]
+    for nfe in args.nfe:
+        for r in sorted([r for r in rows if r["budget"] == nfe], key=lambda r: r["rms_median"])[:5]:
+            lines.append(f"| {nfe} | {r['solver']} | {r['grid']} | {r['nfe']} | {r['rms_median']:.2e} | {r['rms_p90']:.2e} |")
+    (args.out / "solver_accuracy.md").write_text("\n".join(lines) + "\n")
+    write_json(args.out / "solver_accuracy.json", {
+        "command": " ".join(sys.argv), "rows": rows, "pairs": pairs, "ingredients": shares, "reference_check": ref_check,
+        "seconds": time.perf_counter() - start, "machine": platform.platform(), "torch": torch.__version__,
+    })
+    # One line per solver: its best grid at each NFE (peers dashed).
+    best_rows = []
+    for name in dict.fromkeys(r["solver"] for r in rows):
+        for nfe in args.nfe:
+            r = best(lambda r, name=name: r["solver"] == name, nfe)
+            if r is not None:
+                best_rows.append({**r, "kind": "deterministic", "solver": name if r["source"] == "sdeflow" else f"diffusers:{name[10:]}"})
+    plot(best_rows, args.out / "solver_accuracy.png", title="median RMS error vs exact PF-ODE (VE, GMM d=16); best grid per solver")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
