@@ -78,3 +78,17 @@ def test_bad_overrides_fail_clearly(tmp_path):
     assert bad.returncode != 0 and "nfe must be a positive integer" in bad.stderr
     unknown_key = run_cli(tmp_path, "nfee=3", *SMALL)
     assert unknown_key.returncode != 0 and "nfee" in unknown_key.stderr
+
+
+@pytest.mark.parametrize("group", ["model", "loss", "data"])
+def test_every_training_config_composes_and_instantiates(group):
+    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
+        for name in options(group):
+            cfg = compose("train", overrides=[f"{group}={name}"])
+            sde = instantiate(cfg.sde)
+            if group == "model":
+                assert instantiate(cfg.model.net) is not None and instantiate(cfg.model.prediction) is not None
+            elif group == "loss":
+                assert instantiate(cfg.loss, sde=sde) is not None
+            elif "???" not in str(cfg.data.dataset.values()):  # cifar10 and folder need a local path
+                assert tuple(instantiate(cfg.data.dataset).shape) == tuple(cfg.data.shape)

@@ -130,6 +130,10 @@ class GaussianMixture:
             )
         return x0.to(dtype)
 
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples of p_0, so a mixture serves wherever a toy sampler `(n, generator)` does."""
+        return self.sample(n, generator)
+
     def ode_reference(self, sde, x_T: torch.Tensor, t_end=None, rtol: float = 1e-10, atol: float = 1e-10, method: str = "dopri8"):
         """The probability-flow ODE solution from x_T at sde.T to `t_end` (default sde.eps), adaptive in float64.
 

@@ -1,0 +1,58 @@
+"""What the console scripts share: versions, run directories, rebuilding a trained model."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sdeflow.checkpoint import CheckpointError, load_checkpoint
+from sdeflow.score import ScoreFunction
+
+
+def versions() -> dict:
+    import hydra
+    import torchdiffeq
+
+    import sdeflow
+
+    return {"sdeflow": sdeflow.__version__, "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
+            "hydra": hydra.__version__, "python": platform.python_version(), "machine": platform.platform(), "command": " ".join(sys.argv)}
+
+
+def run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def job_name() -> str | None:
+    try:
+        return ",".join(HydraConfig.get().overrides.task) or None
+    except ValueError:
+        return None
+
+
+def model_description(cfg) -> str:
+    """The resolved model and SDE configuration: what a checkpoint must match to be resumed or loaded."""
+    return OmegaConf.to_yaml(OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True),
+                                               "sde": OmegaConf.to_container(cfg.sde, resolve=True)}))
+
+
+def load_trained(path, use_ema: bool = True, device="cpu"):
+    """(score function, sde, run config) rebuilt from a checkpoint written by sdeflow-train."""
+    state = load_checkpoint(path, map_location=device)
+    if "config" not in state:
+        raise CheckpointError(f"{path} has no run config; it was not written by sdeflow-train")
+    cfg = OmegaConf.create(state["config"])
+    sde = instantiate(cfg.sde)
+    net = instantiate(cfg.model.net)
+    try:
+        net.load_state_dict(state["ema" if use_ema else "model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {str(e).splitlines()[0][:300]}") from e
+    net = net.to(device).eval().requires_grad_(False)
+    return ScoreFunction(net, sde, instantiate(cfg.model.prediction)), sde, cfg

@@ -1,0 +1,8 @@
+"""Score networks in plain PyTorch."""
+
+from sdeflow.nets.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+from sdeflow.nets.mlp import ScoreMLP
+from sdeflow.nets.ncsnpp import NCSNpp
+from sdeflow.nets.precond import EDMPrecond
+
+__all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "ScoreMLP", "NCSNpp", "EDMPrecond"]

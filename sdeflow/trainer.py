@@ -1,0 +1,125 @@
+"""The training loop: Adam with warm-up and clipping, EMA, bf16 autocast, checkpoints that resume exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sdeflow.checkpoint import CheckpointError, check_model_config, load_checkpoint, save_checkpoint
+from sdeflow.ema import EMA
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+class Trainer:
+    """Trains `model` on `data` with `loss`; every random draw comes from the trainer's own generators.
+
+    Args:
+        model: the network, called as model(x, t).
+        loss: a callable loss(model, x0, generator) -> scalar (e.g. `sdeflow.losses.DSMLoss`).
+        data: a `sdeflow.data.Dataset`.
+        steps: total optimisation steps.
+        batch_size: samples per step.
+        lr, warmup, grad_clip, betas, eps, weight_decay: Adam with linear warm-up over `warmup` steps
+            and gradient-norm clipping at `grad_clip` (<= 0: none).
+        ema_decay, ema_warmup: the EMA of the weights used for sampling.
+        precision: "fp32", "bf16" (autocast), or "auto" (bf16 on a GPU that supports it).
+        compile: wrap the model in torch.compile.
+        seed: seeds the data, noise and dropout streams.
+        device: where to train.
+        model_config: a string describing the model's configuration, stored in checkpoints and
+            checked when resuming.
+    """
+
+    def __init__(self, model: nn.Module, loss, data, steps: int = 1000, batch_size: int = 128, lr: float = 2e-4, warmup: int = 100,
+                 grad_clip: float = 1.0, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, ema_decay: float = 0.999,
+                 ema_warmup: bool = True, precision: str = "fp32", compile: bool = False, seed: int = 0, device: str = "cpu",
+                 model_config: str = ""):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if steps < 1 or batch_size < 1 or lr <= 0 or warmup < 0:
+            raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0; got {steps}, {batch_size}, {lr}, {warmup}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.loss, self.data = loss, data
+        self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = int(steps), int(batch_size), float(lr), int(warmup), float(grad_clip)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        self.ema = EMA(self.model, ema_decay, ema_warmup)
+        use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.step = 0
+        self.seed = int(seed)
+        self.data_gen = torch.Generator().manual_seed(self.seed)
+        self.noise_gen = torch.Generator().manual_seed(self.seed + 1)
+        # Dropout draws from torch's global generator; it is seeded here and saved in checkpoints.
+        torch.manual_seed(self.seed + 2)
+        self.model_config = model_config
+
+    def train_step(self) -> float:
+        """One optimisation step; returns the loss."""
+        self.model.train()
+        x0 = self.data.batch(self.batch_size, self.data_gen).to(self.device)
+        with self.autocast():
+            loss = self.loss(self.forward, x0, self.noise_gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup))
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return float(loss.detach())
+
+    def fit(self, steps: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0, on_log=None,
+            log_every: int = 50, progress: bool = True) -> list[float]:
+        """Train up to step `steps` (default: all), checkpointing every `checkpoint_every` steps and at the end."""
+        until = self.steps if steps is None else min(int(steps), self.steps)
+        losses = []
+        bar = tqdm(total=until, initial=self.step, desc="train", disable=not progress, dynamic_ncols=True)
+        start = time.perf_counter()
+        while self.step < until:
+            losses.append(self.train_step())
+            bar.update(1)
+            if self.step % log_every == 0 or self.step == until:
+                bar.set_postfix(loss=f"{sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}")
+                if on_log is not None:
+                    on_log(self.step, {"loss": losses[-1], "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
+            if checkpoint is not None and checkpoint_every > 0 and self.step % checkpoint_every == 0:
+                self.save(checkpoint)
+        bar.close()
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return losses
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+            "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(), "torch": torch.get_rng_state()},
+            "model_config": self.model_config, "seed": self.seed,
+        }
+
+    def save(self, path) -> Path:
+        return save_checkpoint(path, self.state_dict())
+
+    def resume(self, path) -> None:
+        """Continue exactly where the checkpoint at `path` stopped."""
+        state = load_checkpoint(path, map_location=self.device)
+        check_model_config(state, self.model_config, path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0][:300]}") from e
+        self.step = int(state["step"])
+        self.data_gen.set_state(state["rng"]["data"])
+        self.noise_gen.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
