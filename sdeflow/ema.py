@@ -20,8 +20,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
+        # One fused update over all parameters rather than a Python loop of small kernels.
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 

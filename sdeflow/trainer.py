@@ -61,8 +61,8 @@ class Trainer:
         torch.manual_seed(self.seed + 2)
         self.model_config = model_config
 
-    def train_step(self) -> float:
-        """One optimisation step; returns the loss."""
+    def train_step(self) -> torch.Tensor:
+        """One optimisation step; returns the detached loss (not synchronised, so a GPU is never stalled here)."""
         self.model.train()
         x0 = self.data.batch(self.batch_size, self.data_gen).to(self.device)
         with self.autocast():
@@ -76,19 +76,21 @@ class Trainer:
         self.opt.step()
         self.ema.update(self.model, self.step)
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def fit(self, steps: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0, on_log=None,
             log_every: int = 50, progress: bool = True) -> list[float]:
         """Train up to step `steps` (default: all), checkpointing every `checkpoint_every` steps and at the end."""
         until = self.steps if steps is None else min(int(steps), self.steps)
-        losses = []
+        losses, pending = [], []
         bar = tqdm(total=until, initial=self.step, desc="train", disable=not progress, dynamic_ncols=True)
         start = time.perf_counter()
         while self.step < until:
-            losses.append(self.train_step())
+            pending.append(self.train_step())
             bar.update(1)
             if self.step % log_every == 0 or self.step == until:
+                losses += torch.stack(pending).float().cpu().tolist()
+                pending = []
                 bar.set_postfix(loss=f"{sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}")
                 if on_log is not None:
                     on_log(self.step, {"loss": losses[-1], "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
