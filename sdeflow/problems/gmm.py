@@ -60,7 +60,8 @@ class GaussianMixture:
         t = batch_times(t, x).to(torch.float64)
         alpha = sde.alpha(t)[:, None, None]
         sigma = sde.sigma(t)[:, None, None]
-        return alpha * self.means, alpha**2 * self.stds**2 + sigma**2
+        means, stds = self.means.to(x.device), self.stds.to(x.device)
+        return alpha * means, alpha**2 * stds**2 + sigma**2
 
     def _flat(self, x):
         if x[0].numel() != self.dim:
@@ -76,11 +77,11 @@ class GaussianMixture:
             mean, var = (m[0] for m in self._marginal(sde, t[:1], x[:1]))
             prec = 1 / var
             quad = (xf**2) @ prec.T - 2 * xf @ (mean * prec).T + (mean**2 * prec).sum(1)
-            logp = -0.5 * (quad + torch.log(2 * math.pi * var).sum(1)) + torch.log(self.weights)
+            logp = -0.5 * (quad + torch.log(2 * math.pi * var).sum(1)) + torch.log(self.weights.to(x.device))
             return logp, (lambda resp: resp @ (mean * prec) - xf * (resp @ prec))
         mean, var = self._marginal(sde, t, x)
         diff = xf[:, None, :] - mean
-        logp = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1) + torch.log(self.weights)
+        logp = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1) + torch.log(self.weights.to(x.device))
         return logp, (lambda resp: -(resp[:, :, None] * diff / var).sum(1))
 
     def log_prob(self, x: torch.Tensor, t=0.0, sde=None) -> torch.Tensor:

@@ -62,14 +62,15 @@ class GaussianStats:
         xf = x.flatten(1).to(torch.float64)
         s, t = s.to(torch.float64), t.to(torch.float64)
         a_s, a_t, sg_s, sg_t = sde.alpha(s), sde.alpha(t), sde.sigma(s), sde.sigma(t)
-        dev = xf - a_s * self.mean
-        coef = self.eigvecs.T @ dev.T  # (k, n)
-        ratio = torch.sqrt((a_t**2 * self.eigvals + sg_t**2) / (a_s**2 * self.eigvals + sg_s**2))
-        out = (self.eigvecs @ (ratio[:, None] * coef)).T
+        mean, U, lam = self.mean.to(xf.device), self.eigvecs.to(xf.device), self.eigvals.to(xf.device)
+        dev = xf - a_s * mean
+        coef = U.T @ dev.T  # (k, n)
+        ratio = torch.sqrt((a_t**2 * lam + sg_t**2) / (a_s**2 * lam + sg_s**2))
+        out = (U @ (ratio[:, None] * coef)).T
         if self.eigvecs.shape[1] < self.mean.numel():
             rest_ratio = torch.sqrt((a_t**2 * self.rest + sg_t**2) / (a_s**2 * self.rest + sg_s**2))
-            out = out + rest_ratio * (dev - (self.eigvecs @ coef).T)
-        return (a_t * self.mean + out).reshape(shape).to(dtype)
+            out = out + rest_ratio * (dev - (U @ coef).T)
+        return (a_t * mean + out).reshape(shape).to(dtype)
 
 
 class AnalyticJump(Sampler):

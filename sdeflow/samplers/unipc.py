@@ -78,7 +78,7 @@ class UniPC(Sampler):
             rk = (sched[i - k][2] - lam_s) / h
             rks.append(rk)
             d1s.append((history[-1 - k] - m0) / rk)
-        rks = torch.stack(rks + [torch.ones((), dtype=h.dtype)])
+        rks = torch.stack(rks + [torch.ones((), dtype=h.dtype, device=h.device)])
         hh = -h
         h_phi_1 = torch.expm1(hh)
         h_phi_k = h_phi_1 / hh - 1
@@ -93,8 +93,8 @@ class UniPC(Sampler):
         if m_new is None:
             if not d1s:
                 return x_t
-            rhos = torch.full((1,), 0.5, dtype=h.dtype) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+            rhos = torch.full((1,), 0.5, dtype=h.dtype, device=h.device) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
             return x_t - a_t * b_h * sum(r * d for r, d in zip(rhos, d1s))
-        rhos = torch.full((1,), 0.5, dtype=h.dtype) if order == 1 else torch.linalg.solve(R, b)
+        rhos = torch.full((1,), 0.5, dtype=h.dtype, device=h.device) if order == 1 else torch.linalg.solve(R, b)
         res = sum((r * d for r, d in zip(rhos[:-1], d1s)), torch.zeros_like(x))
         return x_t - a_t * b_h * (res + rhos[-1] * (m_new - m0))

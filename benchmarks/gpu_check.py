@@ -1,0 +1,111 @@
+"""CUDA paths and GPU figures: every solver on the GPU against the CPU, and training throughput.
+
+Needs only torch, torchdiffeq, numpy and scipy (no Hydra, no wandb), so it runs on a bare GPU machine:
+
+    PYTHONPATH=. python benchmarks/gpu_check.py --out benchmarks/results/gpu_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import sdeflow as sf
+from sdeflow.losses import DSMLoss
+from sdeflow.metrics import rms_error
+from sdeflow.nets import NCSNpp
+from sdeflow.trainer import Trainer
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from train_throughput import hand_loop, ours  # noqa: E402
+
+
+def solver_agreement(device):
+    """Each solver from the same prior draws and per-sample noise, float64, on the GPU and on the CPU."""
+    sde = sf.VESDE(0.002, 80.0, eps=0.0)
+    gm = sf.GaussianMixture.random(16, 8, seed=0)
+    stats = sf.GaussianStats.from_distribution(gm)
+    solvers = {
+        "euler_maruyama": sf.PCSampler(sf.EulerMaruyama()), "pc_langevin": sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector()),
+        "ode_dopri5": sf.ProbabilityFlowODE("dopri5"), "ddim": sf.DDIM(), "dpm_solver_3": sf.DPMSolver(3),
+        "dpm_solver_adaptive": sf.DPMSolverAdaptive(), "dpmpp_3m": sf.DPMSolverPP(3), "unipc_3_bh2": sf.UniPC(3),
+        "edm_heun": sf.EDMHeun(), "ipndm": sf.IPNDM(), "lms": sf.LMS(), "edm_stochastic": sf.EDMStochastic(),
+        "dpmpp_2m_sde": sf.DPMSolverPPSDE(), "gotta_go_fast": sf.GottaGoFast(reltol=0.05),
+        "analytic_jump+unipc": sf.AnalyticJump(sf.UniPC(2), stats, sigma_jump=3.0),
+    }
+    rows = []
+    for name, solver in solvers.items():
+        steps = None if solver.nfe_per_step is None else solver.steps_for_nfe(20)
+        res = {}
+        for dev in ("cpu", device):
+            for dtype in (torch.float32, torch.float64):
+                score = sf.ScoreFunction(gm.score_fn(sde), sde)
+                start = time.perf_counter()
+                out = sf.sample(sde, score, solver, (512, 16), steps=steps, grid=sf.KarrasGrid(), seed=0, dtype=dtype, device=dev)
+                if dev != "cpu":
+                    torch.cuda.synchronize()
+                res[(dev, dtype)] = (out.samples.double().cpu(), out.nfe, time.perf_counter() - start)
+        gpu64, cpu64 = res[(device, torch.float64)], res[("cpu", torch.float64)]
+        rows.append({"solver": name, "nfe_gpu": gpu64[1], "nfe_cpu": cpu64[1],
+                     "max_rms_gpu_vs_cpu_f64": float(rms_error(gpu64[0], cpu64[0]).max()),
+                     "finite_f32": bool(torch.isfinite(res[(device, torch.float32)][0]).all()),
+                     "seconds_gpu_f32": res[(device, torch.float32)][2], "seconds_cpu_f32": res[("cpu", torch.float32)][2]})
+        print(rows[-1])
+    return rows
+
+
+def throughput(device, rounds=7, steps=30):
+    """sdeflow's Trainer against the hand loop on the GPU, for the tiny and the CIFAR-10-size network, fp32 and bf16."""
+    from sdeflow.data import Dataset
+
+    rows = []
+    for label, make, shape, batch in [
+        ("ncsnpp_tiny digits", lambda: NCSNpp(1, 8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0), (1, 8, 8), 128),
+        ("ncsnpp_cifar10", lambda: NCSNpp(3, 32, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_resolutions=(16,), dropout=0.1), (3, 32, 32), 64),
+    ]:
+        data = Dataset(torch.rand(2048, *shape), name=label)
+        for precision in ("fp32", "bf16"):
+            torch.manual_seed(0)
+            sde = sf.VPSDE()
+            trainer = Trainer(make(), DSMLoss(sde, prediction=sf.EpsPrediction()), data, steps=10**9, batch_size=batch,
+                              precision=precision, device=device)
+            net_b = make().to(device)
+            gen = torch.Generator().manual_seed(0)
+            torch.cuda.reset_peak_memory_stats()
+            hand_loop(net_b, data, batch, 5, torch.device(device), sde, gen) if precision == "fp32" else None
+            ours(trainer, 5, torch.device(device))
+            ratios, o_sps, h_sps = [], [], []
+            for _ in range(rounds):
+                o = ours(trainer, steps, torch.device(device))
+                o_sps.append(o)
+                if precision == "fp32":
+                    h = hand_loop(net_b, data, batch, steps, torch.device(device), sde, gen)
+                    h_sps.append(h)
+                    ratios.append(o / h)
+            rows.append({"network": label, "batch": batch, "precision": precision, "sdeflow_steps_per_s": statistics.median(o_sps),
+                         "hand_steps_per_s": statistics.median(h_sps) if h_sps else None,
+                         "ratio_median": statistics.median(ratios) if ratios else None,
+                         "peak_mib": torch.cuda.max_memory_allocated() / 2**20})
+            print(rows[-1])
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="gpu_check.json")
+    args = ap.parse_args()
+    device = "cuda"
+    result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "machine": platform.platform(),
+              "command": " ".join(["python", *sys.argv]), "solvers": solver_agreement(device), "throughput": throughput(device)}
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
