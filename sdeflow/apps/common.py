@@ -25,6 +25,14 @@ def versions() -> dict:
             "hydra": hydra.__version__, "python": platform.python_version(), "machine": platform.platform(), "command": " ".join(sys.argv)}
 
 
+def exit_on_bad_input(command: str, fn, cfg):
+    """Run fn(cfg); bad settings, data or checkpoints end the command with one clear line, not a traceback."""
+    try:
+        return fn(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"{command}: {e}")
+
+
 def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import io
-import sys
 import time
 
 import hydra
@@ -17,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from sdeflow.apps.common import job_name, load_trained, run_dir, versions
+from sdeflow.apps.common import exit_on_bad_input, job_name, load_trained, run_dir, versions
 from sdeflow.io import atomic_write_bytes, write_json
 from sdeflow.random import PerSampleNoise
 from sdeflow.tracking import Tracker
@@ -41,10 +40,7 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None, seed: int
 
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"sdeflow-sample: {e}")
+    exit_on_bad_input("sdeflow-sample", run, cfg)
 
 
 def run(cfg: DictConfig) -> list[dict]:

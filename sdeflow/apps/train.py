@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import hydra
@@ -15,8 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdeflow.apps.common import job_name, model_description, run_dir, versions
-from sdeflow.checkpoint import CheckpointError
+from sdeflow.apps.common import exit_on_bad_input, job_name, model_description, run_dir, versions
 from sdeflow.data import DatasetError
 from sdeflow.io import write_json
 from sdeflow.random import PerSampleNoise
@@ -92,10 +90,7 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"sdeflow-train: {e}")
+    exit_on_bad_input("sdeflow-train", train, cfg)
 
 
 if __name__ == "__main__":

@@ -7,32 +7,21 @@
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sdeflow.apps.common import exit_on_bad_input, job_name, run_dir, versions
 from sdeflow.bench import report, runner
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def versions() -> dict:
-    import hydra as _hydra
-    import torchdiffeq
-
-    import sdeflow
-
-    return {"sdeflow": sdeflow.__version__, "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
-            "hydra": _hydra.__version__, "python": platform.python_version(), "machine": platform.platform()}
 
 
 def _nfe_list(value) -> list[int]:
@@ -60,7 +49,7 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     problem = instantiate(cfg.problem)
     grid = instantiate(cfg.timesteps)
     solvers = {name: instantiate(c) for name, c in cfg.solver.items()}
-    tracker = Tracker(dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True), name=_job_name(), **cfg.logger)
+    tracker = Tracker(dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     start = time.perf_counter()
     rows, bench = runner.run(problem, sde, solvers, grid, nfe_list, cfg.n_trajectory, cfg.n_distribution, cfg.n_directions,
                              cfg.seed, DTYPES[cfg.dtype], OmegaConf.to_container(cfg.reference), cfg.progress,
@@ -92,22 +81,9 @@ def _on_row(row: dict, out_dir: Path, tracker: Tracker) -> None:
         tracker.log({f"{row['solver']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
 
 
-def _job_name() -> str | None:
-    try:
-        overrides = HydraConfig.get().overrides.task
-    except ValueError:
-        return None
-    return ",".join(overrides) or None
-
-
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        run_bench(cfg, out_dir)
-    except ValueError as e:
-        # Bad settings get one clear line, not a traceback from deep inside.
-        sys.exit(f"sdeflow-bench: {e}")
+    exit_on_bad_input("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
 
 
 if __name__ == "__main__":
