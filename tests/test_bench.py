@@ -69,6 +69,17 @@ def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     assert len(jobs) == 4
     seen = {(r["solver"], r["nfe"]) for j in jobs for r in csv.DictReader(open(j))}
     assert seen == {("ode_euler", "4"), ("ode_euler", "8"), ("euler_maruyama", "4"), ("euler_maruyama", "8")}
+    # A failed job keeps the others: remove one job's results and report the sweep.
+    jobs[0].unlink()
+    report = subprocess.run([sys.executable, "-m", "sdeflow.apps.report", str(tmp_path / "multi")], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    rows = list(csv.DictReader(open(tmp_path / "multi" / "report.csv")))
+    assert len(rows) == 3 and "failed jobs" in report.stdout
+    for row in rows:
+        own = next(csv.DictReader(open(tmp_path / "multi" / row["job"] / "results.csv")))
+        assert row["solver"] == own["solver"] and float(row["nfe"]) == float(own["nfe"])
+        assert float(row.get("rms_median") or row["sw2"]) == float(own.get("rms_median") or own["sw2"])
+    assert (tmp_path / "multi" / "report.png").exists()
 
 
 def test_bad_overrides_fail_clearly(tmp_path):

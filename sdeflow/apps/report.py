@@ -1,0 +1,63 @@
+"""`sdeflow-report <sweep dir>`: every job's results of a Hydra sweep as one table and one plot.
+
+    sdeflow-bench -m solver=ddim,unipc_2_bh2 nfe=5,10,20 hydra.sweep.dir=sweeps/demo
+    sdeflow-report sweeps/demo          # -> sweeps/demo/report.{csv,md,png}
+
+Jobs that failed (no results file) are listed, and the others are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from sdeflow.bench.report import COLUMNS, markdown_table, plot
+from sdeflow.io import atomic_write_bytes, read_csv, write_csv
+
+
+def _number(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() and "." not in str(v) and "e" not in str(v).lower() else f
+
+
+def collect(sweep: Path) -> tuple[list[dict], list[str]]:
+    """(rows of every job's results.csv with the job's overrides, job folders without results)."""
+    rows, failed = [], []
+    for job in sorted(p.parent for p in sweep.rglob(".hydra/overrides.yaml")):
+        job = job.parent
+        overrides = ",".join(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or [])
+        results = job / "results.csv"
+        if not results.exists():
+            failed.append(str(job.relative_to(sweep)))
+            continue
+        for row in read_csv(results):
+            rows.append({"job": str(job.relative_to(sweep)), "overrides": overrides, **{k: _number(v) for k, v in row.items()}})
+    return rows, failed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="sdeflow-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep", type=Path, help="a Hydra sweep (or run) directory")
+    args = ap.parse_args(argv)
+    if not args.sweep.is_dir():
+        sys.exit(f"sdeflow-report: {args.sweep} is not a directory")
+    rows, failed = collect(args.sweep)
+    if not rows:
+        sys.exit(f"sdeflow-report: no job under {args.sweep} wrote results.csv" + (f" ({len(failed)} failed)" if failed else ""))
+    write_csv(args.sweep / "report.csv", rows)
+    table = markdown_table(rows, ["job", *COLUMNS])
+    note = f"\n\nfailed jobs (no results): {', '.join(failed)}\n" if failed else "\n"
+    atomic_write_bytes(args.sweep / "report.md", (table + note).encode())
+    plot(rows, args.sweep / "report.png", title=f"sweep {args.sweep.name}: {len(rows)} rows from {len({r['job'] for r in rows})} jobs")
+    print(table + note + f"written {args.sweep / 'report.csv'}, report.md, report.png")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
