@@ -31,14 +31,19 @@ def plot(rows: list[dict], path, floor_sw2: float | None = None, title: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     panels = [("deterministic", "rms_median", "median RMS error vs exact ODE solution"),
               ("stochastic", "sw2", "sliced W2 to exact samples")]
-    for ax, (kind, metric, label) in zip(axes, panels):
+    panels = [p for p in panels if any(r.get("kind") == p[0] and not r.get("skipped") for r in rows)] or panels[:1]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False)
+    # Many solvers: distinct colours (tab20) and markers, so no two lines look alike.
+    names = list(dict.fromkeys(r["solver"] for r in rows))
+    style = {n: (plt.cm.tab20(i % 20), "osD^v<>ph*"[i % 10]) for i, n in enumerate(names)}
+    for ax, (kind, metric, label) in zip(axes[0], panels):
         ran = [r for r in rows if r.get("kind") == kind and not r.get("skipped") and r.get(metric) not in (None, "")]
         for name in dict.fromkeys(r["solver"] for r in ran):
             pts = sorted((float(r["nfe"]), float(r[metric])) for r in ran if r["solver"] == name)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name,
+            color, marker = style[name]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=name, markersize=5,
                     linestyle=r_style(name) if len(pts) > 1 else "none")
         if kind == "stochastic" and floor_sw2 is not None:
             ax.axhline(floor_sw2, color="gray", linestyle=":", label="floor (exact vs exact)")
@@ -48,7 +53,7 @@ def plot(rows: list[dict], path, floor_sw2: float | None = None, title: str = ""
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         if ran:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
