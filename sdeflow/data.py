@@ -33,10 +33,13 @@ class Dataset:
     """
 
     def __init__(self, data: torch.Tensor, centered: bool = True, random_flip: bool = False, dequantize: bool = False, bits: int = 8,
-                 name: str = "data", image: bool | None = None):
+                 name: str = "data", image: bool | None = None, labels: torch.Tensor | None = None):
         if data.ndim < 2 or len(data) < 2:
             raise DatasetError(f"{name}: need at least two samples of shape (n, ...), got {tuple(data.shape)}")
+        if labels is not None and len(labels) != len(data):
+            raise DatasetError(f"{name}: {len(labels)} labels for {len(data)} samples")
         self.data = data.float()
+        self.labels = None if labels is None else torch.as_tensor(labels).long()
         self.image = data.ndim == 4 if image is None else image
         if (random_flip or dequantize) and not self.image:
             raise DatasetError(f"{name}: random_flip and dequantize apply to images only")
@@ -74,8 +77,11 @@ class Dataset:
         """Two disjoint datasets (e.g. train / held-out), by a seeded permutation."""
         perm = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))
         k = int(round(len(self.data) * fraction))
-        make = lambda d: Dataset(d, self.centered, self.random_flip, self.dequantize, self.bits, self.name, self.image)  # noqa: E731
-        return make(self.data[perm[:k]]), make(self.data[perm[k:]])
+        def make(idx):
+            labels = None if self.labels is None else self.labels[idx]
+            return Dataset(self.data[idx], self.centered, self.random_flip, self.dequantize, self.bits, self.name, self.image, labels)
+
+        return make(perm[:k]), make(perm[k:])
 
 
 def toy(sampler, n: int = 10_000, seed: int = 0) -> Dataset:
@@ -90,8 +96,9 @@ def digits(centered: bool = True, random_flip: bool = False, dequantize: bool = 
         from sklearn.datasets import load_digits
     except ImportError as e:
         raise DatasetError("the digits dataset needs scikit-learn: pip install scikit-learn") from e
-    images = torch.from_numpy(load_digits().images).float()[:, None] / 16.0
-    return Dataset(images, centered, random_flip, dequantize, bits=4, name="digits")
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float()[:, None] / 16.0
+    return Dataset(images, centered, random_flip, dequantize, bits=4, name="digits", labels=torch.from_numpy(bunch.target))
 
 
 def mnist5k(path: str | None = None, centered: bool = True, random_flip: bool = False, dequantize: bool = False) -> Dataset:
@@ -112,7 +119,7 @@ def mnist5k(path: str | None = None, centered: bool = True, random_flip: bool = 
     if table.ndim != 2 or table.shape[1] != 785:
         raise DatasetError(f"MNIST-5k: {path} has shape {table.shape}, expected (n, 785)")
     images = torch.from_numpy(table[:, :784]).reshape(-1, 1, 28, 28) / 255.0
-    return Dataset(images, centered, random_flip, dequantize, bits=8, name="mnist5k")
+    return Dataset(images, centered, random_flip, dequantize, bits=8, name="mnist5k", labels=torch.from_numpy(table[:, 784]).long())
 
 
 def cifar10(root: str, train: bool = True, centered: bool = True, random_flip: bool = True, dequantize: bool = False) -> Dataset:

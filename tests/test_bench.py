@@ -103,3 +103,12 @@ def test_every_training_config_composes_and_instantiates(group):
                 assert instantiate(cfg.loss, sde=sde) is not None
             elif "???" not in str(cfg.data.dataset.values()):  # cifar10 and folder need a local path
                 assert tuple(instantiate(cfg.data.dataset).shape) == tuple(cfg.data.shape)
+
+
+def test_eval_configs_compose():
+    from sdeflow.eval.features import TrainedClassifier
+
+    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
+        assert options("eval") == ["classifier", "inception"]
+        assert isinstance(instantiate(compose("evaluate", overrides=["eval=classifier", "checkpoint=x"]).eval), TrainedClassifier)
+        assert compose("evaluate", overrides=["eval=inception", "checkpoint=x"]).eval.weights is None

@@ -119,3 +119,73 @@ def test_likelihood_rejects_bad_arguments():
         log_likelihood(lambda x, t: -x, sde, torch.zeros(2, 2), probes=0)
     with pytest.raises(ValueError, match="sigma\\(eps\\) > 0"):
         log_likelihood(lambda x, t: -x, sde, torch.zeros(2, 2), eps=0.0)
+
+
+def test_inception_builds_gives_2048_features_and_loads_published_key_names(tmp_path, monkeypatch):
+    from sdeflow.eval.inception import WEIGHTS_FILE, FIDInceptionV3, load_inception
+
+    net = FIDInceptionV3()
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 299, 299)).shape == (1, 2048)
+        assert net(torch.rand(2, 3, 32, 32)).shape == (2, 2048)  # resized to 299 inside, as pytorch-fid does
+    # The real weights are not available offline: build a state dict with the published key names
+    # (torchvision's Inception-v3 names, fc of 1008 classes, no num_batches_tracked as in the 2018 file).
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert "Mixed_7c.branch3x3dbl_3b.conv.weight" in state and state["fc.weight"].shape == (1008, 2048)
+    torch.save(state, tmp_path / WEIGHTS_FILE)
+    loaded = load_inception(str(tmp_path / WEIGHTS_FILE))
+    assert torch.equal(loaded.state_dict()["Mixed_5b.branch_pool.conv.weight"], state["Mixed_5b.branch_pool.conv.weight"])
+    # The torch hub cache is searched when no path is given.
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / WEIGHTS_FILE).write_bytes((tmp_path / WEIGHTS_FILE).read_bytes())
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert isinstance(load_inception(), FIDInceptionV3)
+
+
+def test_missing_or_wrong_inception_weights_are_refused(tmp_path, monkeypatch):
+    from sdeflow.eval.inception import WEIGHTS_FILE, load_inception
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_FILE + ".*never downloads"):
+        load_inception()
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="does not hold the FID Inception weights"):
+        load_inception(str(tmp_path / "wrong.pth"))
+
+
+def test_user_module_extractor_and_classifier_floor():
+    from sdeflow.data import digits
+    from sdeflow.eval.features import Module, TrainedClassifier
+
+    train, held = digits().split(0.8)
+    clf = TrainedClassifier(steps=150).fit(train, held)
+    assert clf.accuracy > 0.8
+    ref = FeatureStats(64).update(clf(train.all()))
+    floor = FeatureStats(64).update(clf(held.all())).frechet(ref)
+    noise = FeatureStats(64).update(clf(torch.rand(400, 1, 8, 8) * 2 - 1)).frechet(ref)
+    assert noise > 10 * floor
+    flat = Module(torch.nn.Flatten())
+    assert flat(torch.zeros(3, 1, 8, 8)).shape == (3, 64)
+
+
+def test_eval_command_scores_solvers_against_the_floor(tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+    train = run("sdeflow.apps.train", "train.steps=30", "train.batch_size=16", "sample.every=0", "sample.n=4", "progress=false",
+                f"hydra.run.dir={tmp_path / 'train'}")
+    assert train.returncode == 0, train.stderr
+    ev = run("sdeflow.apps.evaluate", f"checkpoint={tmp_path / 'train' / 'checkpoint.pt'}", "solver=[ddim,unipc_2_bh2]", "nfe=4", "n=200",
+             "eval.steps=100", "progress=false", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert ev.returncode == 0, ev.stderr
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "results.csv")))
+    assert [r["solver"] for r in rows] == ["floor (held-out real data)", "ddim", "unipc_2_bh2"]
+    assert all(float(r["fd"]) >= 0 and 0 <= float(r["precision"]) <= 1 for r in rows)
+    # A barely trained model is far from the data: worse than the floor.
+    assert float(rows[1]["fd"]) > float(rows[0]["fd"])
+    bad = run("sdeflow.apps.evaluate", f"checkpoint={tmp_path / 'nothing.pt'}", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and "no checkpoint" in bad.stderr

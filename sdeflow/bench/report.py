@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-COLUMNS = ["solver", "kind", "steps", "nfe", "rms_median", "rms_p90", "sw2", "frechet", "seconds"]
+COLUMNS = ["solver", "kind", "steps", "nfe", "rms_median", "rms_p90", "sw2", "frechet", "fd", "kid", "precision", "recall", "seconds"]
 
 
 def _fmt(v) -> str:
@@ -17,8 +17,9 @@ def _fmt(v) -> str:
 
 
 def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
-    """A markdown table of the rows that ran (skipped rows are left out)."""
+    """A markdown table of the rows that ran (skipped rows are left out), without columns no row fills."""
     rows = [r for r in rows if not r.get("skipped")]
+    columns = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
@@ -32,7 +33,8 @@ def plot(rows: list[dict], path, floor_sw2: float | None = None, title: str = ""
     import matplotlib.pyplot as plt
 
     panels = [("deterministic", "rms_median", "median RMS error vs exact ODE solution"),
-              ("stochastic", "sw2", "sliced W2 to exact samples")]
+              ("stochastic", "sw2", "sliced W2 to exact samples"),
+              ("eval", "fd", "Frechet distance in feature space")]
     panels = [p for p in panels if any(r.get("kind") == p[0] and not r.get("skipped") for r in rows)] or panels[:1]
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False)
     # Many solvers: distinct colours (tab20) and markers, so no two lines look alike.
