@@ -189,3 +189,21 @@ def test_eval_command_scores_solvers_against_the_floor(tmp_path):
     assert float(rows[1]["fd"]) > float(rows[0]["fd"])
     bad = run("sdeflow.apps.evaluate", f"checkpoint={tmp_path / 'nothing.pt'}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "no checkpoint" in bad.stderr
+
+
+def test_eval_command_on_an_exact_problem_with_likelihood(tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "sdeflow.apps.evaluate", "problem=gmm16", "eval=identity", "solver=[dpmpp_2m]", "nfe=20", "n=300",
+                           "metrics=[fd,bpd]", "bpd.samples=64", "progress=false", f"hydra.run.dir={tmp_path / 'e'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "e" / "results.csv")))
+    assert math.isfinite(float(rows[0]["bpd"])) and float(rows[1]["fd"]) < 0.1
+    both = subprocess.run([sys.executable, "-m", "sdeflow.apps.evaluate", "problem=gmm16", "checkpoint=x.pt", f"hydra.run.dir={tmp_path / 'f'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert both.returncode != 0 and "exactly one of checkpoint" in both.stderr

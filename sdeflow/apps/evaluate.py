@@ -11,6 +11,7 @@ the (n, d) features.
 
 from __future__ import annotations
 
+import math
 import time
 
 import hydra
@@ -21,11 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 from sdeflow.apps.common import exit_on_bad_input, job_name, load_trained, run_dir, versions
 from sdeflow.apps.sample import generate
 from sdeflow.bench.report import markdown_table
+from sdeflow.data import Dataset
+from sdeflow.eval.likelihood import bits_per_dim, log_likelihood
 from sdeflow.eval.stats import FeatureStats, kid, load_stats, precision_recall
+from sdeflow.score import ScoreFunction
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
 
-METRICS = ("fd", "kid", "pr")
+METRICS = ("fd", "kid", "pr", "bpd")
 
 
 def score_features(feats: torch.Tensor, ref_stats, ref_feats: torch.Tensor | None, metrics, seed: int = 0) -> dict:
@@ -42,13 +46,38 @@ def score_features(feats: torch.Tensor, ref_stats, ref_feats: torch.Tensor | Non
     return out
 
 
+def held_out_bpd(score, sde, held, cfg) -> dict:
+    """Bits per dimension of held-out data (dequantised images; continuous data as they are)."""
+    g = torch.Generator().manual_seed(cfg.seed + 11)
+    x = held.all()[: cfg.bpd.samples]
+    if held.image:
+        # Uniform dequantisation of the stored levels, in the data's own scaling.
+        levels = 2**held.bits
+        raw = (x + 1) / 2 if held.centered else x
+        raw = (torch.round(raw * (levels - 1)) + torch.rand(raw.shape, generator=g)) / levels
+        x = raw * 2 - 1 if held.centered else raw
+    x = x.to(cfg.device).double() if cfg.device == "cpu" else x.to(cfg.device)
+    logp, nfe = log_likelihood(score, sde, x, probes=cfg.bpd.probes, noise=cfg.bpd.noise, rtol=cfg.bpd.rtol, atol=cfg.bpd.atol, generator=g)
+    d = x[0].numel()
+    bpd = bits_per_dim(logp, d, held.bits, held.centered) if held.image else -logp / (d * math.log(2))
+    return {"bpd": float(bpd.mean()), "bpd_std": float(bpd.std()), "bpd_nfe": nfe}
+
+
 def run(cfg: DictConfig) -> list[dict]:
     unknown = set(cfg.metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {list(METRICS)}")
     out = run_dir()
-    score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, cfg.device)
-    data = instantiate(train_cfg.data.dataset)
+    if (cfg.checkpoint is None) == (cfg.get("problem") is None):
+        raise ValueError("give exactly one of checkpoint=<path> (a trained model) or problem=<name> (an exact problem, e.g. gmm16)")
+    if cfg.checkpoint is not None:
+        score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, cfg.device)
+        data, shape = instantiate(train_cfg.data.dataset), tuple(train_cfg.data.shape)
+    else:
+        # An exact problem: its exact score, and exact samples of p_0 as the data.
+        problem, sde = instantiate(cfg.problem), instantiate(cfg.sde)
+        score = ScoreFunction(problem.score_fn(sde), sde)
+        data, shape = Dataset(problem.sample(max(5 * cfg.n, 1000), torch.Generator().manual_seed(cfg.seed + 7)).float(), name=repr(problem)), (problem.dim,)
     train, held = data.split(1 - cfg.held_out, seed=cfg.seed)
     extractor = instantiate(cfg.eval).fit(train, held)
     train_feats = extractor(train.all())
@@ -60,18 +89,20 @@ def run(cfg: DictConfig) -> list[dict]:
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     floor = {"solver": "floor (held-out real data)", "kind": "eval", "nfe": 0, "n": len(held),
              **score_features(extractor(held.all()), ref_stats, ref_feats, cfg.metrics, cfg.seed)}
+    if "bpd" in cfg.metrics:
+        floor.update(held_out_bpd(score, sde, held, cfg))
     rows = [floor]
     grid = instantiate(cfg.timesteps)
     for name, node in cfg.solver.items():
         solver = instantiate(node)
         start = time.perf_counter()
-        x, nfe = generate(score, sde, solver, grid, cfg.n, tuple(train_cfg.data.shape), cfg.nfe, cfg.seed, cfg.batch_size, cfg.device, cfg.progress)
+        x, nfe = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, cfg.device, cfg.progress)
         feats = torch.cat([extractor(chunk) for chunk in x.split(cfg.batch_size)])
         row = {"solver": name, "kind": "eval", "nfe": nfe, "n": cfg.n, **score_features(feats, ref_stats, ref_feats, cfg.metrics, cfg.seed),
                "seconds": time.perf_counter() - start}
         rows.append(row)
         tracker.log({f"{name}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
-    columns = ["solver", "nfe", "n", *[c for c in ("fd", "kid", "precision", "recall") if any(c in r for r in rows)]]
+    columns = ["solver", "nfe", "n", *[c for c in ("fd", "kid", "precision", "recall", "bpd", "bpd_std") if any(c in r for r in rows)]]
     print(f"features: {extractor.name}" + (f" (held-out accuracy {extractor.accuracy:.3f})" if getattr(extractor, "accuracy", None) else ""))
     print(markdown_table(rows, columns))
     write_csv(out / "results.csv", rows)
