@@ -17,6 +17,10 @@ class Tracker:
                  dir: str | None = None, config: dict | None = None, tags: list | None = None):
         if mode not in (None, "online", "offline", "disabled"):
             raise ValueError(f"logger mode must be null, 'online', 'offline' or 'disabled', got {mode!r}")
+        if group is None:
+            from sdeflow.apps.common import sweep_group
+
+            group = sweep_group()
         if mode is None and "WANDB_MODE" not in os.environ and not _has_api_key():
             mode = "offline"
         self.run = None

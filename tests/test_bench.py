@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 import sdeflow as sf
+import sdeflow.schemas  # noqa: F401  (registers the structured configs)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SMALL = ["n_trajectory=16", "n_distribution=200", "n_directions=16", "progress=false", "reference.rtol=1e-7", "reference.atol=1e-7"]
@@ -112,3 +113,37 @@ def test_eval_configs_compose():
         assert options("eval") == ["classifier", "inception"]
         assert isinstance(instantiate(compose("evaluate", overrides=["eval=classifier", "checkpoint=x"]).eval), TrainedClassifier)
         assert compose("evaluate", overrides=["eval=inception", "checkpoint=x"]).eval.weights is None
+
+
+def test_structured_train_config_rejects_typos_and_wrong_types(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "sdeflow.apps.train", *a, f"hydra.run.dir={tmp_path}/t"], cwd=tmp_path,  # noqa: E731
+                                    env=env, capture_output=True, text=True, timeout=300)
+    typo = run("train.stpes=3")
+    assert typo.returncode != 0 and "stpes" in typo.stderr
+    wrong = run("train.steps=many")
+    assert wrong.returncode != 0 and "many" in wrong.stderr and "int" in wrong.stderr.lower()
+
+
+@pytest.mark.parametrize("launcher", ["parallel", "local"])
+def test_multirun_with_joblib_and_submitit_local_launchers(tmp_path, launcher):
+    proc = run_cli(tmp_path, "-m", f"hydra/launcher={launcher}", "solver=ode_euler,ddim", "nfe=8", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "multi").glob("*/results.csv"))) == 2
+
+
+def test_optuna_sweeper_tunes_a_solver_parameter(tmp_path):
+    proc = run_cli(tmp_path, "-m", "hydra/sweeper=tune", "solver=pc_langevin", "nfe=10", "objective=sw2",
+                   "solver.pc_langevin.corrector.snr=interval(0.02,0.5)", "hydra.sweeper.n_trials=3", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    best = yaml.safe_load(open(tmp_path / "multi" / "optimization_results.yaml"))
+    assert 0.02 <= best["best_params"]["solver.pc_langevin.corrector.snr"] <= 0.5 and best["best_value"] > 0
+
+
+def test_wandb_offline_writes_its_run_folder_into_a_temporary_directory(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb"), "WANDB_CACHE_DIR": str(tmp_path / "wbc"),
+           "WANDB_CONFIG_DIR": str(tmp_path / "wbcfg")}
+    proc = subprocess.run([sys.executable, "-m", "sdeflow.bench.app", "solver=ode_euler", "nfe=4", *SMALL, f"hydra.run.dir={tmp_path}/run"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "run").glob("wandb/offline-run-*")), "the offline run folder is written inside the run directory"

@@ -38,10 +38,20 @@ def run_dir() -> Path:
 
 
 def job_name() -> str | None:
+    """The job's overrides, for naming its wandb run."""
     try:
         return ",".join(HydraConfig.get().overrides.task) or None
     except ValueError:
         return None
+
+
+def sweep_group() -> str | None:
+    """In a multirun, the sweep's folder name: the wandb group that gathers its jobs."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    return Path(hc.sweep.dir).name if str(hc.mode) == "RunMode.MULTIRUN" else None
 
 
 def model_description(cfg) -> str:

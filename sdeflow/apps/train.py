@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import sdeflow.schemas  # noqa: F401  (registers the structured configs)
 from sdeflow.apps.common import exit_on_bad_input, job_name, model_description, run_dir, versions
 from sdeflow.data import DatasetError
 from sdeflow.io import write_json

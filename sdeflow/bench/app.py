@@ -82,8 +82,19 @@ def _on_row(row: dict, out_dir: Path, tracker: Tracker) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="bench")
-def main(cfg: DictConfig) -> None:
-    exit_on_bad_input("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
+def main(cfg: DictConfig) -> float | None:
+    rows = exit_on_bad_input("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
+    return objective(rows, cfg.objective)
+
+
+def objective(rows: list[dict], column: str | None) -> float | None:
+    """The mean of `column` over the rows that have it: what a sweeper such as Optuna minimises."""
+    if column is None:
+        return None
+    values = [float(r[column]) for r in rows if r.get(column) not in (None, "")]
+    if not values:
+        raise SystemExit(f"sdeflow-bench: objective column {column!r} is in no result row; columns are {sorted({k for r in rows for k in r})}")
+    return sum(values) / len(values)
 
 
 if __name__ == "__main__":
