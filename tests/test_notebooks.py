@@ -1,6 +1,5 @@
 """The notebooks run top to bottom on small settings, so they never rot."""
 
-import os
 from pathlib import Path
 
 import pytest
