@@ -42,6 +42,10 @@ def plot(rows: list[dict], path, floor_sw2: float | None = None, title: str = ""
     style = {n: (plt.cm.tab20(i % 20), "osD^v<>ph*"[i % 10]) for i, n in enumerate(names)}
     for ax, (kind, metric, label) in zip(axes[0], panels):
         ran = [r for r in rows if r.get("kind") == kind and not r.get("skipped") and r.get(metric) not in (None, "")]
+        floors = [float(r[metric]) for r in ran if str(r["solver"]).startswith("floor")]
+        ran = [r for r in ran if not str(r["solver"]).startswith("floor")]
+        if floors:
+            ax.axhline(sum(floors) / len(floors), color="gray", linestyle=":", label="floor (held-out real data)")
         for name in dict.fromkeys(r["solver"] for r in ran):
             pts = sorted((float(r["nfe"]), float(r[metric])) for r in ran if r["solver"] == name)
             color, marker = style[name]
