@@ -83,6 +83,19 @@ def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     assert (tmp_path / "multi" / "report.png").exists()
 
 
+def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
+    proc = run_cli(tmp_path, "-m", "solver=ode_euler", "nfe=0,5", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted((tmp_path / "multi").glob("[0-9]*"))
+    assert "nfe must be a positive integer" in (jobs[0] / "error.txt").read_text()
+    assert (jobs[1] / "results.csv").exists()
+
+
+def test_help_lists_the_config_groups(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sdeflow.bench.app", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "solver:" in proc.stdout and "timesteps:" in proc.stdout and "sde:" in proc.stdout
+
+
 def test_bad_overrides_fail_clearly(tmp_path):
     typo = run_cli(tmp_path, "solver=ode_eulr", *SMALL)
     assert typo.returncode != 0 and "ode_eulr" in typo.stderr and "Available options" in typo.stderr

@@ -26,11 +26,23 @@ def versions() -> dict:
 
 
 def exit_on_bad_input(command: str, fn, cfg):
-    """Run fn(cfg); bad settings, data or checkpoints end the command with one clear line, not a traceback."""
+    """Run fn(cfg); bad settings, data or checkpoints end the command with one clear line, not a traceback.
+
+    In a multirun a failing job writes `error.txt` into its folder and returns, so the sweep goes on
+    and the other jobs' results are all there for `sdeflow-report`.
+    """
     try:
         return fn(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"{command}: {e}")
+    except Exception as e:
+        if sweep_group() is None:
+            if isinstance(e, (ValueError, FileNotFoundError)):
+                sys.exit(f"{command}: {e}")
+            raise
+        import traceback
+
+        (run_dir() / "error.txt").write_text(f"{command}: {e}\n\n{traceback.format_exc()}")
+        print(f"{command}: job failed ({e}); see {run_dir() / 'error.txt'}", file=sys.stderr)
+        return None
 
 
 def run_dir() -> Path:

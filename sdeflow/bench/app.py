@@ -84,7 +84,7 @@ def _on_row(row: dict, out_dir: Path, tracker: Tracker) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="bench")
 def main(cfg: DictConfig) -> float | None:
     rows = exit_on_bad_input("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
-    return objective(rows, cfg.objective)
+    return None if rows is None else objective(rows, cfg.objective)
 
 
 def objective(rows: list[dict], column: str | None) -> float | None:
