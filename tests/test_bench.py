@@ -123,7 +123,8 @@ def test_eval_configs_compose():
     from sdeflow.eval.features import TrainedClassifier
 
     with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
-        assert options("eval") == ["classifier", "inception"]
+        assert options("eval") == ["classifier", "identity", "inception"]
+        assert instantiate(compose("evaluate", overrides=["eval=identity", "problem=gmm16"]).eval).name == "identity"
         assert isinstance(instantiate(compose("evaluate", overrides=["eval=classifier", "checkpoint=x"]).eval), TrainedClassifier)
         assert compose("evaluate", overrides=["eval=inception", "checkpoint=x"]).eval.weights is None
 
