@@ -30,19 +30,32 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def peers():
-    """diffusers schedulers sharing an algorithm with ours, in EDM's sigma space (Karras grid, rho = 7)."""
-    from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
+    """diffusers schedulers sharing an algorithm with ours, on our Karras grid (rho = 7): name -> (ours, make, runner)."""
+    from diffusers import (EDMDPMSolverMultistepScheduler, EDMEulerScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
+                           UniPCMultistepScheduler)
 
     common = dict(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, final_sigmas_type="zero")
     return {
-        "diffusers EDMEuler (= DDIM)": ("ddim", lambda: EDMEulerScheduler(**common)),
-        "diffusers EDM DPM++2M": ("dpmpp_2m", lambda: EDMDPMSolverMultistepScheduler(solver_order=2, **common)),
-        "diffusers EDM DPM++3M": ("dpmpp_3m", lambda: EDMDPMSolverMultistepScheduler(solver_order=3, **common)),
+        "diffusers EDMEuler (= DDIM)": ("ddim", lambda: EDMEulerScheduler(**common), run_edm_peer),
+        "diffusers EDM DPM++2M": ("dpmpp_2m", lambda: EDMDPMSolverMultistepScheduler(solver_order=2, **common), run_edm_peer),
+        "diffusers EDM DPM++3M": ("dpmpp_3m", lambda: EDMDPMSolverMultistepScheduler(solver_order=3, **common), run_edm_peer),
+        "diffusers UniPC-2 bh2": ("unipc_2_bh2", lambda: UniPCMultistepScheduler(solver_order=2, solver_type="bh2", final_sigmas_type="zero"),
+                                  run_vp_scaled_peer),
+        "diffusers LMS (order 4)": ("lms", LMSDiscreteScheduler, run_ve_scaled_peer),
+        "diffusers Heun": ("edm_heun", HeunDiscreteScheduler, run_heun_peer),
     }
 
 
-def run_peer(make, nfe, score, sde, x_T):
-    """`nfe` steps of a diffusers scheduler from sigma_max to sigma_min, stopping before its final step to 0.
+def _t(sde, sig):
+    return sde.t_from_lambda(-torch.log(torch.as_tensor(sig, dtype=torch.float64))).clamp(0, sde.T)
+
+
+def _karras_sigmas(sde, steps):
+    return torch.exp(-sde.lambda_(sf.KarrasGrid(7.0)(sde, steps)))
+
+
+def run_edm_peer(make, nfe, score, sde, x_T):
+    """`nfe` steps of an EDM-space scheduler from sigma_max to sigma_min, stopping before its final step to 0.
 
     Asked for nfe + 1 steps, the scheduler's first nfe steps span [0.002, 80] on the Karras grid and its
     last one jumps to sigma = 0; stopping before it compares like with like at sigma = 0.002.
@@ -53,10 +66,55 @@ def run_peer(make, nfe, score, sde, x_T):
     x = x_T.clone()
     for i, t in enumerate(sched.timesteps[:nfe]):
         sig = sched.sigmas[i].to(torch.float64)
-        x0 = score.x0(x, sde.t_from_lambda(-torch.log(sig)).clamp(0, 1))
+        x0 = score.x0(x, _t(sde, sig))
         # The scheduler forms D(x) = c_skip x + c_out F; hand it the F that makes D our exact x0.
         c_skip, c_out = sd**2 / (sig**2 + sd**2), sig * sd / (sig**2 + sd**2).sqrt()
         x = sched.step((x0 - c_skip * x) / c_out, t, x).prev_sample.to(torch.float64)
+    return x
+
+
+def _override_sigmas(sched, sigmas):
+    # diffusers derives sigmas from a discrete VP schedule; put ours (VE, [0.002, 80]) in their place.
+    new = sched.sigmas.clone().to(torch.float64)
+    new[: len(sigmas)] = sigmas
+    sched.sigmas = new.to(sched.sigmas.dtype)
+    return new
+
+
+def run_vp_scaled_peer(make, nfe, score, sde, x_T):
+    """A multistep scheduler that keeps samples in VP scaling x / sqrt(1 + sigma^2), on our sigmas."""
+    sched = make()
+    sched.set_timesteps(nfe + 1)
+    s = _override_sigmas(sched, _karras_sigmas(sde, nfe))
+    x = x_T / torch.sqrt(1 + s[0] ** 2)
+    for i, t in enumerate(sched.timesteps[:nfe]):
+        eps = score.eps(x * torch.sqrt(1 + s[i] ** 2), _t(sde, s[i]))
+        x = sched.step(eps, t, x).prev_sample.to(torch.float64)
+    return x * torch.sqrt(1 + s[nfe] ** 2)
+
+
+def run_ve_scaled_peer(make, nfe, score, sde, x_T):
+    """A k-diffusion-style scheduler (samples in sigma space) on our sigmas."""
+    sched = make()
+    sched.set_timesteps(nfe + 1)
+    s = _override_sigmas(sched, _karras_sigmas(sde, nfe))
+    x = x_T.clone()
+    for i, t in enumerate(sched.timesteps[:nfe]):
+        x = sched.step(score.eps(x, _t(sde, s[i])), t, x, order=4).prev_sample.to(torch.float64)
+    return x
+
+
+def run_heun_peer(make, nfe, score, sde, x_T):
+    """Heun: two evaluations a step over nfe // 2 steps; its sigmas come interleaved (s0, s1, s1, s2, s2, ..., 0)."""
+    steps = nfe // 2
+    sched = make()
+    sched.set_timesteps(steps + 1)
+    sig = _karras_sigmas(sde, steps)
+    sched.sigmas = torch.cat([sig[:1], sig[1:].repeat_interleave(2), torch.zeros(1, dtype=sig.dtype)]).to(sched.sigmas.dtype)
+    x = x_T.clone()
+    for t in sched.timesteps[: 2 * steps]:
+        s = sched.sigmas[sched.step_index if sched.step_index is not None else 0].to(torch.float64)
+        x = sched.step(score.eps(x, _t(sde, s)), t, x).prev_sample.to(torch.float64)
     return x
 
 
@@ -67,6 +125,7 @@ def main(argv=None):
     ap.add_argument("--optimize-up-to", type=int, default=20, help="optimise grids for budgets up to this NFE")
     ap.add_argument("--maxiter", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--peers-only", action="store_true", help="reuse the sdeflow rows of an earlier run's CSV; rerun the peers")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*scale_model_input.*")
     start = time.perf_counter()
@@ -101,6 +160,12 @@ def main(argv=None):
                      "rms_p90": float(torch.quantile(err, 0.9)), "source": kind})
 
     jobs = [(n, s, g) for n in args.nfe for s in {**solvers, **jumps} for g in grids]
+    if args.peers_only:
+        from sdeflow.io import read_csv
+
+        rows = [{**r, "budget": int(r["budget"]), "nfe": int(r["nfe"]), "rms_median": float(r["rms_median"]),
+                 "rms_p90": float(r["rms_p90"])} for r in read_csv(args.out / "solver_accuracy.csv") if r["source"] == "sdeflow"]
+        jobs = []
     for nfe, name, gname in tqdm(jobs, desc="sdeflow solvers"):
         solver = {**solvers, **jumps}[name]
         try:
@@ -110,10 +175,11 @@ def main(argv=None):
             continue
         record(name, gname, nfe, out.nfe, out.samples)
     for nfe in tqdm(args.nfe, desc="diffusers peers"):
-        for name, (_, make) in peers().items():
-            record(name, "karras", nfe, nfe, run_peer(make, nfe, score, sde, x_T), kind="diffusers")
+        for name, (ours, make, runner) in peers().items():
+            used = 2 * (nfe // 2) if runner is run_heun_peer else nfe
+            record(name, "karras", nfe, used, runner(make, nfe, score, sde, x_T), kind="diffusers")
     grid_dir = args.out / "grids"
-    for nfe in tqdm([n for n in args.nfe if n <= args.optimize_up_to], desc="grid optimisation"):
+    for nfe in tqdm([n for n in args.nfe if n <= args.optimize_up_to and not args.peers_only], desc="grid optimisation"):
         for name, solver in optimised.items():
             steps = solver.steps_for_nfe(nfe)
             init = solver.timesteps(grids["logsnr"], sde, steps)
@@ -124,7 +190,7 @@ def main(argv=None):
 
     # Same-algorithm pairs: ours at equal NFE on the same (Karras) grid against diffusers.
     pairs = []
-    for peer, (ours, _) in peers().items():
+    for peer, (ours, _, _) in peers().items():
         for nfe in args.nfe:
             p = next(r for r in rows if r["solver"] == peer and r["budget"] == nfe)
             o = next((r for r in rows if r["solver"] == ours and r["grid"] == "karras" and r["budget"] == nfe), None)
@@ -154,7 +220,8 @@ def main(argv=None):
     write_csv(args.out / "solver_accuracy.csv", rows)
     write_csv(args.out / "solver_accuracy_pairs.csv", pairs)
     lines = [f"# Solver accuracy, VE sigma in [0.002, 80], GMM d=16 K=8, n={args.n}", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
+             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`"
+             + (" (sdeflow rows and optimised grids from the earlier full run in the same CSV)" if args.peers_only else ""), "",
              f"reference check (1e-10 vs 1e-8 solve, max RMS): {ref_check:.2e}", "", "## Ingredients of the gain", "",
              "| NFE | step | solver | grid | median RMS |", "|---|---|---|---|---|"]
     lines += [f"| {s['nfe']} | {s['ingredient']} | {s['solver']} | {s['grid']} | {s['rms_median']:.2e} |" for s in shares]
