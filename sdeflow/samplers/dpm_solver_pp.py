@@ -12,8 +12,8 @@ class DPMSolverPP(Sampler):
     """DPM-Solver++(2M) or (3M): one x0 evaluation per step, earlier ones reused through finite differences in lambda.
 
     Probability-flow ODE, order `order`, 1 score evaluation per step. The first steps warm up at
-    lower order; with `lower_order_final` the last steps drop to lower order as well, which
-    steadies very short grids (as diffusers does below 15 steps).
+    lower order; with `lower_order_final`, grids under 15 steps also end at lower order (the last
+    step first order, the `order` - 1 before it at most second), which steadies very short grids.
     """
 
     nfe_per_step = 1
@@ -34,7 +34,9 @@ class DPMSolverPP(Sampler):
             history = (history + [score.x0(x, timesteps[i])])[-self.order :]
             order = min(self.order, len(history))
             if self.lower_order_final and n < 15:
-                order = min(order, n - i)
+                # Short grids end in long lambda-steps: the last step is first order and the `order` - 1
+                # before it at most second order (3M: ..., 3, 2, 2, 1; 2M: ..., 2, 1).
+                order = 1 if i == n - 1 else (min(order, 2) if i >= n - self.order else order)
             x = self.update(x, history, sched, i, order)
             record(x)
         return x
