@@ -22,12 +22,12 @@ from sdeflow.io import write_json
 from sdeflow.metrics import rms_error
 
 
-def _grid_from_params(theta: np.ndarray, lam_lo: float, lam_hi: float, head: list[float], sde) -> torch.Tensor:
+def _grid_from_params(theta: np.ndarray, lam_lo: float, lam_hi: float, ends: tuple[float, float], head: list[float], sde) -> torch.Tensor:
     # Positive increments in lambda that sum to the whole range: a softmax keeps the grid ordered.
     w = np.exp(theta - theta.max())
     lam = lam_lo + (lam_hi - lam_lo) * np.concatenate([[0.0], np.cumsum(w / w.sum())])
     t = sde.t_from_lambda(torch.as_tensor(lam, dtype=torch.float64))
-    t[0], t[-1] = float(sde.t_from_lambda(torch.tensor(lam_lo, dtype=torch.float64))), float(sde.t_from_lambda(torch.tensor(lam_hi, dtype=torch.float64)))
+    t[0], t[-1] = ends  # exactly the initial grid's ends, not their round trip through lambda
     return torch.cat([torch.tensor(head, dtype=torch.float64), t])
 
 
@@ -43,12 +43,13 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
     head = [float(init[0])] if hasattr(sampler, "sigma_jump") else []
     body = init[len(head):]
     lam = sde.lambda_(body).numpy()
+    ends = (float(body[0]), float(body[-1]))
     theta0 = np.log(np.diff(lam))
     evals = {"n": 0}
 
     def objective(theta):
         evals["n"] += 1
-        grid = _grid_from_params(theta, lam[0], lam[-1], head, sde)
+        grid = _grid_from_params(theta, lam[0], lam[-1], ends, head, sde)
         out = sampler.sample(score, sde, x_T, grid.to(x_T.dtype))
         err = rms_error(out.samples, reference)
         return float(err.mean()) if torch.isfinite(err).all() else 1e6
@@ -57,7 +58,7 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
     before = objective(theta0)
     res = scipy.optimize.minimize(objective, theta0, method="Powell", options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4, "disp": False})
     best = res.x if res.fun < before else theta0
-    grid = _grid_from_params(best, lam[0], lam[-1], head, sde)
+    grid = _grid_from_params(best, lam[0], lam[-1], ends, head, sde)
     report = {"error_before": before, "error_after": min(res.fun, before), "evaluations": evals["n"], "seconds": time.perf_counter() - start,
               "sampler": repr(sampler), "sde": repr(sde), "steps": len(grid) - 1 - len(head)}
     if progress:

@@ -34,12 +34,13 @@ class Trainer:
         device: where to train.
         model_config: a string describing the model's configuration, stored in checkpoints and
             checked when resuming.
+        extra_state: further plain entries written into every checkpoint (e.g. the run's config).
     """
 
     def __init__(self, model: nn.Module, loss, data, steps: int = 1000, batch_size: int = 128, lr: float = 2e-4, warmup: int = 100,
                  grad_clip: float = 1.0, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, ema_decay: float = 0.999,
                  ema_warmup: bool = True, precision: str = "fp32", compile: bool = False, seed: int = 0, device: str = "cpu",
-                 model_config: str = ""):
+                 model_config: str = "", extra_state: dict | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if steps < 1 or batch_size < 1 or lr <= 0 or warmup < 0:
@@ -60,6 +61,7 @@ class Trainer:
         # Dropout draws from torch's global generator; it is seeded here and saved in checkpoints.
         torch.manual_seed(self.seed + 2)
         self.model_config = model_config
+        self.extra_state = dict(extra_state or {})
 
     def train_step(self) -> torch.Tensor:
         """One optimisation step; returns the detached loss (not synchronised, so a GPU is never stalled here)."""
@@ -105,7 +107,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
             "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(), "torch": torch.get_rng_state()},
-            "model_config": self.model_config, "seed": self.seed,
+            "model_config": self.model_config, "seed": self.seed, **self.extra_state,
         }
 
     def save(self, path) -> Path:

@@ -26,12 +26,12 @@ from sdeflow.viz import save_samples_png
 def generate(score, sde, solver, grid, n: int, shape, nfe: int | None, seed: int, batch_size: int, device="cpu", progress=True):
     """n samples in batches; sample i depends only on (seed, i). Returns (samples, total NFE per sample)."""
     steps = None if solver.nfe_per_step is None else solver.steps_for_nfe(nfe)
+    ts = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)
     chunks, nfe_counted = [], 0
     for start in tqdm(range(0, n, batch_size), desc=type(solver).__name__, disable=not progress, dynamic_ncols=True):
         b = min(batch_size, n - start)
         with torch.no_grad():
             x = sde.prior_sampling((b, *shape), PerSampleNoise(seed, b, start), device=device)
-            ts = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)
             out = solver.sample(score, sde, x, ts, generator=PerSampleNoise(seed + 1, b, start))
         chunks.append(out.samples.cpu())
         nfe_counted = max(nfe_counted, out.nfe)

@@ -48,20 +48,14 @@ def train(cfg: DictConfig) -> dict:
     net = instantiate(cfg.model.net)
     prediction = instantiate(cfg.model.prediction)
     loss = instantiate(cfg.loss, sde=sde, prediction=prediction)
-    trainer = Trainer(net, loss, data, model_config=model_description(cfg), **cfg.train)
+    # Checkpoints carry the resolved run config, so sdeflow-sample can rebuild the model.
+    trainer = Trainer(net, loss, data, model_config=model_description(cfg), extra_state={"config": OmegaConf.to_yaml(cfg, resolve=True)},
+                      **cfg.train)
     ckpt = out / "checkpoint.pt"
     if cfg.resume is not None:
         trainer.resume(cfg.resume)
     elif ckpt.exists():
         trainer.resume(ckpt)
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    save_state = trainer.state_dict
-
-    def state_with_config():
-        # Checkpoints carry the resolved run config, so sdeflow-sample can rebuild the model.
-        return {**save_state(), "config": config_yaml}
-
-    trainer.state_dict = state_with_config
     n_params = sum(p.numel() for p in net.parameters())
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     print(f"training {type(net).__name__} ({n_params / 1e6:.2f}M parameters) on {data.name} {list(data.shape)}, "

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -74,8 +75,6 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
 def _on_row(row: dict, out_dir: Path, tracker: Tracker) -> None:
     # Rows are appended to a partial file as they come, so a killed run keeps what it measured.
     with open(out_dir / "results.partial.jsonl", "a") as f:
-        import json
-
         f.write(json.dumps(row) + "\n")
     if not row.get("skipped"):
         tracker.log({f"{row['solver']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})

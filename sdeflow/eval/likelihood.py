@@ -13,6 +13,7 @@ import torch
 import torchdiffeq
 
 from sdeflow.samplers.base import SolverError
+from sdeflow.samplers.ode import pinned_options
 from sdeflow.score import ScoreFunction
 
 
@@ -57,7 +58,7 @@ def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "r
     times = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
     try:
         out = torchdiffeq.odeint(dynamics, state0, times, rtol=rtol, atol=atol, method=method,
-                                 options={"step_t": times[-1:]} if method in ("dopri5", "dopri8", "bosh3", "adaptive_heun") else None)[-1]
+                                 options=pinned_options(method, times[-1]))[-1]
     except AssertionError as e:
         raise SolverError(f"the likelihood ODE failed in torchdiffeq's {method} ({e}); try looser rtol/atol") from e
     z = out[: x.numel()].reshape(x.shape)

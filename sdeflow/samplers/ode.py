@@ -13,6 +13,19 @@ from sdeflow.samplers.base import Sampler, SolverError
 FIXED_GRID_NFE = {"euler": 1, "midpoint": 2, "heun3": 3, "rk4": 4}
 
 
+def is_adaptive(method: str) -> bool:
+    """Whether a torchdiffeq method chooses its own steps (and so may step past the last time)."""
+    return issubclass(SOLVERS[method], RKAdaptiveStepsizeODESolver)
+
+
+def pinned_options(method: str, t_end: torch.Tensor, options: dict | None = None) -> dict:
+    """torchdiffeq options that make an adaptive method end a step exactly at `t_end` instead of stepping past it."""
+    options = dict(options or {})
+    if is_adaptive(method):
+        options.setdefault("step_t", t_end.reshape(1).clone())
+    return options
+
+
 class ProbabilityFlowODE(Sampler):
     """Deterministic sampling along the probability-flow ODE with any torchdiffeq method.
 
@@ -42,7 +55,7 @@ class ProbabilityFlowODE(Sampler):
         self.method = method
         self.rtol, self.atol = float(rtol), float(atol)
         self.options = dict(options or {})
-        self.adaptive = issubclass(SOLVERS[method], RKAdaptiveStepsizeODESolver)
+        self.adaptive = is_adaptive(method)
         if not self.adaptive and method not in FIXED_GRID_NFE:
             raise ValueError(f"method {method!r} is supported neither as adaptive nor as one of {sorted(FIXED_GRID_NFE)}")
 
@@ -64,10 +77,9 @@ class ProbabilityFlowODE(Sampler):
                 raise SolverError(f"{self.method} asked for the score at t={t.item():.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]")
             return rsde.sde(y, t)[0]
 
-        options = dict(self.options)
+        # torchdiffeq steps past the last output time and interpolates back; pin a step end there.
+        options = pinned_options(self.method, timesteps[-1], self.options)
         if self.adaptive:
-            # torchdiffeq steps past the last output time and interpolates back; pin a step end there.
-            options.setdefault("step_t", timesteps[-1:].clone())
             # Its first-step heuristic probes t0 + h0 with an unbounded h0; start inside the interval instead.
             options.setdefault("first_step", (t_hi - t_lo) / 100)
         try:
