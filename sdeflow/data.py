@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sdeflow.random import as_noise
+
 
 class DatasetError(ValueError):
     """A dataset is missing, malformed, or asked for with impossible options."""
@@ -52,22 +54,28 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.data)
 
-    def transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         """Flip, dequantise and scale raw samples (images only); points pass through."""
         if not self.image:
             return x
+        noise = as_noise(generator)
         if self.random_flip:
-            flip = torch.rand(len(x), generator=generator) < 0.5
+            flip = noise.rand((len(x),)) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.dequantize:
             levels = 2**self.bits
-            x = (x * (levels - 1) + torch.rand(x.shape, generator=generator)) / levels
+            x = (x * (levels - 1) + noise.rand(x.shape)) / levels
         return x * 2 - 1 if self.centered else x
 
-    def batch(self, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A random batch (with replacement), transformed."""
-        idx = torch.randint(len(self.data), (size,), generator=generator)
-        return self.transform(self.data[idx], generator)
+    def batch(self, size: int, generator=None) -> torch.Tensor:
+        """A random batch (with replacement), transformed; `generator` is a torch.Generator or a noise source.
+
+        With `PerSampleNoise`, slot i of the batch (its index, flip and dequantisation) depends on
+        slot i's stream only, which is how data-parallel ranks draw their parts of one global batch.
+        """
+        noise = as_noise(generator)
+        idx = noise.randint(0, len(self.data), (size,))
+        return self.transform(self.data[idx], noise)
 
     def all(self) -> torch.Tensor:
         """Every sample, scaled but neither flipped nor dequantised."""

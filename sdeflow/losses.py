@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from sdeflow.random import as_noise
 from sdeflow.score import ScoreFunction
 from sdeflow.utils import append_dims
 
@@ -62,9 +63,11 @@ class DSMLoss:
             self._grid, self._cdf, self._Z = grid, cdf / cdf[-1], float(cdf[-1])
 
     def sample_t(self, n: int, generator=None, device=None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        """n training times; `generator` is a torch.Generator or a noise source (e.g. `PerSampleNoise`)."""
+        noise = as_noise(generator)
+        u = noise.rand((n,), dtype=torch.float64)
         if self.discrete_steps is not None:
-            i = torch.randint(1, self.discrete_steps + 1, (n,), generator=generator)
+            i = noise.randint(1, self.discrete_steps + 1, (n,))
             t = self.sde.T * i.double() / self.discrete_steps
             return t.clamp_min(self.t_min).to(device)
         if self.importance_sampling:
@@ -75,9 +78,10 @@ class DSMLoss:
         return (self.t_min + u * (self.sde.T - self.t_min)).to(device)
 
     def __call__(self, model, x0: torch.Tensor, generator=None) -> torch.Tensor:
-        """The mean loss over the batch; the noise and times come from `generator`."""
-        t = self.sample_t(len(x0), generator, x0.device).to(x0.dtype)
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        """The mean loss over the batch; the noise and times come from `generator` (a torch.Generator or noise source)."""
+        noise = as_noise(generator)
+        t = self.sample_t(len(x0), noise, x0.device).to(x0.dtype)
+        z = noise.randn(x0.shape, dtype=x0.dtype, device=x0.device)
         mean, std = self.sde.marginal_prob(x0, t)
         x_t = mean + append_dims(std, x0.ndim) * z
         score = ScoreFunction(model, self.sde, self.prediction).score(x_t, t)

@@ -2,12 +2,15 @@
 
 `mode=None` leaves the choice to the WANDB_MODE environment variable. When that is unset too and
 no API key is configured, the run logs offline rather than failing on a machine without a login.
+In a data-parallel job only rank 0 logs.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from sdeflow import distributed
 
 
 class Tracker:
@@ -24,7 +27,7 @@ class Tracker:
         if mode is None and "WANDB_MODE" not in os.environ and not _has_api_key():
             mode = "offline"
         self.run = None
-        if (mode or os.environ.get("WANDB_MODE")) == "disabled":
+        if (mode or os.environ.get("WANDB_MODE")) == "disabled" or not distributed.is_main():
             return
         import wandb
 

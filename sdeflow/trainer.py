@@ -1,17 +1,28 @@
-"""The training loop: Adam with warm-up and clipping, EMA, bf16 autocast, checkpoints that resume exactly."""
+"""The training loop: Adam with warm-up and clipping, EMA, bf16 autocast, data-parallel over ranks, exact resume.
+
+Every random draw of step k is a function of (seed, k): slot j of the global batch (its data index,
+flip, time and noise) comes from its own stream, and each rank draws only its slots. So training
+on N processes follows the same global batches as on one, and a checkpoint resumes exactly under
+any world size that divides the batch. Dropout is the exception: it draws from torch's generator,
+reseeded from (seed, step, rank) at every step.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
+
+import numpy as np
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sdeflow import distributed
 from sdeflow.checkpoint import CheckpointError, check_model_config, load_checkpoint, save_checkpoint
 from sdeflow.ema import EMA
+from sdeflow.random import PerSampleNoise
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -24,14 +35,18 @@ class Trainer:
         loss: a callable loss(model, x0, generator) -> scalar (e.g. `sdeflow.losses.DSMLoss`).
         data: a `sdeflow.data.Dataset`.
         steps: total optimisation steps.
-        batch_size: samples per step.
+        batch_size: samples per step, summed over all ranks (each of W ranks takes batch_size / W).
         lr, warmup, grad_clip, betas, eps, weight_decay: Adam with linear warm-up over `warmup` steps
             and gradient-norm clipping at `grad_clip` (<= 0: none).
         ema_decay, ema_warmup: the EMA of the weights used for sampling.
         precision: "fp32", "bf16" (autocast), or "auto" (bf16 on a GPU that supports it).
         compile: wrap the model in torch.compile.
         seed: seeds the data, noise and dropout streams.
-        device: where to train.
+        device: where to train; "cuda" means this rank's GPU under torchrun or SLURM.
+
+    Under a process group (see `sdeflow.distributed.launch`) the model is wrapped in
+    DistributedDataParallel, which all-reduces the gradients; every rank keeps the same EMA, and
+    only rank 0 writes checkpoints.
         model_config: a string describing the model's configuration, stored in checkpoints and
             checked when resuming.
         extra_state: further plain entries written into every checkpoint (e.g. the run's config).
@@ -45,30 +60,40 @@ class Trainer:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if steps < 1 or batch_size < 1 or lr <= 0 or warmup < 0:
             raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0; got {steps}, {batch_size}, {lr}, {warmup}")
-        self.device = torch.device(device)
+        self.world = distributed.world()
+        if batch_size % self.world.size:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({self.world.size}): "
+                             f"each rank takes an equal part of the global batch")
+        self.local_batch = batch_size // self.world.size
+        self.device = distributed.device(device)
         self.model = model.to(self.device)
+        parallel = self.model
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # DDP broadcasts rank 0's weights now (before the EMA copies them) and averages the gradients in backward().
+            parallel = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loss, self.data = loss, data
         self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = int(steps), int(batch_size), float(lr), int(warmup), float(grad_clip)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         self.ema = EMA(self.model, ema_decay, ema_warmup)
         use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.forward = torch.compile(parallel) if compile else parallel
         self.step = 0
         self.seed = int(seed)
-        self.data_gen = torch.Generator().manual_seed(self.seed)
-        self.noise_gen = torch.Generator().manual_seed(self.seed + 1)
-        # Dropout draws from torch's global generator; it is seeded here and saved in checkpoints.
-        torch.manual_seed(self.seed + 2)
         self.model_config = model_config
         self.extra_state = dict(extra_state or {})
 
     def train_step(self) -> torch.Tensor:
         """One optimisation step; returns the detached loss (not synchronised, so a GPU is never stalled here)."""
         self.model.train()
-        x0 = self.data.batch(self.batch_size, self.data_gen).to(self.device)
+        noise = PerSampleNoise.for_step(self.seed, self.step, self.local_batch, offset=self.world.rank * self.local_batch)
+        # Dropout draws from torch's global generator: a stream per (seed, step, rank) needs no saving.
+        torch.manual_seed(int(np.random.SeedSequence(self.seed, spawn_key=(self.step, self.world.rank)).generate_state(1)[0]))
+        x0 = self.data.batch(self.local_batch, noise).to(self.device)
         with self.autocast():
-            loss = self.loss(self.forward, x0, self.noise_gen)
+            loss = self.loss(self.forward, x0, noise)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         for group in self.opt.param_groups:
@@ -82,19 +107,23 @@ class Trainer:
 
     def fit(self, steps: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0, on_log=None,
             log_every: int = 50, progress: bool = True) -> list[float]:
-        """Train up to step `steps` (default: all), checkpointing every `checkpoint_every` steps and at the end."""
+        """Train up to step `steps` (default: all), checkpointing every `checkpoint_every` steps and at the end.
+
+        Returns the losses of the global batches (averaged over ranks); `on_log` is called on rank 0 only.
+        """
         until = self.steps if steps is None else min(int(steps), self.steps)
         losses, pending = [], []
-        bar = tqdm(total=until, initial=self.step, desc="train", disable=not progress, dynamic_ncols=True)
+        main = self.world.is_main
+        bar = tqdm(total=until, initial=self.step, desc="train", disable=not (progress and main), dynamic_ncols=True)
         start = time.perf_counter()
         while self.step < until:
             pending.append(self.train_step())
             bar.update(1)
             if self.step % log_every == 0 or self.step == until:
-                losses += torch.stack(pending).float().cpu().tolist()
+                losses += distributed.all_reduce(torch.stack(pending).float(), "mean").cpu().tolist()
                 pending = []
                 bar.set_postfix(loss=f"{sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}")
-                if on_log is not None:
+                if on_log is not None and main:
                     on_log(self.step, {"loss": losses[-1], "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
             if checkpoint is not None and checkpoint_every > 0 and self.step % checkpoint_every == 0:
                 self.save(checkpoint)
@@ -106,15 +135,20 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
-            "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(), "torch": torch.get_rng_state()},
-            "model_config": self.model_config, "seed": self.seed, **self.extra_state,
+            "model_config": self.model_config, "seed": self.seed, "batch_size": self.batch_size, "world_size": self.world.size,
+            **self.extra_state,
         }
 
     def save(self, path) -> Path:
-        return save_checkpoint(path, self.state_dict())
+        """Rank 0 writes the checkpoint atomically; every rank returns once it is on disk."""
+        path = Path(path)
+        if self.world.is_main:
+            save_checkpoint(path, self.state_dict())
+        distributed.barrier()
+        return path
 
     def resume(self, path) -> None:
-        """Continue exactly where the checkpoint at `path` stopped."""
+        """Continue exactly where the checkpoint at `path` stopped, on any number of processes that divides the batch."""
         state = load_checkpoint(path, map_location=self.device)
         check_model_config(state, self.model_config, path)
         try:
@@ -124,6 +158,4 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0][:300]}") from e
         self.step = int(state["step"])
-        self.data_gen.set_state(state["rng"]["data"])
-        self.noise_gen.set_state(state["rng"]["noise"])
-        torch.set_rng_state(state["rng"]["torch"])
+        self.seed = int(state["seed"])

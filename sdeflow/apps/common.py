@@ -1,9 +1,10 @@
-"""What the console scripts share: versions, run directories, rebuilding a trained model."""
+"""What the console scripts share: versions, run directories, process groups, rebuilding a trained model."""
 
 from __future__ import annotations
 
 import platform
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -11,8 +12,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sdeflow import distributed
 from sdeflow.checkpoint import CheckpointError, load_checkpoint
 from sdeflow.score import ScoreFunction
+
+# The configs' run directory reads the launch time all ranks agreed on, so a torchrun job has one
+# folder; Hydra's .hydra/ snapshot is written by rank 0 only (the rank is read from the launcher's
+# environment, as submitit tasks resolve this before any process group exists).
+OmegaConf.register_new_resolver(
+    "sdeflow_now", lambda pattern: datetime.fromtimestamp(distributed.launch_time()).strftime(pattern), replace=True)
+OmegaConf.register_new_resolver("sdeflow_rank_zero", lambda value: value if distributed.env_rank() == 0 else None, replace=True)
 
 
 def versions() -> dict:
@@ -23,6 +32,22 @@ def versions() -> dict:
 
     return {"sdeflow": sdeflow.__version__, "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
             "hydra": hydra.__version__, "python": platform.python_version(), "machine": platform.platform(), "command": " ".join(sys.argv)}
+
+
+def console_script(hydra_main):
+    """The console script around a Hydra main: start the process group first (torchrun, srun), then let Hydra run."""
+
+    def main() -> None:
+        with distributed.session():
+            hydra_main()
+
+    return main
+
+
+def run_task(command: str, fn, cfg):
+    """The body of a Hydra main: join (or start, in a submitit task) the process group, then `exit_on_bad_input`."""
+    with distributed.session():
+        return exit_on_bad_input(command, fn, cfg)
 
 
 def exit_on_bad_input(command: str, fn, cfg):
@@ -40,7 +65,8 @@ def exit_on_bad_input(command: str, fn, cfg):
             raise
         import traceback
 
-        (run_dir() / "error.txt").write_text(f"{command}: {e}\n\n{traceback.format_exc()}")
+        if distributed.is_main():
+            (run_dir() / "error.txt").write_text(f"{command}: {e}\n\n{traceback.format_exc()}")
         print(f"{command}: job failed ({e}); see {run_dir() / 'error.txt'}", file=sys.stderr)
         return None
 

@@ -3,10 +3,13 @@
     sdeflow-eval checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
     sdeflow-eval -m checkpoint=... solver=ddim,dpmpp_2m,unipc_2_bh2 nfe=5,10,20   # then sdeflow-report <sweep dir>
     sdeflow-eval checkpoint=... eval=inception eval.weights=/path/pt_inception-2015-12-05-6726825d.pth reference=cifar10.npz n=50000
+    torchrun --nproc_per_node=8 -m sdeflow.apps.evaluate checkpoint=... device=cuda eval.device=cuda n=50000   # sharded
 
 The reference is the training split's features (or `reference`); the floor row scores held-out
 real data against it. Frechet statistics are streamed in float64; KID and precision/recall keep
-the (n, d) features.
+the (n, d) features. Under torchrun or SLURM each rank generates and embeds its share of the
+samples; the float64 sums are all-reduced and rank 0 computes the scores, so 1, 2 or N processes
+give the same samples and the same Frechet distance.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdeflow.apps.common import exit_on_bad_input, job_name, load_trained, run_dir, versions
-from sdeflow.apps.sample import generate
+from sdeflow import distributed
+from sdeflow.apps.common import console_script, job_name, load_trained, run_dir, run_task, versions
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
 from sdeflow.eval.likelihood import bits_per_dim, log_likelihood
 from sdeflow.eval.stats import FeatureStats, kid, load_stats, precision_recall
+from sdeflow.generation import generate
 from sdeflow.score import ScoreFunction
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
@@ -32,11 +36,12 @@ from sdeflow.tracking import Tracker
 METRICS = ("fd", "kid", "pr", "bpd")
 
 
-def score_features(feats: torch.Tensor, ref_stats, ref_feats: torch.Tensor | None, metrics, seed: int = 0) -> dict:
-    """The chosen metrics of sample features against the reference."""
+def score_features(feats: torch.Tensor, ref_stats, ref_feats: torch.Tensor | None, metrics, seed: int = 0,
+                   stats: FeatureStats | None = None) -> dict:
+    """The chosen metrics of sample features against the reference (`stats`: their statistics, if already reduced)."""
     out = {}
     if "fd" in metrics:
-        out["fd"] = FeatureStats(feats.shape[1]).update(feats).frechet(ref_stats)
+        out["fd"] = (stats or FeatureStats(feats.shape[1]).update(feats)).frechet(ref_stats)
     if ref_feats is not None:
         g = torch.Generator().manual_seed(seed)
         if "kid" in metrics:
@@ -70,8 +75,9 @@ def run(cfg: DictConfig) -> list[dict]:
     out = run_dir()
     if (cfg.checkpoint is None) == (cfg.get("problem") is None):
         raise ValueError("give exactly one of checkpoint=<path> (a trained model) or problem=<name> (an exact problem, e.g. gmm16)")
+    device, main = distributed.device(cfg.device), distributed.is_main()
     if cfg.checkpoint is not None:
-        score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, cfg.device)
+        score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
         data, shape = instantiate(train_cfg.data.dataset), tuple(train_cfg.data.shape)
     else:
         # An exact problem: its exact score, and exact samples of p_0 as the data.
@@ -87,34 +93,47 @@ def run(cfg: DictConfig) -> list[dict]:
     else:
         ref_stats, ref_feats = FeatureStats(train_feats.shape[1]).update(train_feats), train_feats
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
-    floor = {"solver": "floor (held-out real data)", "kind": "eval", "nfe": 0, "n": len(held),
-             **score_features(extractor(held.all()), ref_stats, ref_feats, cfg.metrics, cfg.seed)}
-    if "bpd" in cfg.metrics:
-        floor.update(held_out_bpd(score, sde, held, cfg))
-    rows = [floor]
+    rows = []
+    if main:  # the floor and the likelihood are rank 0's (small) work
+        floor = {"solver": "floor (held-out real data)", "kind": "eval", "nfe": 0, "n": len(held),
+                 **score_features(extractor(held.all()), ref_stats, ref_feats, cfg.metrics, cfg.seed)}
+        if "bpd" in cfg.metrics:
+            floor.update(held_out_bpd(score, sde, held, cfg))
+        rows.append(floor)
     grid = instantiate(cfg.timesteps)
     for name, node in cfg.solver.items():
         solver = instantiate(node)
         start = time.perf_counter()
-        x, nfe = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, cfg.device, cfg.progress)
-        feats = torch.cat([extractor(chunk) for chunk in x.split(cfg.batch_size)])
-        row = {"solver": name, "kind": "eval", "nfe": nfe, "n": cfg.n, **score_features(feats, ref_stats, ref_feats, cfg.metrics, cfg.seed),
-               "seconds": time.perf_counter() - start}
+        gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress)
+        feats = torch.cat([torch.empty(0, train_feats.shape[1]), *[extractor(chunk) for chunk in gen.samples.split(cfg.batch_size)]])
+        stats = FeatureStats(train_feats.shape[1]).update(feats).all_reduce()
+        # KID and precision/recall need the features themselves: rank 0 gathers them (n x d, small next to the images).
+        feats = distributed.gather_rows(feats) if ref_feats is not None and {"kid", "pr"} & set(cfg.metrics) else feats
+        if not main:
+            continue
+        row = {"solver": name, "kind": "eval", "nfe": gen.nfe, "n": cfg.n,
+               **score_features(feats, ref_stats, ref_feats, cfg.metrics, cfg.seed, stats=stats), "seconds": time.perf_counter() - start}
         rows.append(row)
         tracker.log({f"{name}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+    if not main:
+        return rows
     columns = ["solver", "nfe", "n", *[c for c in ("fd", "kid", "precision", "recall", "bpd", "bpd_std") if any(c in r for r in rows)]]
     print(f"features: {extractor.name}" + (f" (held-out accuracy {extractor.accuracy:.3f})" if getattr(extractor, "accuracy", None) else ""))
     print(markdown_table(rows, columns))
     write_csv(out / "results.csv", rows)
     write_json(out / "results.json", {"rows": rows, "features": extractor.name, "classifier_accuracy": getattr(extractor, "accuracy", None),
+                                      "world_size": distributed.world().size,
                                       "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()})
     tracker.finish()
     return rows
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    exit_on_bad_input("sdeflow-eval", run, cfg)
+def hydra_main(cfg: DictConfig) -> None:
+    run_task("sdeflow-eval", run, cfg)
+
+
+main = console_script(hydra_main)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     sdeflow-train                                    # NCSN++ tiny on scikit-learn's digits, VP
     sdeflow-train data=mnist5k sde=ve train.steps=20000
     sdeflow-train data=toy model=mlp train.steps=2000
+    torchrun --nproc_per_node=4 -m sdeflow.apps.train train.device=cuda   # data-parallel; train.batch_size is the global batch
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from __future__ import annotations
 import time
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import sdeflow.schemas  # noqa: F401  (registers the structured configs)
-from sdeflow.apps.common import exit_on_bad_input, job_name, model_description, run_dir, versions
+from sdeflow import distributed
+from sdeflow.apps.common import console_script, job_name, model_description, run_dir, run_task, versions
 from sdeflow.data import DatasetError
 from sdeflow.io import write_json
-from sdeflow.random import PerSampleNoise
+from sdeflow.generation import generate
 from sdeflow.score import ScoreFunction
 from sdeflow.tracking import Tracker
 from sdeflow.trainer import Trainer
@@ -26,16 +27,15 @@ from sdeflow.viz import save_samples_png
 
 
 def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
-    """Sample the EMA model with the configured solver and save the picture."""
+    """Sample the EMA model with the configured solver (each rank its share) and save the picture on rank 0."""
     solver = instantiate(cfg.sample.solver)
     score = ScoreFunction(trainer.ema.model, sde, prediction)
     n = cfg.sample.n
-    shape = (n, *cfg.data.shape)
-    with torch.no_grad():
-        x = sde.prior_sampling(shape, PerSampleNoise(0, n), device=trainer.device)
-        steps = solver.steps_for_nfe(cfg.sample.nfe)
-        out = solver.sample(score, sde, x, solver.timesteps(instantiate(cfg.sample.grid), sde, steps), generator=PerSampleNoise(1, n))
-    save_samples_png(out.samples, path, centered=centered, title=f"step {trainer.step}, {type(solver).__name__}, NFE {out.nfe}")
+    out = generate(score, sde, solver, instantiate(cfg.sample.grid), n, tuple(cfg.data.shape), cfg.sample.nfe, seed=0, batch_size=n,
+                   device=trainer.device, progress=False)
+    samples = distributed.gather_rows(out.samples)
+    if samples is not None:
+        save_samples_png(samples, path, centered=centered, title=f"step {trainer.step}, {type(solver).__name__}, NFE {out.nfe}")
     return out
 
 
@@ -58,8 +58,10 @@ def train(cfg: DictConfig) -> dict:
         trainer.resume(ckpt)
     n_params = sum(p.numel() for p in net.parameters())
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
-    print(f"training {type(net).__name__} ({n_params / 1e6:.2f}M parameters) on {data.name} {list(data.shape)}, "
-          f"{type(sde).__name__}, {trainer.steps} steps from step {trainer.step}; run dir {out}")
+    world = distributed.world()
+    say = print if world.is_main else (lambda *a, **k: None)
+    say(f"training {type(net).__name__} ({n_params / 1e6:.2f}M parameters) on {data.name} {list(data.shape)}, "
+        f"{type(sde).__name__}, {trainer.steps} steps from step {trainer.step}, {world.size} process(es) on {trainer.device}; run dir {out}")
     centered = getattr(data, "centered", True)
     start, first_step = time.perf_counter(), trainer.step
     milestones = sorted({*range(cfg.sample.every, trainer.steps, cfg.sample.every), trainer.steps}) if cfg.sample.every else [trainer.steps]
@@ -69,23 +71,28 @@ def train(cfg: DictConfig) -> dict:
             continue
         losses += trainer.fit(steps=m, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
                               on_log=lambda step, metrics: tracker.log(metrics, step=step))
-        png = sample_grid(trainer, sde, prediction, cfg, out / f"samples_{trainer.step:07d}.png", centered)
-        tracker.log_image("samples", png)
+        sample_grid(trainer, sde, prediction, cfg, out / f"samples_{trainer.step:07d}.png", centered)
+        tracker.log_image("samples", out / f"samples_{trainer.step:07d}.png")
     seconds = time.perf_counter() - start
     final = sample_grid(trainer, sde, prediction, cfg, out / "samples.png", centered)
     result = {"steps": trainer.step, "parameters": n_params, "seconds": seconds,
               "steps_per_second": (trainer.step - first_step) / seconds if seconds > 0 else None,
               "final_loss_mean_last_100": sum(losses[-100:]) / max(1, len(losses[-100:])) if losses else None,
-              "sample_nfe": final.nfe, "checkpoint": str(ckpt), "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()}
-    write_json(out / "results.json", result)
+              "sample_nfe": final.nfe, "checkpoint": str(ckpt), "world_size": world.size, "global_batch_size": trainer.batch_size,
+              "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()}
+    if world.is_main:
+        write_json(out / "results.json", result)
     tracker.finish()
-    print(f"done: {trainer.step} steps in {seconds:.0f} s; checkpoint {ckpt}; samples {out / 'samples.png'}")
+    say(f"done: {trainer.step} steps in {seconds:.0f} s; checkpoint {ckpt}; samples {out / 'samples.png'}")
     return result
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    exit_on_bad_input("sdeflow-train", train, cfg)
+def hydra_main(cfg: DictConfig) -> None:
+    run_task("sdeflow-train", train, cfg)
+
+
+main = console_script(hydra_main)
 
 
 if __name__ == "__main__":

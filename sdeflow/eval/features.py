@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sdeflow import distributed
+
 
 class SmallCNN(nn.Module):
     """A small classifier for 1- or 3-channel images of 8 to 32 pixels; `features` is its penultimate layer."""
@@ -62,7 +64,8 @@ class TrainedClassifier:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        self.net.eval().requires_grad_(False)
+        # Every data-parallel rank must embed its samples with the same network, whatever its GPU's rounding did.
+        distributed.broadcast_module(self.net.eval().requires_grad_(False))
         if held_out is not None and held_out.labels is not None:
             with torch.no_grad():
                 pred = self.net(held_out.all().to(self.device)).argmax(1).cpu()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sdeflow import distributed
 from sdeflow.io import atomic_write_bytes
 from sdeflow.metrics import frechet_distance
 
@@ -49,6 +50,14 @@ class FeatureStats:
         self.n += other.n
         self.sum += other.sum.to(self.sum.device)
         self.outer += other.outer.to(self.outer.device)
+        return self
+
+    def all_reduce(self) -> "FeatureStats":
+        """Sum the count, sums and outer products over data-parallel ranks, in place (identity for one process)."""
+        count = distributed.all_reduce(torch.tensor([float(self.n)], dtype=torch.float64, device=self.sum.device))
+        distributed.all_reduce(self.sum)
+        distributed.all_reduce(self.outer)
+        self.n = int(count.item())
         return self
 
     @property

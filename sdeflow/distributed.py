@@ -1,0 +1,199 @@
+"""Data-parallel processes: the process group from torchrun, SLURM or submitit, and the collectives sdeflow needs.
+
+A single-process run never touches torch.distributed: with no process group every helper here is
+the identity (rank 0 of a world of one). Under `torchrun`, `srun` or Hydra's submitit launcher,
+`launch()` starts the group with NCCL for CUDA tensors and gloo for CPU tensors, so the same run
+can keep its feature statistics on the CPU and its gradients on the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+LAUNCH_TIME_ENV = "SDEFLOW_LAUNCH_TIME"
+
+
+class LaunchError(RuntimeError):
+    """The environment asks for several processes but the process group cannot be set up."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the data-parallel processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes checkpoints, results and logs."""
+        return self.rank == 0
+
+
+def world() -> World:
+    """The current world: from the process group when one is up, else a world of one."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return World()
+
+
+def is_main() -> bool:
+    return world().is_main
+
+
+def env_rank() -> int:
+    """This process's rank as the launcher's environment states it (usable before the process group starts)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    for key in ("RANK", "SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+def _env_world() -> tuple[World, str, str] | None:
+    """(world, master address, master port) that torchrun or a SLURM / submitit job describes; None for one process."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, or a user who exports the variables by hand
+        w = World(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+        return (w, env.get("MASTER_ADDR", "127.0.0.1"), env.get("MASTER_PORT", "29500")) if w.size > 1 else None
+    if not ("SUBMITIT_LOCAL_JOB_ID" in env or int(env.get("SLURM_NTASKS", "1")) > 1):
+        return None
+    try:
+        import submitit
+    except ImportError as e:
+        raise LaunchError("this SLURM job has several tasks; sdeflow reads their ranks through submitit: "
+                          "pip install hydra-submitit-launcher (or launch with torchrun)") from e
+    job = submitit.JobEnvironment()
+    if job.num_tasks <= 1:
+        return None
+    # A port that all tasks of one job agree on without talking, and that differs between jobs.
+    port = 20000 + int("".join(c for c in str(job.job_id) if c.isdigit()) or 0) % 20000
+    return World(job.global_rank, job.num_tasks, job.local_rank), job.hostnames[0], str(port)
+
+
+def launch(timeout_s: float = 600) -> bool:
+    """Start the process group the environment asks for; True if this call started it (and should end it).
+
+    Also agrees on one launch time across ranks (rank 0's clock), which the configs' run directory
+    reads, so all ranks of a torchrun job write into one output directory.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return False
+    found = _env_world()
+    if found is None:
+        return False
+    w, addr, port = found
+    if not dist.is_available():
+        raise LaunchError(f"{w.size} processes were asked for, but this torch build has no torch.distributed")
+    os.environ.update(MASTER_ADDR=addr, MASTER_PORT=port, RANK=str(w.rank), WORLD_SIZE=str(w.size), LOCAL_RANK=str(w.local_rank))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(w.local_rank % torch.cuda.device_count())
+        backend = "cpu:gloo,cuda:nccl"
+    else:
+        backend = "gloo"
+    from datetime import timedelta
+
+    dist.init_process_group(backend, rank=w.rank, world_size=w.size, timeout=timedelta(seconds=timeout_s))
+    stamp = [os.environ.get(LAUNCH_TIME_ENV) or repr(time.time())]
+    dist.broadcast_object_list(stamp, src=0)
+    os.environ[LAUNCH_TIME_ENV] = stamp[0]
+    return True
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session():
+    """`launch()` on entry; on exit, end the process group if this session started it."""
+    started = launch()
+    try:
+        yield world()
+    finally:
+        if started:
+            shutdown()
+
+
+def launch_time() -> float:
+    """The time the job started: shared by all ranks once `launch()` ran, else this process's first call."""
+    if LAUNCH_TIME_ENV not in os.environ:
+        os.environ[LAUNCH_TIME_ENV] = repr(time.time())
+    return float(os.environ[LAUNCH_TIME_ENV])
+
+
+def device(name: str = "cpu") -> torch.device:
+    """The device of this rank: "cuda" becomes the rank's own GPU (cuda:LOCAL_RANK)."""
+    d = torch.device(name)
+    if d.type == "cuda" and d.index is None and world().size > 1:
+        return torch.device("cuda", world().local_rank % torch.cuda.device_count())
+    return d
+
+
+def shard(n: int, w: World | None = None, unit: int = 1) -> range:
+    """The contiguous block of indices 0..n-1 that rank `w.rank` handles, in whole blocks of `unit` indices.
+
+    With `unit` the batch size, every batch holds the same samples whatever the number of
+    processes, so a batched network computes each sample bit for bit as on one process.
+    Ranks' numbers of units differ by at most one.
+    """
+    w = w or world()
+    if n < 0 or unit < 1:
+        raise ValueError(f"need n >= 0 and unit >= 1, got n={n}, unit={unit}")
+    units = -(-int(n) // unit)
+    base, extra = divmod(units, w.size)
+    start = w.rank * base + min(w.rank, extra)
+    stop = start + base + (w.rank < extra)
+    return range(min(n, start * unit), min(n, stop * unit))
+
+
+def barrier() -> None:
+    if world().size > 1:
+        dist.barrier()
+
+
+def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In place across ranks ("sum", "max" or "mean"); returns the tensor."""
+    if world().size > 1:
+        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "mean": dist.ReduceOp.SUM}
+        if op not in ops:
+            raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
+        dist.all_reduce(tensor, ops[op])
+        if op == "mean":
+            tensor /= world().size
+    return tensor
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor | None:
+    """Rank 0 receives all ranks' rows of x concatenated in rank order; other ranks get None."""
+    w = world()
+    if w.size == 1:
+        return x
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(w.size)]
+    dist.all_gather(sizes, torch.tensor([len(x)]))
+    width = int(max(sizes).item())
+    padded = torch.zeros((width, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: len(x)] = x
+    parts = [torch.empty_like(padded) for _ in range(w.size)] if w.is_main else None
+    dist.gather(padded, parts, dst=0)
+    if not w.is_main:
+        return None
+    return torch.cat([p[: int(k.item())] for p, k in zip(parts, sizes)])
+
+
+def broadcast_module(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every rank rank 0's parameters and buffers (e.g. a feature network trained on each rank)."""
+    if world().size > 1:
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, src=0)
+    return module

@@ -1,0 +1,62 @@
+"""Many samples in batches, sharded over data-parallel ranks: sample i depends only on (seed, i).
+
+The run's samples are cut into batches of `batch_size` consecutive indices; each rank generates a
+contiguous block of whole batches, with per-sample noise keyed by the global index. So 1, 2 or N
+processes compute every batch exactly as one process would (bit for bit, even through a network
+whose kernels depend on the batch size), and `gather_rows` reassembles the one-process tensor on
+rank 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from sdeflow import distributed
+from sdeflow.random import PerSampleNoise
+
+
+@dataclass
+class Generated:
+    """This rank's samples (indices `indices` of the run) and the NFE per sample (the maximum over ranks)."""
+
+    samples: torch.Tensor
+    indices: range
+    nfe: int
+
+
+def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
+             progress: bool = True, indices: range | None = None) -> Generated:
+    """Draw samples `indices` (default: this rank's share of 0..n-1) of a run of n samples.
+
+    Args:
+        score: a `sdeflow.ScoreFunction`.
+        sde, solver, grid: the SDE, any sdeflow sampler, and its time grid.
+        n: total number of samples of the run (over all ranks).
+        shape: the shape of one sample.
+        nfe: the NFE budget of a grid-stepping solver (None for adaptive solvers, which choose their own).
+        seed: sample i's prior draw comes from (seed, i) and its solver noise from (seed + 1, i).
+        batch_size: samples per solver call; also the unit of sharding.
+        device: where to sample (default: the score model's device is not guessed: CPU).
+        progress: show a progress bar (rank 0 only).
+        indices: the sample indices to draw, for manual sharding (default `shard(n, unit=batch_size)`).
+    """
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    indices = distributed.shard(n, unit=batch_size) if indices is None else indices
+    steps = None if solver.nfe_per_step is None else solver.steps_for_nfe(nfe)
+    ts = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)
+    chunks, nfe_counted = [torch.empty((0, *shape))], 0
+    starts = range(indices.start, indices.stop, batch_size)
+    for start in tqdm(starts, desc=type(solver).__name__, disable=not (progress and distributed.is_main()), dynamic_ncols=True):
+        b = min(batch_size, indices.stop - start)
+        with torch.no_grad():
+            x = sde.prior_sampling((b, *shape), PerSampleNoise(seed, b, start), device=device)
+            out = solver.sample(score, sde, x, ts, generator=PerSampleNoise(seed + 1, b, start))
+        chunks.append(out.samples.cpu())
+        nfe_counted = max(nfe_counted, out.nfe)
+    # Every rank reports the same NFE, even one whose shard is empty.
+    nfe_all = int(distributed.all_reduce(torch.tensor([nfe_counted], dtype=torch.float64), "max").item())
+    return Generated(torch.cat(chunks), indices, nfe_all)
