@@ -1,7 +1,7 @@
 """Data-parallel processes: the process group from torchrun, SLURM or submitit, and the collectives sdeflow needs.
 
 A single-process run never touches torch.distributed: with no process group every helper here is
-the identity (rank 0 of a world of one). Under `torchrun`, `srun` or Hydra's submitit launcher,
+the identity (rank 0 of a world of one). Under `torchrun` or Hydra's submitit launcher (SLURM or local),
 `launch()` starts the group with NCCL for CUDA tensors and gloo for CPU tensors, so the same run
 can keep its feature statistics on the CPU and its gradients on the GPU.
 """
@@ -59,18 +59,17 @@ def env_rank() -> int:
 
 
 def _env_world() -> tuple[World, str, str] | None:
-    """(world, master address, master port) that torchrun or a SLURM / submitit job describes; None for one process."""
+    """(world, master address, master port) that torchrun or a submitit job describes; None for one process."""
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, or a user who exports the variables by hand
         w = World(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
         return (w, env.get("MASTER_ADDR", "127.0.0.1"), env.get("MASTER_PORT", "29500")) if w.size > 1 else None
-    if not ("SUBMITIT_LOCAL_JOB_ID" in env or int(env.get("SLURM_NTASKS", "1")) > 1):
+    # A task of a submitit job (Hydra's submitit launcher, on SLURM or local). A plain sbatch script is
+    # not one: its SLURM_NTASKS describes the allocation, not processes that will join a group.
+    if "SUBMITIT_EXECUTOR" not in env:
         return None
-    try:
-        import submitit
-    except ImportError as e:
-        raise LaunchError("this SLURM job has several tasks; sdeflow reads their ranks through submitit: "
-                          "pip install hydra-submitit-launcher (or launch with torchrun)") from e
+    import submitit
+
     job = submitit.JobEnvironment()
     if job.num_tasks <= 1:
         return None

@@ -179,19 +179,20 @@ TRAIN = ["data=toy", "model=mlp", "train.steps=40", "train.batch_size=16", "samp
 
 
 def test_torchrun_train_then_eval(tmp_path):
-    torchrun = [str(SCRIPTS / "torchrun"), "--nproc_per_node=2", "--master_port", str(_free_port())]
-    _run([*torchrun, "-m", "sdeflow.apps.train", *TRAIN], tmp_path)
+    # The console scripts themselves, as the README runs them.
+    torchrun = [str(SCRIPTS / "torchrun"), "--nproc_per_node=2", "--master_port", str(_free_port()), "--no-python"]
+    _run([*torchrun, str(SCRIPTS / "sdeflow-train"), *TRAIN], tmp_path)
     runs = list((tmp_path / "outputs").glob("*/*"))
     assert len(runs) == 1, runs  # one output directory for both ranks
     run = runs[0]
     result = json.loads((run / "results.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 40
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "checkpoint.pt").is_file()
-    torchrun[-1] = str(_free_port())
-    evaluate = ["-m", "sdeflow.apps.evaluate", f"checkpoint={run / 'checkpoint.pt'}", "eval=identity", "n=101", "batch_size=16",
+    torchrun[3] = str(_free_port())
+    evaluate = [str(SCRIPTS / "sdeflow-eval"), f"checkpoint={run / 'checkpoint.pt'}", "eval=identity", "n=101", "batch_size=16",
                 "metrics=[fd]", "progress=false"]
     _run([*torchrun, *evaluate, f"hydra.run.dir={tmp_path / 'eval2'}"], tmp_path)
-    _run([sys.executable, *evaluate, f"hydra.run.dir={tmp_path / 'eval1'}"], tmp_path)
+    _run([*evaluate, f"hydra.run.dir={tmp_path / 'eval1'}"], tmp_path)
     two, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("eval2", "eval1"))
     assert two["world_size"] == 2 and one["world_size"] == 1
     # The same batches through the same network: the same samples; the float64 sums differ in order only.
@@ -204,3 +205,32 @@ def test_submitit_local_launcher_runs_two_tasks_as_one_process_group(tmp_path):
     result = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 40
     assert not (tmp_path / "sweep" / "0" / "error.txt").exists()
+
+
+def test_slurm_ddp_launcher_asks_for_one_task_per_gpu():
+    from hydra import compose, initialize_config_module
+
+    import sdeflow.apps.train  # noqa: F401  (registers the schemas and resolvers its config uses)
+
+    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+
+
+def test_which_environments_start_a_process_group(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "SUBMITIT_EXECUTOR", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    assert distributed._env_world() is None  # a plain process
+    monkeypatch.setenv("SLURM_NTASKS", "8")  # inside an sbatch script, not a task of a group
+    assert distributed._env_world() is None and not distributed.launch()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    world, _, port = distributed._env_world()
+    assert (world.rank, world.size, port) == (1, 4, "1234")
+    assert distributed.env_rank() == 1
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed._env_world() is None

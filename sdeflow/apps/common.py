@@ -35,7 +35,7 @@ def versions() -> dict:
 
 
 def console_script(hydra_main):
-    """The console script around a Hydra main: start the process group first (torchrun, srun), then let Hydra run."""
+    """The console script around a Hydra main: start the process group first (under torchrun), then let Hydra run."""
 
     def main() -> None:
         with distributed.session():
