@@ -21,63 +21,54 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
+from _spawn import spawn
+
+import sdeflow as sf
+from sdeflow import distributed
+from sdeflow.generation import generate
+from sdeflow.io import write_json
+from sdeflow.nets import NCSNpp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_score(device):
     """The tiny NCSN++ of conf/model/ncsnpp_tiny.yaml on 8x8 digits, random weights (timing does not depend on them)."""
-    import sdeflow as sf
-    from sdeflow.nets import NCSNpp
-
     torch.manual_seed(0)
     net = NCSNpp(in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0)
     sde = sf.VPSDE()
     return sf.ScoreFunction(net.to(device).eval().requires_grad_(False), sde, sf.EpsPrediction()), sde
 
 
-def worker(rank, world, port, args, out_file):
-    import time
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(args.threads)
-    import sdeflow as sf
-    from sdeflow import distributed
-    from sdeflow.generation import generate
-
-    with distributed.session():
-        device = distributed.device(args.device)
-        score, sde = make_score(device)
-        times, samples = [], None
-        for r in range(args.rounds + 1):  # round 0 warms up (allocator, kernels)
-            distributed.barrier()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            gen = generate(score, sde, sf.DPMSolverPP(order=2), sf.LogSNRGrid(), args.n, (1, 8, 8), nfe=args.nfe, seed=0,
-                           batch_size=args.batch, device=device, progress=False)
-            samples = distributed.gather_rows(gen.samples)
-            distributed.barrier()
-            if r:
-                times.append(time.perf_counter() - start)
-        if distributed.is_main():
-            torch.save({"times": times, "samples": samples}, out_file)
+def worker(args, out_file):
+    device = distributed.device(args.device)
+    score, sde = make_score(device)
+    times, samples = [], None
+    for r in range(args.rounds + 1):  # round 0 warms up (allocator, kernels)
+        distributed.barrier()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        gen = generate(score, sde, sf.DPMSolverPP(order=2), sf.LogSNRGrid(), args.n, (1, 8, 8), nfe=args.nfe, seed=0,
+                       batch_size=args.batch, device=device, progress=False)
+        samples = distributed.gather_rows(gen.samples)
+        distributed.barrier()
+        if r:
+            times.append(time.perf_counter() - start)
+    if distributed.is_main():
+        torch.save({"times": times, "samples": samples}, out_file)
 
 
 def run(world, args, tmp) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out_file = Path(tmp) / f"w{world}_t{args.threads}.pt"
-    mp.start_processes(worker, args=(world, port, args, out_file), nprocs=world, start_method="spawn", join=True)
+    spawn(worker, world, args, out_file, threads=args.threads)
     return torch.load(out_file, weights_only=True)
 
 
@@ -94,8 +85,6 @@ def main():
     args = p.parse_args()
     if 1 not in args.world:
         p.error("--world must include 1: efficiencies are relative to one process")
-    from sdeflow.io import write_json
-
     rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for world in sorted(set(args.world)):
