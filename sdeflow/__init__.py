@@ -4,6 +4,7 @@ The public API, re-exported in one place.
 """
 
 from sdeflow.api import sample
+from sdeflow.generation import Generated, generate
 from sdeflow.grids import Grid, KarrasGrid, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from sdeflow.problems import GaussianMixture
 from sdeflow.random import PerSampleNoise, SharedNoise
@@ -19,7 +20,7 @@ from sdeflow.sde import SDE, SubVPSDE, VESDE, VPSDE
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample",
+    "sample", "generate", "Generated",
     "SDE", "VPSDE", "SubVPSDE", "VESDE",
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
     "GaussianMixture",

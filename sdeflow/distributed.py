@@ -3,7 +3,8 @@
 A single-process run never touches torch.distributed: with no process group every helper here is
 the identity (rank 0 of a world of one). Under `torchrun` or Hydra's submitit launcher (SLURM or local),
 `launch()` starts the group with NCCL for CUDA tensors and gloo for CPU tensors, so the same run
-can keep its feature statistics on the CPU and its gradients on the GPU.
+can keep its feature statistics on the CPU and its gradients on the GPU. (A group you start
+yourself needs gloo for CPU tensors too: `init_process_group("cpu:gloo,cuda:nccl")`.)
 """
 
 from __future__ import annotations

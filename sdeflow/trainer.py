@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-
-import numpy as np
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -43,13 +42,13 @@ class Trainer:
         compile: wrap the model in torch.compile.
         seed: seeds the data, noise and dropout streams.
         device: where to train; "cuda" means this rank's GPU under torchrun or SLURM.
+        model_config: a string describing the model's configuration, stored in checkpoints and
+            checked when resuming.
+        extra_state: further plain entries written into every checkpoint (e.g. the run's config).
 
     Under a process group (see `sdeflow.distributed.launch`) the model is wrapped in
     DistributedDataParallel, which all-reduces the gradients; every rank keeps the same EMA, and
     only rank 0 writes checkpoints.
-        model_config: a string describing the model's configuration, stored in checkpoints and
-            checked when resuming.
-        extra_state: further plain entries written into every checkpoint (e.g. the run's config).
     """
 
     def __init__(self, model: nn.Module, loss, data, steps: int = 1000, batch_size: int = 128, lr: float = 2e-4, warmup: int = 100,
