@@ -79,8 +79,11 @@ def _env_world() -> tuple[World, str, str] | None:
     return World(job.global_rank, job.num_tasks, job.local_rank), job.hostnames[0], str(port)
 
 
-def launch(timeout_s: float = 600) -> bool:
+def launch(timeout_s: float = 3600) -> bool:
     """Start the process group the environment asks for; True if this call started it (and should end it).
+
+    `timeout_s` bounds how long a rank waits at a collective (for instance while rank 0 alone writes
+    a large checkpoint or sample file) before the job fails rather than hangs.
 
     Also agrees on one launch time across ranks (rank 0's clock), which the configs' run directory
     reads, so all ranks of a torchrun job write into one output directory.

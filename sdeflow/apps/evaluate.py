@@ -94,12 +94,6 @@ def run(cfg: DictConfig) -> list[dict]:
         ref_stats, ref_feats = FeatureStats(train_feats.shape[1]).update(train_feats), train_feats
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
-    if main:  # the floor and the likelihood are rank 0's (small) work
-        floor = {"solver": "floor (held-out real data)", "kind": "eval", "nfe": 0, "n": len(held),
-                 **score_features(extractor(held.all()), ref_stats, ref_feats, cfg.metrics, cfg.seed)}
-        if "bpd" in cfg.metrics:
-            floor.update(held_out_bpd(score, sde, held, cfg))
-        rows.append(floor)
     grid = instantiate(cfg.timesteps)
     for name, node in cfg.solver.items():
         solver = instantiate(node)
@@ -117,6 +111,12 @@ def run(cfg: DictConfig) -> list[dict]:
         tracker.log({f"{name}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
     if not main:
         return rows
+    # The floor and the likelihood are rank 0's work, done last so that no rank waits for it at a collective.
+    floor = {"solver": "floor (held-out real data)", "kind": "eval", "nfe": 0, "n": len(held),
+             **score_features(extractor(held.all()), ref_stats, ref_feats, cfg.metrics, cfg.seed)}
+    if "bpd" in cfg.metrics:
+        floor.update(held_out_bpd(score, sde, held, cfg))
+    rows.insert(0, floor)
     columns = ["solver", "nfe", "n", *[c for c in ("fd", "kid", "precision", "recall", "bpd", "bpd_std") if any(c in r for r in rows)]]
     print(f"features: {extractor.name}" + (f" (held-out accuracy {extractor.accuracy:.3f})" if getattr(extractor, "accuracy", None) else ""))
     print(markdown_table(rows, columns))
