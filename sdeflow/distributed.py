@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -102,8 +103,6 @@ def launch(timeout_s: float = 3600) -> bool:
         backend = "cpu:gloo,cuda:nccl"
     else:
         backend = "gloo"
-    from datetime import timedelta
-
     dist.init_process_group(backend, rank=w.rank, world_size=w.size, timeout=timedelta(seconds=timeout_s))
     stamp = [os.environ.get(LAUNCH_TIME_ENV) or repr(time.time())]
     dist.broadcast_object_list(stamp, src=0)

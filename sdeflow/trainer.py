@@ -27,7 +27,7 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 
 class Trainer:
-    """Trains `model` on `data` with `loss`; every random draw comes from the trainer's own generators.
+    """Trains `model` on `data` with `loss`; every random draw comes from streams keyed by (seed, step).
 
     Args:
         model: the network, called as model(x, t).

@@ -27,7 +27,10 @@ from sdeflow.viz import save_samples_png
 
 
 def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
-    """Sample the EMA model with the configured solver (each rank its share) and save the picture on rank 0."""
+    """Sample the EMA model with the configured solver and save the picture on rank 0.
+
+    The grid is one batch, so rank 0 draws all of it (a world-size-independent picture); other ranks wait.
+    """
     solver = instantiate(cfg.sample.solver)
     score = ScoreFunction(trainer.ema.model, sde, prediction)
     n = cfg.sample.n
