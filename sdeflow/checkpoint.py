@@ -1,15 +1,18 @@
 """Checkpoints: written atomically, read with `weights_only=True`, refused clearly when wrong.
 
 A checkpoint is a dict of plain types and tensors: the model, EMA and optimizer states, the step,
-every random state, and the resolved config of the run that wrote it.
+the resolved config of the run that wrote it, and a SHA-256 checksum of all of that, verified on
+load so that flipped bytes are caught rather than sampled from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sdeflow.io import atomic_write_bytes
@@ -20,10 +23,33 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, state: dict) -> Path:
-    """Serialise `state` and move it over `path` in one rename, so a crash never leaves half a file."""
+    """Serialise `state` with its checksum and move it over `path` in one rename, so a crash never leaves half a file."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save({**state, "checksum": checksum(state)}, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def checksum(state: dict) -> str:
+    """SHA-256 of every entry but "checksum": tensors by dtype, shape and bytes, plain values by repr, in key order."""
+    h = hashlib.sha256()
+
+    def feed(key: str, v) -> None:
+        if isinstance(v, dict):
+            for k in sorted(v, key=str):
+                if not (key == "" and k == "checksum"):
+                    feed(f"{key}/{k}", v[k])
+        elif isinstance(v, (list, tuple)):
+            for i, item in enumerate(v):
+                feed(f"{key}/{i}", item)
+        elif isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+            h.update(memoryview(np.ascontiguousarray(t.reshape(-1).view(torch.uint8).numpy())))
+        else:
+            h.update(f"{key}={v!r};".encode())
+
+    feed("", state)
+    return "sha256:" + h.hexdigest()
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -34,13 +60,26 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"refused {path}: it holds objects other than tensors and plain data, which could run code "
-                              f"when loaded ({str(e).splitlines()[0][:200]})") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint: {str(e).splitlines()[0][:200]}") from e
+        # torch's weights-only unpickler names the global it blocked; other failures are damaged bytes.
+        if "GLOBAL" in str(e) or "global" in str(e):
+            raise CheckpointError(f"refused {path}: it holds objects other than tensors and plain data, which could run code "
+                                  f"when loaded ({_blocked_global(e)})") from e
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint (it does not unpickle)") from e
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
+        if isinstance(e, EOFError) or path.stat().st_size == 0:
+            raise CheckpointError(f"{path} is empty or cut short: not a checkpoint") from e
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint: {first_line(e, 200)}") from e
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} is not an sdeflow checkpoint (no 'model' and 'model_config' entries)")
+    if "checksum" in state and state["checksum"] != checksum(state):
+        raise CheckpointError(f"{path} is damaged: its contents do not match the checksum stored with them (flipped bytes on "
+                              "disk or in transfer); use another copy or an earlier checkpoint")
     return state
+
+
+def _blocked_global(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "global" in line]
+    return (lines[0] if lines else first_line(e))[:200]
 
 
 def check_model_config(state: dict, model_config: str, path="checkpoint") -> None:
@@ -48,3 +87,44 @@ def check_model_config(state: dict, model_config: str, path="checkpoint") -> Non
     if state["model_config"] != model_config:
         raise CheckpointError(f"{path} was written for another model configuration:\n  checkpoint: {state['model_config']}\n"
                               f"  this run:   {model_config}")
+
+
+def load_trained(path, use_ema: bool = True, device="cpu"):
+    """(score function, sde, run config) rebuilt from a checkpoint written by sdeflow-train.
+
+    The stored config is data: it is parsed as plain YAML, and only sdeflow's own classes are built
+    from it (`sdeflow.safe_config`), never passed to Hydra's `instantiate`. The config is returned
+    as plain dicts and lists.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sdeflow.safe_config import check_plain, rebuild
+    from sdeflow.score import ScoreFunction
+
+    state = load_checkpoint(path)  # on the CPU: the weights move with the network
+    if not isinstance(state.get("config"), str):
+        raise CheckpointError(f"{path} has no run config; it was not written by sdeflow-train")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.create(state["config"]), resolve=False)
+    except (OmegaConfBaseException, ValueError) as e:
+        raise CheckpointError(f"{path}: its stored config is not readable YAML: {first_line(e)}") from e
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) or not {"net", "prediction"} <= set(cfg["model"]) \
+            or "sde" not in cfg or not isinstance(cfg.get("data"), dict) or "shape" not in cfg["data"]:
+        raise CheckpointError(f"{path}: its stored config lacks model.net, model.prediction, sde or data.shape")
+    check_plain(cfg["data"]["shape"], "config.data.shape")
+    sde = rebuild(cfg["sde"], "config.sde")
+    net = rebuild(cfg["model"]["net"], "config.model.net")
+    prediction = rebuild(cfg["model"]["prediction"], "config.model.prediction")
+    try:
+        net.load_state_dict(state["ema" if use_ema else "model"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {first_line(e)}") from e
+    net = net.to(device).eval().requires_grad_(False)
+    return ScoreFunction(net, sde, prediction), sde, cfg
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type's name when the message is empty), for one-line errors."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]

@@ -45,6 +45,8 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    if solver.nfe_per_step is not None and nfe is None:
+        raise ValueError(f"{type(solver).__name__} steps on a grid: give nfe=<budget> (only adaptive solvers choose their own steps)")
     indices = distributed.shard(n, unit=batch_size) if indices is None else indices
     steps = None if solver.nfe_per_step is None else solver.steps_for_nfe(nfe)
     ts = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)

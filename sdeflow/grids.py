@@ -89,7 +89,12 @@ class ListGrid:
     """A user's own grid: the given times, used as they are (`steps` must match if given)."""
 
     def __init__(self, times):
-        self.times = torch.as_tensor(list(times), dtype=torch.float64)
+        try:
+            self.times = torch.as_tensor(list(times) if not isinstance(times, torch.Tensor) else times, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"a user grid must be a list of numbers: {e}") from e
+        if not bool(torch.isfinite(self.times).all()):
+            raise ValueError("a user grid must hold finite times (no NaN or infinity)")
         if self.times.ndim != 1 or len(self.times) < 2 or not bool((self.times[1:] < self.times[:-1]).all()):
             raise ValueError("a user grid must be a strictly decreasing list of at least two times")
 

@@ -101,6 +101,12 @@ class ScoreFunction:
         t = batch_times(t, x)
         self.nfe += 1
         out = self.model(x, t, **self.cond)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the score model returned {got} for input of shape {tuple(x.shape)}; it must return a tensor of "
+                             "the input's shape")
+        # A model that computes in another precision (e.g. under autocast) must not change the samples' dtype.
+        out = out.to(x.dtype)
         alpha = append_dims(self.sde.alpha(t), x.ndim)
         sigma = append_dims(self.sde.sigma(t), x.ndim)
         return self.prediction.to_eps_x0(out, x, alpha, sigma)

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sdeflow import distributed
-from sdeflow.checkpoint import CheckpointError, check_model_config, load_checkpoint, save_checkpoint
+from sdeflow.checkpoint import CheckpointError, check_model_config, first_line, load_checkpoint, save_checkpoint
 from sdeflow.ema import EMA
 from sdeflow.random import PerSampleNoise
 
@@ -155,6 +155,6 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0][:300]}") from e
+            raise CheckpointError(f"{path} does not fit this model: {first_line(e)}") from e
         self.step = int(state["step"])
         self.seed = int(state["seed"])

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sdeflow import distributed
-from sdeflow.checkpoint import CheckpointError, load_checkpoint
-from sdeflow.score import ScoreFunction
 
 # The configs' run directory reads the launch time all ranks agreed on, so a torchrun job has one
 # folder; Hydra's .hydra/ snapshot is written by rank 0 only (the rank is read from the launcher's
@@ -96,19 +93,3 @@ def model_description(cfg) -> str:
     """The resolved model and SDE configuration: what a checkpoint must match to be resumed or loaded."""
     return OmegaConf.to_yaml(OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True),
                                                "sde": OmegaConf.to_container(cfg.sde, resolve=True)}))
-
-
-def load_trained(path, use_ema: bool = True, device="cpu"):
-    """(score function, sde, run config) rebuilt from a checkpoint written by sdeflow-train."""
-    state = load_checkpoint(path, map_location=device)
-    if "config" not in state:
-        raise CheckpointError(f"{path} has no run config; it was not written by sdeflow-train")
-    cfg = OmegaConf.create(state["config"])
-    sde = instantiate(cfg.sde)
-    net = instantiate(cfg.model.net)
-    try:
-        net.load_state_dict(state["ema" if use_ema else "model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {str(e).splitlines()[0][:300]}") from e
-    net = net.to(device).eval().requires_grad_(False)
-    return ScoreFunction(net, sde, instantiate(cfg.model.prediction)), sde, cfg

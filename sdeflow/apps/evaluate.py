@@ -23,12 +23,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import console_script, job_name, load_trained, run_dir, run_task, versions
+from sdeflow.apps.common import console_script, job_name, run_dir, run_task, versions
+from sdeflow.checkpoint import load_trained
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
 from sdeflow.eval.likelihood import bits_per_dim, log_likelihood
 from sdeflow.eval.stats import FeatureStats, kid, load_stats, precision_recall
 from sdeflow.generation import generate
+from sdeflow.safe_config import rebuild
 from sdeflow.score import ScoreFunction
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
@@ -78,7 +80,8 @@ def run(cfg: DictConfig) -> list[dict]:
     device, main = distributed.device(cfg.device), distributed.is_main()
     if cfg.checkpoint is not None:
         score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
-        data, shape = instantiate(train_cfg.data.dataset), tuple(train_cfg.data.shape)
+        # The training data as the stored config names it: rebuilt from the allow-list, never instantiated.
+        data, shape = rebuild(train_cfg["data"].get("dataset"), "config.data.dataset"), tuple(train_cfg["data"]["shape"])
     else:
         # An exact problem: its exact score, and exact samples of p_0 as the data.
         problem, sde = instantiate(cfg.problem), instantiate(cfg.sde)

@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import console_script, job_name, load_trained, run_dir, run_task, versions
+from sdeflow.apps.common import console_script, job_name, run_dir, run_task, versions
+from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
 from sdeflow.io import atomic_write_bytes, write_json
 from sdeflow.tracking import Tracker
@@ -27,8 +28,8 @@ def run(cfg: DictConfig) -> list[dict]:
     out = run_dir()
     device = distributed.device(cfg.device)
     score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
-    shape = tuple(train_cfg.data.shape)
-    centered = bool(train_cfg.data.dataset.get("centered", True))
+    shape = tuple(train_cfg["data"]["shape"])
+    centered = bool(train_cfg["data"].get("dataset", {}).get("centered", True))
     grid = instantiate(cfg.timesteps)
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []

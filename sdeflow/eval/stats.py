@@ -91,6 +91,8 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray, dict]:
     path = Path(path)
     if not path.is_file():
         raise StatsFileError(f"no reference statistics at {path}")
+    if path.stat().st_size == 0:
+        raise StatsFileError(f"{path} is empty: expected an npz with 'mu' and 'sigma', or 'pool_3'")
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
@@ -104,13 +106,27 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray, dict]:
                 mu, sigma, meta = acts.mean(0), np.cov(acts, rowvar=False), {"n": len(acts), "from": "pool_3"}
             else:
                 raise StatsFileError(f"{path} holds {sorted(keys)}; expected 'mu' and 'sigma', or 'pool_3'")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, KeyError) as e:
         if isinstance(e, StatsFileError):
             raise
         raise StatsFileError(f"{path} is not a readable npz file: {e}") from e
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise StatsFileError(f"{path}: mu must be (d,) and sigma (d, d); got {mu.shape} and {sigma.shape}")
+    check_gaussian(mu, sigma, str(path))
     return mu, sigma, meta
+
+
+def check_gaussian(mu: np.ndarray, sigma: np.ndarray, name: str) -> None:
+    """Refuse statistics that no data could have: non-finite values, or a covariance that is not symmetric PSD."""
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise StatsFileError(f"{name}: mu or sigma holds NaN or infinity")
+    scale = max(float(np.abs(sigma).max()), 1e-300)
+    if not np.allclose(sigma, sigma.T, rtol=0, atol=1e-6 * scale):
+        raise StatsFileError(f"{name}: sigma is not symmetric, so it is not a covariance matrix")
+    lowest = float(np.linalg.eigvalsh((sigma + sigma.T) / 2).min())
+    # Float32 statistics of 2048-d features have eigenvalues down to about -1e-6 of the largest: rounding, not data.
+    if lowest < -1e-5 * scale:
+        raise StatsFileError(f"{name}: sigma is not positive semi-definite (smallest eigenvalue {lowest:.3g}), so it is not a covariance matrix")
 
 
 def kid(x: torch.Tensor, y: torch.Tensor, subsets: int = 100, subset_size: int = 1000, generator=None) -> tuple[float, float]:

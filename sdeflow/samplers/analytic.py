@@ -125,5 +125,6 @@ class AnalyticJump(Sampler):
     def solve(self, score, sde, x, timesteps, noise, record):
         x = self.stats.flow(sde, x, timesteps[0], timesteps[1])
         record(x)
-        out = self.solver.sample(score, sde, x, timesteps[1:], generator=noise, return_trajectory=False)
-        return out.samples
+        # The inner solver records its own grid points, so the trajectory has a state for every time of the grid.
+        x = self.solver.solve(score, sde, x, timesteps[1:], noise, record)
+        return score.x0(x, timesteps[-1]) if self.solver.denoise else x

@@ -15,6 +15,16 @@ class SolverError(RuntimeError):
     """A solver could not produce a solution (step-size underflow, non-finite state, bad time request)."""
 
 
+class NonFiniteError(SolverError):
+    """NaN or infinity appeared in a sampler's state: raised where it appeared, naming the solver, step and time."""
+
+
+def non_finite(solver, where: str) -> NonFiniteError:
+    """The error for NaN or infinity found by `solver` at `where` (its step and time)."""
+    return NonFiniteError(f"{solver}: NaN or infinity in the state {where}; the score model returned non-finite values "
+                          "or the step diverged (check the model's weights, the grid and the SDE)")
+
+
 @dataclass
 class SampleResult:
     """What a sampler returns.
@@ -91,14 +101,31 @@ class Sampler(abc.ABC):
             return_trajectory: also return the state at every grid point.
         """
         timesteps = check_timesteps(timesteps, sde, x)
+        check_score_input(score, x)
         noise = as_noise(generator)
+        name = type(self).__name__
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteError(f"{name}: the initial state holds NaN or infinity")
         states = [x] if return_trajectory else None
-        record = states.append if return_trajectory else (lambda _x: None)
+        reached = [0]
+        n = len(timesteps) - 1
+
+        def record(x_i: torch.Tensor) -> None:
+            # Every grid point is checked where it is reached, so a NaN is reported at its step, not at the end.
+            reached[0] += 1
+            i = reached[0]
+            if not bool(torch.isfinite(x_i).all()):
+                raise non_finite(name, f"at step {i} of {n} (t = {float(timesteps[min(i, n)]):.6g})")
+            if states is not None:
+                states.append(x_i)
+
         nfe0 = score.nfe
         x = self.solve(score, sde, x, timesteps, noise, record)
         if self.denoise:
             # Tweedie's formula: the posterior mean of x_0 given x at the last time.
             x = score.x0(x, timesteps[-1])
+            if not bool(torch.isfinite(x).all()):
+                raise non_finite(name, f"after the final denoising step (t = {float(timesteps[-1]):.6g})")
         trajectory = torch.stack(states) if return_trajectory else None
         return SampleResult(samples=x, nfe=score.nfe - nfe0, timesteps=timesteps, trajectory=trajectory)
 
@@ -120,6 +147,20 @@ class StepSampler(Sampler):
             x = self.step(score, sde, x, timesteps[i], timesteps[i + 1], noise, last=i == n - 1)
             record(x)
         return x
+
+
+def check_score_input(score, x: torch.Tensor) -> None:
+    """Refuse, in one line, samples that the score model cannot take: another device or floating dtype."""
+    params = getattr(getattr(score, "model", None), "parameters", None)
+    first = next((p for p in params() if p.is_floating_point()), None) if callable(params) else None
+    if first is None:
+        return
+    if first.device != x.device:
+        raise ValueError(f"the score model is on {first.device} but the samples are on {x.device}; "
+                         f"sample on the model's device (device={first.device.type!r}) or move the model")
+    if first.dtype != x.dtype:
+        raise ValueError(f"the score model's weights are {first.dtype} but the samples are {x.dtype}; "
+                         f"sample in {first.dtype} (dtype=...) or convert the model (e.g. model.to({x.dtype}))")
 
 
 def check_timesteps(timesteps, sde, x: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from sdeflow.samplers.base import Sampler, SolverError
+from sdeflow.samplers.base import Sampler, SolverError, non_finite
 from sdeflow.samplers.exponential import time_at_lambda
 
 
@@ -58,13 +60,16 @@ class DPMSolverAdaptive(Sampler):
         s = timesteps[0]
         h = torch.as_tensor(self.h_init, dtype=x.dtype)
         x_prev = x
-        for _ in range(self.max_steps):
+        for k in range(self.max_steps):
             if lam_end - lam_s <= 1e-9 * max(1.0, float(lam_end.abs())):
                 break
             h = torch.minimum(h, lam_end - lam_s)
             t, lower, higher = self.pair(score, sde, x, s, lam_s, h)
             delta = torch.maximum(torch.full_like(x, self.atol), self.rtol * torch.maximum(lower.abs(), x_prev.abs()))
             err = float(((higher - lower) / delta).flatten(1).pow(2).mean(1).sqrt().max())
+            if math.isnan(err):
+                # Only NaN or infinity in the solutions gives a NaN norm; shrinking the step would not help.
+                raise non_finite("DPMSolverAdaptive", f"at attempted step {k + 1} from t = {float(s):.6g}")
             if err <= 1:
                 x, x_prev, s, lam_s = higher, lower, t, lam_s + h
             h = self.theta * h * max(err, 1e-10) ** (-1 / self.order)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.samplers.base import Sampler, SolverError
+from sdeflow.samplers.base import Sampler, SolverError, non_finite
 from sdeflow.utils import append_dims
 
 
@@ -42,7 +42,7 @@ class GottaGoFast(Sampler):
         t = timesteps[0].expand(n).clone()
         h = torch.minimum(torch.full_like(t, self.h_init), t - end)
         x_prev = x
-        for _ in range(self.max_steps):
+        for k in range(self.max_steps):
             if not bool((t > end).any()):
                 break
             z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
@@ -54,6 +54,10 @@ class GottaGoFast(Sampler):
             x_check = x + k1
             delta = torch.clamp(self.reltol * torch.maximum(x_prev.abs(), x_check.abs()), min=self.abstol)
             err = ((k2 - k1) / 2 / delta).flatten(1).pow(2).mean(1).sqrt()
+            if bool(err.isnan().any()):
+                # Only NaN or infinity in the attempt gives a NaN norm; shrinking the step would not help.
+                bad = int(err.isnan().nonzero()[0])
+                raise non_finite("GottaGoFast", f"at attempt {k + 1}, sample {bad} at t = {float(t[bad]):.6g}")
             accept = (err <= 1) & (h > 0)
             acc = append_dims(accept, x.ndim)
             x = torch.where(acc, x + (k1 + k2) / 2, x)

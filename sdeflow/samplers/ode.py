@@ -7,7 +7,7 @@ import torchdiffeq
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
-from sdeflow.samplers.base import Sampler, SolverError
+from sdeflow.samplers.base import Sampler, SolverError, non_finite
 
 # Score evaluations per step of torchdiffeq's fixed-grid methods (their `order` is on the class).
 FIXED_GRID_NFE = {"euler": 1, "midpoint": 2, "heun3": 3, "rk4": 4}
@@ -73,9 +73,14 @@ class ProbabilityFlowODE(Sampler):
         rsde = sde.reverse(score, probability_flow=True)
 
         def velocity(t, y):
-            if not t_lo - slack <= t.item() <= t_hi + slack:
-                raise SolverError(f"{self.method} asked for the score at t={t.item():.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]")
-            return rsde.sde(y, t)[0]
+            t_now = t.item()
+            if not t_lo - slack <= t_now <= t_hi + slack:
+                raise SolverError(f"{self.method} asked for the score at t={t_now:.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]")
+            v = rsde.sde(y, t)[0]
+            # Adaptive methods would otherwise shrink their step on NaN until they give up, blaming the tolerance.
+            if not bool(torch.isfinite(v).all()):
+                raise non_finite(f"ProbabilityFlowODE({self.method})", f"at t = {t_now:.6g} (the velocity is not finite)")
+            return v
 
         # torchdiffeq steps past the last output time and interpolates back; pin a step end there.
         options = pinned_options(self.method, timesteps[-1], self.options)
@@ -89,8 +94,6 @@ class ProbabilityFlowODE(Sampler):
                 f"torchdiffeq's {self.method} failed ({e or 'assertion'}); try looser rtol/atol (now {self.rtol}, {self.atol}), "
                 "a fixed-grid method, or a larger eps"
             ) from e
-        if not torch.isfinite(ys[-1]).all():
-            raise SolverError(f"the probability-flow ODE produced non-finite values with {self.method}")
         for y in ys[1:]:
             record(y)
         return ys[-1]

@@ -68,16 +68,19 @@ class UniPC(Sampler):
         return x
 
     def _update(self, x, history, sched: Schedule, i: int, order: int, m_new=None):
-        """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order."""
-        _, s_s, lam_s = sched[i]
-        a_t, s_t, lam_t = sched[i + 1]
-        h = lam_t - lam_s
+        """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order.
+
+        The coefficients are solved in float64 from the schedule (torch has no half-precision solve,
+        and they depend only on the grid), then applied in the samples' dtype.
+        """
+        lam = sched.lam
+        h = lam[i + 1] - lam[i]
         m0 = history[-1]
         rks, d1s = [], []
         for k in range(1, order):
-            rk = (sched[i - k][2] - lam_s) / h
+            rk = (lam[i - k] - lam[i]) / h
             rks.append(rk)
-            d1s.append((history[-1 - k] - m0) / rk)
+            d1s.append((history[-1 - k] - m0) / rk.to(x.dtype))
         rks = torch.stack(rks + [torch.ones((), dtype=h.dtype, device=h.device)])
         hh = -h
         h_phi_1 = torch.expm1(hh)
@@ -89,12 +92,14 @@ class UniPC(Sampler):
             b.append(h_phi_k * math.factorial(k) / b_h)
             h_phi_k = h_phi_k / hh - 1 / math.factorial(k + 1)
         R, b = torch.stack(R), torch.stack(b)
-        x_t = (s_t / s_s) * x - a_t * h_phi_1 * m0
+        a_t, s_t, s_s = sched.alpha[i + 1], sched.sigma[i + 1], sched.sigma[i]
+        x_t = (s_t / s_s).to(x.dtype) * x - (a_t * h_phi_1).to(x.dtype) * m0
+        scale = (a_t * b_h).to(x.dtype)
         if m_new is None:
             if not d1s:
                 return x_t
             rhos = torch.full((1,), 0.5, dtype=h.dtype, device=h.device) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
-            return x_t - a_t * b_h * sum(r * d for r, d in zip(rhos, d1s))
-        rhos = torch.full((1,), 0.5, dtype=h.dtype, device=h.device) if order == 1 else torch.linalg.solve(R, b)
+            return x_t - scale * sum(r * d for r, d in zip(rhos.to(x.dtype), d1s))
+        rhos = (torch.full((1,), 0.5, dtype=h.dtype, device=h.device) if order == 1 else torch.linalg.solve(R, b)).to(x.dtype)
         res = sum((r * d for r, d in zip(rhos[:-1], d1s)), torch.zeros_like(x))
-        return x_t - a_t * b_h * (res + rhos[-1] * (m_new - m0))
+        return x_t - scale * (res + rhos[-1] * (m_new - m0))
