@@ -82,6 +82,14 @@ def _blocked_global(e: BaseException) -> str:
     return (lines[0] if lines else first_line(e))[:200]
 
 
+def peek_step(path) -> int:
+    """The step a checkpoint was written at, read without loading its tensors (memory-mapped)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:
+        return int(load_checkpoint(path)["step"])
+
+
 def check_model_config(state: dict, model_config: str, path="checkpoint") -> None:
     """Refuse a checkpoint written for another model configuration, naming both."""
     if state["model_config"] != model_config:

@@ -104,9 +104,9 @@ def launch(timeout_s: float = 3600) -> bool:
     else:
         backend = "gloo"
     dist.init_process_group(backend, rank=w.rank, world_size=w.size, timeout=timedelta(seconds=timeout_s))
-    stamp = [os.environ.get(LAUNCH_TIME_ENV) or repr(time.time())]
+    stamp = [repr(launch_time())]
     dist.broadcast_object_list(stamp, src=0)
-    os.environ[LAUNCH_TIME_ENV] = stamp[0]
+    os.environ[LAUNCH_TIME_ENV] = f"{stamp[0]}@{os.getpid()}"
     return True
 
 
@@ -127,15 +127,29 @@ def session():
 
 
 def launch_time() -> float:
-    """The time the job started: shared by all ranks once `launch()` ran, else this process's first call."""
-    if LAUNCH_TIME_ENV not in os.environ:
-        os.environ[LAUNCH_TIME_ENV] = repr(time.time())
-    return float(os.environ[LAUNCH_TIME_ENV])
+    """The time the job started: shared by all ranks once `launch()` ran, else this process's first call.
+
+    Stored as "time@pid" so that a process started by another sdeflow process does not inherit its
+    parent's launch time (and with it the parent's default run folder).
+    """
+    stamp, _, pid = os.environ.get(LAUNCH_TIME_ENV, "").partition("@")
+    if pid != str(os.getpid()):
+        stamp = repr(time.time())
+        os.environ[LAUNCH_TIME_ENV] = f"{stamp}@{os.getpid()}"
+    return float(stamp)
 
 
 def device(name: str = "cpu") -> torch.device:
-    """The device of this rank: "cuda" becomes the rank's own GPU (cuda:LOCAL_RANK)."""
-    d = torch.device(name)
+    """The device of this rank: "cuda" becomes the rank's own GPU (cuda:LOCAL_RANK). Refused clearly when unusable here."""
+    try:
+        d = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (or another torch device type), got {name!r}") from e
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}, but this machine has no usable CUDA device (torch.cuda.is_available() is false); "
+                         "use device=cpu")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if d.type == "cuda" and d.index is None and world().size > 1:
         return torch.device("cuda", world().local_rank % torch.cuda.device_count())
     return d

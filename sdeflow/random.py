@@ -76,11 +76,20 @@ class PerSampleNoise:
         return self._per_sample(lambda s, g: torch.randint(low, high, s, generator=g), shape, device)
 
 
-def seeded_generator(seed: int, key: int) -> torch.Generator:
-    """A CPU generator for stream `key` of run `seed`, independent of every other (seed, key) pair."""
+# Keys of streams that are not per sample (those are keyed by the sample's index): large, so they never meet one.
+INIT_WEIGHTS = 2**62
+
+
+def stream_seed(seed: int, key: int) -> int:
+    """The seed of stream `key` of run `seed`, independent of every other (seed, key) pair."""
     # SeedSequence decorrelates neighbouring pairs, unlike seeding with seed + key.
     state = np.random.SeedSequence(int(seed), spawn_key=(int(key),)).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+    return int(state) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def seeded_generator(seed: int, key: int) -> torch.Generator:
+    """A CPU generator for stream `key` of run `seed`, independent of every other (seed, key) pair."""
+    return torch.Generator().manual_seed(stream_seed(seed, key))
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

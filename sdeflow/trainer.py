@@ -10,6 +10,9 @@ reseeded from (seed, step, rank) at every step.
 from __future__ import annotations
 
 import contextlib
+import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -19,11 +22,56 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sdeflow import distributed
-from sdeflow.checkpoint import CheckpointError, check_model_config, first_line, load_checkpoint, save_checkpoint
+from sdeflow.checkpoint import CheckpointError, check_model_config, first_line, load_checkpoint, peek_step, save_checkpoint
 from sdeflow.ema import EMA
 from sdeflow.random import PerSampleNoise
 
 PRECISIONS = ("fp32", "bf16", "auto")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; the message names the step and the checkpoint kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint at the current step."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint):
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        where = f"; checkpoint written to {checkpoint}" if checkpoint is not None else " (no checkpoint path was given)"
+        super().__init__(f"stopped by {signal_name} at step {step}{where}")
+
+
+class _StopFlag:
+    signal: str | None = None
+
+
+@contextlib.contextmanager
+def signals_to_flag():
+    """While inside, SIGINT and SIGTERM set `flag.signal` instead of killing the process mid-step.
+
+    The first signal restores the previous handlers, so a second Ctrl-C stops at once. Outside the
+    main thread (where handlers cannot be installed) nothing changes.
+    """
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    names = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+    previous = {s: signal.getsignal(s) for s in names}
+
+    def handler(signum, frame):
+        flag.signal = names[signum]
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    for s in names:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class Trainer:
@@ -109,27 +157,57 @@ class Trainer:
         """Train up to step `steps` (default: all), checkpointing every `checkpoint_every` steps and at the end.
 
         Returns the losses of the global batches (averaged over ranks); `on_log` is called on rank 0 only.
+
+        SIGINT (Ctrl-C) and SIGTERM (what SLURM sends before pre-emption) end the current step, write
+        the checkpoint at that step and raise `TrainingInterrupted`; a second Ctrl-C stops at once.
+        A non-finite loss or non-finite weights raise `TrainingDiverged` naming the step, and the
+        checkpoint on disk stays the last good one.
         """
         until = self.steps if steps is None else min(int(steps), self.steps)
         losses, pending = [], []
         main = self.world.is_main
         bar = tqdm(total=until, initial=self.step, desc="train", disable=not (progress and main), dynamic_ncols=True)
-        start = time.perf_counter()
-        while self.step < until:
-            pending.append(self.train_step())
-            bar.update(1)
-            if self.step % log_every == 0 or self.step == until:
-                losses += distributed.all_reduce(torch.stack(pending).float(), "mean").cpu().tolist()
-                pending = []
-                bar.set_postfix(loss=f"{sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}")
-                if on_log is not None and main:
-                    on_log(self.step, {"loss": losses[-1], "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-            if checkpoint is not None and checkpoint_every > 0 and self.step % checkpoint_every == 0:
-                self.save(checkpoint)
+        start, stopped_by = time.perf_counter(), None
+        with signals_to_flag() as stop:
+            while self.step < until:
+                pending.append(self.train_step())
+                bar.update(1)
+                save_now = checkpoint is not None and checkpoint_every > 0 and self.step % checkpoint_every == 0
+                # One process checks its flag every step; ranks agree on stopping at the collectives below.
+                asked = stop.signal is not None and self.world.size == 1
+                if self.step % log_every == 0 or self.step == until or save_now or asked:
+                    reduced = distributed.all_reduce(torch.stack([*pending, torch.zeros_like(pending[0]) + float(stop.signal is not None)])
+                                                     .float(), "mean").cpu().tolist()
+                    new, stopping = reduced[:-1], reduced[-1] > 0
+                    self._check_losses(new, checkpoint)
+                    losses += new
+                    pending = []
+                    bar.set_postfix(loss=f"{sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}")
+                    if on_log is not None and main:
+                        on_log(self.step, {"loss": losses[-1], "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
+                    if stopping:
+                        stopped_by = stop.signal or "a signal to another rank"
+                        break
+                if save_now:
+                    self.save(checkpoint)
         bar.close()
         if checkpoint is not None:
             self.save(checkpoint)
+        if stopped_by is not None:
+            raise TrainingInterrupted(stopped_by, self.step, checkpoint)
         return losses
+
+    def _check_losses(self, new: list[float], checkpoint) -> None:
+        bad = next((i for i, v in enumerate(new) if not math.isfinite(v)), None)
+        if bad is not None:
+            step = self.step - len(new) + bad + 1
+            raise TrainingDiverged(f"the loss became {new[bad]} at step {step}; " + self._kept(checkpoint)
+                                   + " (lower train.lr, or set train.grad_clip)")
+
+    def _kept(self, checkpoint) -> str:
+        if checkpoint is None or not Path(checkpoint).exists():
+            return "no checkpoint was written"
+        return f"the last good checkpoint, {checkpoint} (step {peek_step(checkpoint)}), is kept"
 
     def state_dict(self) -> dict:
         return {
@@ -139,9 +217,20 @@ class Trainer:
         }
 
     def save(self, path) -> Path:
-        """Rank 0 writes the checkpoint atomically; every rank returns once it is on disk."""
+        """Rank 0 writes the checkpoint atomically; every rank returns once it is on disk.
+
+        Refused (keeping the file) when the weights are not finite, or when the file already holds a
+        later step: nothing newer is ever overwritten by something older.
+        """
         path = Path(path)
+        tensors = [*self.model.parameters(), *self.ema.model.parameters()]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in tensors]).all()):
+            raise TrainingDiverged(f"the weights became NaN or infinite by step {self.step}; " + self._kept(path)
+                                   + " (lower train.lr, or set train.grad_clip)")
         if self.world.is_main:
+            if path.exists() and peek_step(path) > self.step:
+                raise CheckpointError(f"{path} holds step {peek_step(path)}, later than this run's step {self.step}; "
+                                      "refusing to overwrite it with an older state (resume from it instead)")
             save_checkpoint(path, self.state_dict())
         distributed.barrier()
         return path

@@ -70,8 +70,9 @@ def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     assert len(jobs) == 4
     seen = {(r["solver"], r["nfe"]) for j in jobs for r in csv.DictReader(open(j))}
     assert seen == {("ode_euler", "4"), ("ode_euler", "8"), ("euler_maruyama", "4"), ("euler_maruyama", "8")}
-    # A failed job keeps the others: remove one job's results and report the sweep.
+    # A failed job keeps the others: remove one job's results (a failed job writes none) and report the sweep.
     jobs[0].unlink()
+    (jobs[0].parent / "results.json").unlink()
     report = subprocess.run([sys.executable, "-m", "sdeflow.apps.report", str(tmp_path / "multi")], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     rows = list(csv.DictReader(open(tmp_path / "multi" / "report.csv")))
@@ -83,12 +84,14 @@ def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     assert (tmp_path / "multi" / "report.png").exists()
 
 
-def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
+def test_a_failed_job_does_not_stop_the_sweep_and_the_sweep_exits_non_zero(tmp_path):
     proc = run_cli(tmp_path, "-m", "solver=ode_euler", "nfe=0,5", *SMALL)
-    assert proc.returncode == 0, proc.stderr
     jobs = sorted((tmp_path / "multi").glob("[0-9]*"))
     assert "nfe must be a positive integer" in (jobs[0] / "error.txt").read_text()
     assert (jobs[1] / "results.csv").exists()
+    # Every job ran and wrote its results; then the command says how many failed, and fails.
+    assert proc.returncode != 0
+    assert "1 job(s) of the multirun failed" in proc.stderr and str(jobs[0] / "error.txt") in proc.stderr
 
 
 def test_help_lists_the_config_groups(tmp_path):

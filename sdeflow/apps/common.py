@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import platform
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from sdeflow import distributed
+from sdeflow.samplers.base import SolverError
+from sdeflow.trainer import TrainingDiverged
+
+# Errors that mean "this input, this checkpoint or this run cannot go on": one line, no traceback.
+CLEAR_ERRORS = (ValueError, FileNotFoundError, SolverError, TrainingDiverged, MissingMandatoryValue)
 
 # The configs' run directory reads the launch time all ranks agreed on, so a torchrun job has one
 # folder; Hydra's .hydra/ snapshot is written by rank 0 only (the rank is read from the launcher's
@@ -31,14 +39,41 @@ def versions() -> dict:
             "hydra": hydra.__version__, "python": platform.python_version(), "machine": platform.platform(), "command": " ".join(sys.argv)}
 
 
-def console_script(hydra_main):
-    """The console script around a Hydra main: start the process group first (under torchrun), then let Hydra run."""
+def console_script(hydra_main, command: str):
+    """The console script around a Hydra main: start the process group first (under torchrun), then let Hydra run.
+
+    After a multirun, exit non-zero if any of its jobs failed (each left an `error.txt`), naming how many.
+    """
 
     def main() -> None:
+        FAILED_JOBS.clear()
         with distributed.session():
             hydra_main()
+        if FAILED_JOBS:
+            shown = ", ".join(str(p) for p in FAILED_JOBS[:5]) + (", ..." if len(FAILED_JOBS) > 5 else "")
+            sys.exit(f"{command}: {len(FAILED_JOBS)} job(s) of the multirun failed; their error.txt: {shown}")
 
     return main
+
+
+# The jobs of this process's last multirun that failed, found by `FailedJobs` once every job has run.
+FAILED_JOBS: list[Path] = []
+
+
+class FailedJobs(Callback):
+    """Hydra callback: at the end of a multirun, collect the error.txt files its failed jobs wrote.
+
+    Jobs may run in other processes or on other machines (joblib, submitit), so the sweep folder is
+    the record: an error.txt written since this multirun started belongs to one of its jobs.
+    """
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.start = time.time()
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        start = getattr(self, "start", 0.0) - 1.0
+        FAILED_JOBS.extend(sorted(p for p in sweep.rglob("error.txt") if p.stat().st_mtime >= start))
 
 
 def run_task(command: str, fn, cfg):
@@ -57,8 +92,8 @@ def exit_on_bad_input(command: str, fn, cfg):
         return fn(cfg)
     except Exception as e:
         if sweep_group() is None:
-            if isinstance(e, (ValueError, FileNotFoundError)):
-                sys.exit(f"{command}: {e}")
+            if isinstance(e, CLEAR_ERRORS):
+                sys.exit(f"{command}: {clear_message(e)}")
             raise
         import traceback
 
@@ -66,6 +101,36 @@ def exit_on_bad_input(command: str, fn, cfg):
             (run_dir() / "error.txt").write_text(f"{command}: {e}\n\n{traceback.format_exc()}")
         print(f"{command}: job failed ({e}); see {run_dir() / 'error.txt'}", file=sys.stderr)
         return None
+
+
+# What each kind of setting accepts, and how an error describes it.
+_KINDS = {
+    "count": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "index": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "flag": ("true or false", lambda v: isinstance(v, bool)),
+    "fraction": ("a number in (0, 1)", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1),
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_settings(cfg, **kinds: str) -> None:
+    """Check top-level settings at the door (`n="count"`, `use_ema="flag"`, ...): one line naming the key and what it takes."""
+    for key, kind in kinds.items():
+        what, ok = _KINDS[kind]
+        value = cfg[key]
+        if not ok(value):
+            raise ValueError(f"{key} must be {what}, got {value!r}")
+
+
+def clear_message(e: BaseException) -> str:
+    """One line for an error a user can act on (a missing mandatory value names its key)."""
+    if isinstance(e, MissingMandatoryValue):
+        key = getattr(e, "full_key", None) or "a mandatory value"
+        return f"{key} is not set; give it on the command line ({key}=...)"
+    return str(e)
 
 
 def run_dir() -> Path:

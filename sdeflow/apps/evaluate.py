@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import console_script, job_name, run_dir, run_task, versions
+from sdeflow.apps.common import check_settings, console_script, job_name, run_dir, run_task, versions
 from sdeflow.checkpoint import load_trained
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
@@ -71,6 +71,7 @@ def held_out_bpd(score, sde, held, cfg) -> dict:
 
 
 def run(cfg: DictConfig) -> list[dict]:
+    check_settings(cfg, n="count", nfe="count", batch_size="count", seed="index", use_ema="flag", progress="flag", held_out="fraction")
     unknown = set(cfg.metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {list(METRICS)}")
@@ -136,7 +137,7 @@ def hydra_main(cfg: DictConfig) -> None:
     run_task("sdeflow-eval", run, cfg)
 
 
-main = console_script(hydra_main)
+main = console_script(hydra_main, "sdeflow-eval")
 
 
 if __name__ == "__main__":

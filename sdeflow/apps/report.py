@@ -9,6 +9,7 @@ Jobs that failed (no results file) are listed, and the others are kept.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,18 +27,33 @@ def _number(v):
     return int(f) if f.is_integer() and "." not in str(v) and "e" not in str(v).lower() else f
 
 
+def job_rows(job: Path) -> list[dict] | None:
+    """A job's result rows: its results.csv, else its results.json (its "rows", or its plain top-level values,
+    as sdeflow-train writes them); None when it left neither."""
+    if (job / "results.csv").exists():
+        return [{k: _number(v) for k, v in row.items()} for row in read_csv(job / "results.csv")]
+    if not (job / "results.json").exists():
+        return None
+    try:
+        data = json.loads((job / "results.json").read_text())
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        return [r for r in data["rows"] if isinstance(r, dict)]
+    return [{k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}] if isinstance(data, dict) else None
+
+
 def collect(sweep: Path) -> tuple[list[dict], list[str]]:
-    """(rows of every job's results.csv with the job's overrides, job folders without results)."""
+    """(rows of every job's results with the job's overrides, job folders without results)."""
     rows, failed = [], []
     for job in sorted(p.parent for p in sweep.rglob(".hydra/overrides.yaml")):
         job = job.parent
         overrides = ",".join(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or [])
-        results = job / "results.csv"
-        if not results.exists():
+        found = job_rows(job)
+        if found is None:
             failed.append(str(job.relative_to(sweep)))
             continue
-        for row in read_csv(results):
-            rows.append({"job": str(job.relative_to(sweep)), "overrides": overrides, **{k: _number(v) for k, v in row.items()}})
+        rows += [{"job": str(job.relative_to(sweep)), "overrides": overrides, **row} for row in found]
     return rows, failed
 
 
@@ -49,13 +65,20 @@ def main(argv=None) -> int:
         sys.exit(f"sdeflow-report: {args.sweep} is not a directory")
     rows, failed = collect(args.sweep)
     if not rows:
-        sys.exit(f"sdeflow-report: no job under {args.sweep} wrote results.csv" + (f" ({len(failed)} failed)" if failed else ""))
+        sys.exit(f"sdeflow-report: no job under {args.sweep} wrote results.csv or results.json" + (f" ({len(failed)} failed)" if failed else ""))
     write_csv(args.sweep / "report.csv", rows)
-    table = markdown_table(rows, ["job", *COLUMNS])
+    solver_rows = any("solver" in r for r in rows)
+    # Sampler results have the benchmark's columns; other jobs (training) show their own plain values.
+    columns = ["job", *COLUMNS] if solver_rows else list(dict.fromkeys(k for r in rows for k in r if k != "overrides"))
+    table = markdown_table(rows, columns)
     note = f"\n\nfailed jobs (no results): {', '.join(failed)}\n" if failed else "\n"
     atomic_write_bytes(args.sweep / "report.md", (table + note).encode())
-    plot(rows, args.sweep / "report.png", title=f"sweep {args.sweep.name}: {len(rows)} rows from {len({r['job'] for r in rows})} jobs")
-    print(table + note + f"written {args.sweep / 'report.csv'}, report.md, report.png")
+    written = "report.md"
+    if solver_rows:
+        plot([r for r in rows if "solver" in r], args.sweep / "report.png",
+             title=f"sweep {args.sweep.name}: {len(rows)} rows from {len({r['job'] for r in rows})} jobs")
+        written += ", report.png"
+    print(table + note + f"written {args.sweep / 'report.csv'}, {written}")
     return 0
 
 

@@ -12,19 +12,21 @@ import time
 
 import hydra
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import console_script, job_name, run_dir, run_task, versions
+from sdeflow.apps.common import check_settings, console_script, job_name, run_dir, run_task, versions
 from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
-from sdeflow.io import atomic_write_bytes, write_json
+from sdeflow.io import NonFiniteResult, atomic_write_bytes, write_json
 from sdeflow.tracking import Tracker
 from sdeflow.viz import save_samples_png
 
 
 def run(cfg: DictConfig) -> list[dict]:
+    check_settings(cfg, n="count", nfe="count", batch_size="count", seed="index", use_ema="flag", progress="flag")
     out = run_dir()
     device = distributed.device(cfg.device)
     score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
@@ -41,6 +43,8 @@ def run(cfg: DictConfig) -> list[dict]:
         seconds = time.perf_counter() - start
         if x is None:  # not rank 0: rank 0 writes the files
             continue
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteResult(f"{name}: the samples hold NaN or infinity; nothing is written")
         buf = io.BytesIO()
         np.savez_compressed(buf, samples=x.numpy(), nfe=nfe, seed=cfg.seed)
         atomic_write_bytes(out / f"samples_{name}.npz", buf.getvalue())
@@ -60,7 +64,7 @@ def hydra_main(cfg: DictConfig) -> None:
     run_task("sdeflow-sample", run, cfg)
 
 
-main = console_script(hydra_main)
+main = console_script(hydra_main, "sdeflow-sample")
 
 
 if __name__ == "__main__":

@@ -8,22 +8,73 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
+from pathlib import Path
 
 import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 import sdeflow.schemas  # noqa: F401  (registers the structured configs)
 from sdeflow import distributed
 from sdeflow.apps.common import console_script, job_name, model_description, run_dir, run_task, versions
+from sdeflow.checkpoint import CheckpointError, first_line, peek_step
 from sdeflow.data import DatasetError
-from sdeflow.io import write_json
+from sdeflow.io import lock_run_folder, remove_stale_temporaries, write_json
+from sdeflow.random import INIT_WEIGHTS, stream_seed
 from sdeflow.generation import generate
 from sdeflow.score import ScoreFunction
 from sdeflow.tracking import Tracker
-from sdeflow.trainer import Trainer
+from sdeflow.trainer import Trainer, TrainingInterrupted
 from sdeflow.viz import save_samples_png
+
+
+def build_network(cfg: DictConfig, shape):
+    """The model config's network, its initial weights drawn from train.seed; refused clearly when it does not fit the data."""
+    choices = _choices()
+    what = f"model={choices.get('model', '?')} does not fit data={choices.get('data', '?')} (samples of shape {list(shape)})"
+    x = torch.zeros(2, *shape)
+    # The initial weights come from their own stream of train.seed: the same command gives the same run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(cfg.train.seed, INIT_WEIGHTS))
+        try:
+            net = instantiate(cfg.model.net)
+        except (InterpolationResolutionError, InstantiationException) as e:
+            raise ValueError(f"{what}: building the network failed ({first_line(e)})") from e
+        # One forward pass in eval mode (no dropout draw, no statistics updated) says whether the shapes fit.
+        try:
+            with torch.no_grad():
+                y = net.eval()(x, torch.full((2,), 0.5))
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise ValueError(f"{what}: {first_line(e)}") from e
+        finally:
+            net.train()
+    if tuple(y.shape) != tuple(x.shape):
+        raise ValueError(f"{what}: the network maps {list(x.shape)} to {list(y.shape)}")
+    return net
+
+
+def _choices() -> dict:
+    try:
+        return dict(HydraConfig.get().runtime.choices)
+    except ValueError:
+        return {}
+
+
+def newest_checkpoint(resume, own: Path):
+    """Where to start: the run folder's own checkpoint when it is at least as far as `resume`, else `resume` (or None)."""
+    candidates = [Path(p) for p in (resume, own) if p is not None]
+    if resume is not None and not Path(resume).is_file():
+        raise CheckpointError(f"resume={resume}: no checkpoint there")
+    candidates = [p for p in candidates if p.is_file()]
+    # A crashed `resume=PATH` run must continue from its own newer checkpoint, not restart from PATH.
+    return max(candidates, key=lambda p: (peek_step(p), p == own), default=None)
 
 
 def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
@@ -44,25 +95,32 @@ def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
 
 def train(cfg: DictConfig) -> dict:
     out = run_dir()
+    world = distributed.world()
+    say = print if world.is_main else (lambda *a, **k: None)
+    # One run per folder: a second one would overwrite this one's checkpoints. Killed writes left temporaries: clear them.
+    lock = lock_run_folder(out, "sdeflow-train") if world.is_main else None
+    if world.is_main and (freed := remove_stale_temporaries(out)):
+        say(f"removed {freed / 2**20:.1f} MiB of temporary files that an interrupted write left in {out}")
     data = instantiate(cfg.data.dataset)
     if tuple(data.shape) != tuple(cfg.data.shape):
         raise DatasetError(f"data.shape is {list(cfg.data.shape)} but the dataset's samples have shape {list(data.shape)}")
     sde = instantiate(cfg.sde)
-    net = instantiate(cfg.model.net)
+    net = build_network(cfg, data.shape)
     prediction = instantiate(cfg.model.prediction)
     loss = instantiate(cfg.loss, sde=sde, prediction=prediction)
     # Checkpoints carry the resolved run config, so sdeflow-sample can rebuild the model.
     trainer = Trainer(net, loss, data, model_config=model_description(cfg), extra_state={"config": OmegaConf.to_yaml(cfg, resolve=True)},
                       **cfg.train)
     ckpt = out / "checkpoint.pt"
-    if cfg.resume is not None:
-        trainer.resume(cfg.resume)
-    elif ckpt.exists():
-        trainer.resume(ckpt)
+    start_from = newest_checkpoint(cfg.resume, ckpt)
+    if start_from is not None:
+        trainer.resume(start_from)
+        if trainer.step >= trainer.steps:
+            say(f"{start_from} is at step {trainer.step}, at or past train.steps={trainer.steps}: nothing to train. "
+                f"Raise train.steps to continue training it.")
+            return {"steps": trainer.step, "checkpoint": str(start_from), "trained": False}
     n_params = sum(p.numel() for p in net.parameters())
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
-    world = distributed.world()
-    say = print if world.is_main else (lambda *a, **k: None)
     say(f"training {type(net).__name__} ({n_params / 1e6:.2f}M parameters) on {data.name} {list(data.shape)}, "
         f"{type(sde).__name__}, {trainer.steps} steps from step {trainer.step}, {world.size} process(es) on {trainer.device}; run dir {out}")
     centered = getattr(data, "centered", True)
@@ -72,8 +130,14 @@ def train(cfg: DictConfig) -> dict:
     for m in milestones:
         if m <= trainer.step:
             continue
-        losses += trainer.fit(steps=m, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
-                              on_log=lambda step, metrics: tracker.log(metrics, step=step))
+        try:
+            losses += trainer.fit(steps=m, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
+                                  on_log=lambda step, metrics: tracker.log(metrics, step=step))
+        except TrainingInterrupted as e:
+            tracker.finish()
+            say(f"sdeflow-train: {e}. To resume, run the same command again with hydra.run.dir={out} "
+                f"(or resume={ckpt} from another folder).", file=sys.stderr)
+            sys.exit(128 + (signal.SIGTERM if e.signal_name == "SIGTERM" else signal.SIGINT))
         sample_grid(trainer, sde, prediction, cfg, out / f"samples_{trainer.step:07d}.png", centered)
         tracker.log_image("samples", out / f"samples_{trainer.step:07d}.png")
     seconds = time.perf_counter() - start
@@ -86,6 +150,7 @@ def train(cfg: DictConfig) -> dict:
     if world.is_main:
         write_json(out / "results.json", result)
     tracker.finish()
+    del lock
     say(f"done: {trainer.step} steps in {seconds:.0f} s; checkpoint {ckpt}; samples {out / 'samples.png'}")
     return result
 
@@ -95,7 +160,7 @@ def hydra_main(cfg: DictConfig) -> None:
     run_task("sdeflow-train", train, cfg)
 
 
-main = console_script(hydra_main)
+main = console_script(hydra_main, "sdeflow-train")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sdeflow.apps.common import exit_on_bad_input, job_name, run_dir, versions
+from sdeflow import distributed
+from sdeflow.apps.common import check_settings, console_script, exit_on_bad_input, job_name, run_dir, versions
 from sdeflow.bench import report, runner
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
@@ -33,6 +34,7 @@ def _nfe_list(value) -> list[int]:
 
 
 def _check(cfg: DictConfig) -> None:
+    check_settings(cfg, seed="index", progress="flag")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
     if not cfg.solver:
@@ -46,6 +48,7 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     """Run the benchmark that `cfg` describes and write results.csv, results.json, results.md, error_vs_nfe.png."""
     _check(cfg)
     nfe_list = _nfe_list(cfg.nfe)
+    device = distributed.device(cfg.device)
     sde = instantiate(cfg.sde)
     problem = instantiate(cfg.problem)
     grid = instantiate(cfg.timesteps)
@@ -54,8 +57,12 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     start = time.perf_counter()
     rows, bench = runner.run(problem, sde, solvers, grid, nfe_list, cfg.n_trajectory, cfg.n_distribution, cfg.n_directions,
                              cfg.seed, DTYPES[cfg.dtype], OmegaConf.to_container(cfg.reference), cfg.progress,
-                             on_row=lambda row: _on_row(row, out_dir, tracker))
+                             on_row=lambda row: _on_row(row, out_dir, tracker), device=device)
     wall = time.perf_counter() - start
+    if all(row.get("skipped") for row in rows):
+        tracker.finish()
+        reasons = sorted({row["skipped"] for row in rows})
+        raise ValueError(f"no solver ran at any budget, so there is no table: {'; '.join(reasons[:3])}")
     table = report.markdown_table(rows)
     floors = f"floor (exact vs exact, n={cfg.n_distribution}): sliced W2 {bench.floor_sw2:.3e}, Frechet {bench.floor_fd:.3e}"
     print(f"\n{type(sde).__name__} | {problem!r} | grid {grid!r}\n{table}\n{floors}\nwall time {wall:.1f} s")
@@ -81,9 +88,12 @@ def _on_row(row: dict, out_dir: Path, tracker: Tracker) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="bench")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     rows = exit_on_bad_input("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
     return None if rows is None else objective(rows, cfg.objective)
+
+
+main = console_script(hydra_main, "sdeflow-bench")
 
 
 def objective(rows: list[dict], column: str | None) -> float | None:

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from sdeflow.random import seeded_generator
 from sdeflow.metrics import frechet_distance, gaussian_stats, rms_error, sliced_wasserstein
+from sdeflow.samplers.base import NonFiniteError
 from sdeflow.score import ScoreFunction
 
 
@@ -49,34 +50,34 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
     return BenchProblem(x_T_traj.to(dtype), ref, x_T_dist.to(dtype), exact, floor_sw2, floor_fd)
 
 
-def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int) -> dict:
-    """Score one solver at one NFE budget (None: an adaptive solver's own choice); one result row."""
+def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None) -> dict:
+    """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row."""
     score = ScoreFunction(problem.score_fn(sde), sde)
     steps = None if nfe is None else solver.steps_for_nfe(nfe)
     timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)
     row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "steps": steps}
     start = time.perf_counter()
     if solver.stochastic:
-        out = solver.sample(score, sde, bench.x_T_dist.clone(), timesteps, generator=seeded_generator(seed, NOISE))
-        x = out.samples.to(torch.float64)
-        finite = bool(torch.isfinite(x).all())
+        out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=seeded_generator(seed, NOISE))
+        # Samplers raise on NaN or infinity (a "diverged" row below), so these samples are finite.
+        x = out.samples.to("cpu", torch.float64)
         row.update(
             nfe=out.nfe,
-            diverged=not finite,
-            sw2=sliced_wasserstein(x, bench.exact, n_directions, seeded_generator(seed, DIRECTIONS)) if finite else float("inf"),
-            frechet=frechet_distance(*gaussian_stats(x), *gaussian_stats(bench.exact)) if finite else float("inf"),
+            diverged=False,
+            sw2=sliced_wasserstein(x, bench.exact, n_directions, seeded_generator(seed, DIRECTIONS)),
+            frechet=frechet_distance(*gaussian_stats(x), *gaussian_stats(bench.exact)),
         )
     else:
-        out = solver.sample(score, sde, bench.x_T_traj.clone(), timesteps)
-        err = rms_error(out.samples, bench.reference).nan_to_num(nan=float("inf"))
-        row.update(nfe=out.nfe, diverged=not bool(torch.isfinite(err).all()), rms_median=float(err.median()), rms_p90=float(torch.quantile(err, 0.9)))
+        out = solver.sample(score, sde, bench.x_T_traj.to(device, copy=True), timesteps)
+        err = rms_error(out.samples.to("cpu", bench.reference.dtype), bench.reference)
+        row.update(nfe=out.nfe, diverged=False, rms_median=float(err.median()), rms_p90=float(torch.quantile(err, 0.9)))
     row["seconds"] = time.perf_counter() - start
     return row
 
 
 def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distribution=10000, n_directions=256, seed=0,
-        dtype=torch.float64, reference=None, progress=True, on_row=None) -> tuple[list[dict], BenchProblem]:
-    """Run every solver at every NFE budget; `on_row(row)` is called as each result arrives."""
+        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None) -> tuple[list[dict], BenchProblem]:
+    """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result arrives."""
     bench = prepare(problem, sde, n_trajectory, n_distribution, n_directions, seed, dtype, reference or {})
     jobs = [(name, s, None) for name, s in solvers.items() if s.nfe_per_step is None]
     jobs += [(name, s, n) for name, s in solvers.items() if s.nfe_per_step is not None for n in nfe_list]
@@ -85,7 +86,11 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
     for name, solver, nfe in bar:
         bar.set_postfix_str(f"{name} nfe={nfe if nfe is not None else 'adaptive'}")
         try:
-            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions)
+            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions, device)
+        except NonFiniteError as e:
+            # A solver that blows up at this budget is a result (it diverged), reported without a number.
+            row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "diverged": True,
+                   "error": str(e)}
         except ValueError as e:
             # A budget too small for this solver (e.g. 5 NFE for a 4-stage method) is a skip, not a failure.
             row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "skipped": str(e)}

@@ -9,6 +9,7 @@ loads as it is. Weights are read from a local file or the torch hub cache; never
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -173,7 +174,13 @@ def find_weights(path: str | None = None) -> Path:
 def load_inception(path: str | None = None, device="cpu") -> FIDInceptionV3:
     """The FID Inception network with the published weights, read with `weights_only=True`."""
     file = find_weights(path)
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, OSError, pickle.UnpicklingError, KeyError, ValueError) as e:
+        raise ValueError(f"{file} is empty, cut short or not a torch weights file ({type(e).__name__}); "
+                         f"expected the FID Inception weights {WEIGHTS_FILE}") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} does not hold a state dict; expected the FID Inception weights {WEIGHTS_FILE}")
     net = FIDInceptionV3()
     missing, unexpected = net.load_state_dict(state, strict=False)
     # BatchNorm's num_batches_tracked is absent from the 2018 file and unused in eval mode.
