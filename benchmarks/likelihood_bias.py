@@ -1,4 +1,4 @@
-"""Likelihood on Gaussian data, where the exact value is known (shared/BENCHMARKS.md, section 5).
+"""Likelihood on Gaussian data, where the exact value is known (benchmarks/README.md, section 5).
 
 Correlated Gaussian data in d = 64 (eigenvalues from 0.05 to 2), exact score, 256 samples of p_eps.
 Reports the bias of the bits-per-dimension estimate (mean of estimate - exact over samples), its

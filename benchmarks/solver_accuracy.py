@@ -1,4 +1,4 @@
-"""Solver accuracy on an exact score, against diffusers in the same run (shared/BENCHMARKS.md, section 1).
+"""Solver accuracy on an exact score, against diffusers in the same run (benchmarks/README.md, section 1).
 
 Problem: Gaussian mixture, d = 16, 8 components, stds in [0.05, 0.2]; VE with sigma in [0.002, 80];
 256 prior draws; metric: per-sample RMS error against the exact probability-flow solution at

@@ -1,4 +1,4 @@
-"""Training throughput: sdeflow's Trainer against a minimal hand-written loop, same run (shared/BENCHMARKS.md, section 3).
+"""Training throughput: sdeflow's Trainer against a minimal hand-written loop, same run (benchmarks/README.md, section 3).
 
 Same network (the tiny NCSN++ of conf/model/ncsnpp_tiny.yaml on digits), batch, Adam and DSM loss;
 the two loops alternate in rounds so that machine noise hits both; the ratio is of medians.

@@ -12,7 +12,8 @@ from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
 from sdeflow.samplers import (
     DDIM, IPNDM, LMS, AnalyticJump, Ancestral, AnnealedLangevin, DPMSolver, DPMSolverAdaptive, DPMSolverPP, DPMSolverPPSDE,
     EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
-    PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler, SolverError, UniPC,
+    BudgetError, Multistep, NonFiniteError, PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler, Schedule,
+    SolverError, State, UniPC,
 )
 from sdeflow.score import EpsPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
 from sdeflow.sde import SDE, SubVPSDE, VESDE, VPSDE
@@ -27,7 +28,7 @@ __all__ = [
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",
     "optimize_grid", "save_grid",
     "PerSampleNoise", "SharedNoise",
-    "Sampler", "SampleResult", "SolverError",
+    "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError",
     "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.grids import UniformGrid
-from sdeflow.random import PerSampleNoise
+from sdeflow.random import streams
 from sdeflow.samplers.base import SampleResult
 from sdeflow.score import ScoreFunction
 
@@ -23,33 +22,32 @@ def sample(
     dtype=torch.float32,
     device=None,
     return_trajectory: bool = False,
+    nfe: int | None = None,
+    hook=None,
+    progress=None,
 ) -> SampleResult:
-    """Draw `shape[0]` samples: prior draw, then `sampler` along `grid(sde, steps)`.
+    """Draw `shape[0]` samples: a prior draw, then `sampler` along the grid it plans (`sampler.plan`).
 
     Args:
         sde: the forward SDE (`sdeflow.VPSDE`, `SubVPSDE`, `VESDE`).
-        score: a `sdeflow.ScoreFunction`, or a plain callable `score(x, t)` returning the score.
+        score: a `sdeflow.ScoreFunction` of this SDE, or a plain callable `score(x, t)` returning the score.
         sampler: any `sdeflow` sampler, e.g. `PCSampler(EulerMaruyama())` or `ProbabilityFlowODE()`.
         shape: (batch, *data_shape).
-        steps: number of steps; None lets an adaptive ODE sampler choose (grid = [T, eps]).
+        steps: number of steps; or
+        nfe: the budget of score evaluations, which the sampler turns into steps (adaptive samplers
+            need neither: they choose their own steps from T to eps).
         grid: a time grid (default uniform in t).
         seed: base seed of per-sample noise: sample `offset + i` is the same whatever the batch size.
         generator: a torch.Generator or noise source to use instead of `seed`.
         offset: global index of this batch's first sample.
         dtype, device: of the samples.
         return_trajectory: also return the states at every grid point.
+        hook: `hook(x, t) -> x` applied at every grid point after the first (see `Sampler.sample`).
+        progress: `progress(i, n)` called at every grid point.
     """
     if not isinstance(score, ScoreFunction):
         score = ScoreFunction(score, sde)
-    if generator is None:
-        if seed is None:
-            raise ValueError("give a seed or a generator")
-        generator = PerSampleNoise(seed, shape[0], offset)
-    if steps is None:
-        if sampler.nfe_per_step is not None:
-            raise ValueError(f"{type(sampler).__name__} steps on a grid: give `steps`")
-        timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
-    else:
-        timesteps = sampler.timesteps(grid or UniformGrid(), sde, steps)
-    x = sde.prior_sampling(shape, generator, dtype=dtype, device=device)
-    return sampler.sample(score, sde, x, timesteps, generator=generator, return_trajectory=return_trajectory)
+    prior, noise = streams(seed, shape[0], offset) if generator is None else (generator, generator)
+    timesteps = sampler.plan(sde, grid, nfe=nfe, steps=steps)
+    x = sde.prior_sampling(shape, prior, dtype=dtype, device=device)
+    return sampler.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook, progress=progress)

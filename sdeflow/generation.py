@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdeflow import distributed
-from sdeflow.random import PerSampleNoise
+from sdeflow.random import streams
 
 
 @dataclass
@@ -37,7 +37,7 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
         n: total number of samples of the run (over all ranks).
         shape: the shape of one sample.
         nfe: the NFE budget of a grid-stepping solver (None for adaptive solvers, which choose their own).
-        seed: sample i's prior draw comes from (seed, i) and its solver noise from (seed + 1, i).
+        seed: sample i's prior draw and its solver noise come from the streams (seed, PRIOR, i) and (seed, NOISE, i).
         batch_size: samples per solver call; also the unit of sharding.
         device: where to sample (default: the score model's device is not guessed: CPU).
         progress: show a progress bar (rank 0 only).
@@ -45,18 +45,16 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
-    if solver.nfe_per_step is not None and nfe is None:
-        raise ValueError(f"{type(solver).__name__} steps on a grid: give nfe=<budget> (only adaptive solvers choose their own steps)")
+    ts = solver.plan(sde, grid, nfe=nfe)
     indices = distributed.shard(n, unit=batch_size) if indices is None else indices
-    steps = None if solver.nfe_per_step is None else solver.steps_for_nfe(nfe)
-    ts = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)
     chunks, nfe_counted = [torch.empty((0, *shape))], 0
     starts = range(indices.start, indices.stop, batch_size)
     for start in tqdm(starts, desc=type(solver).__name__, disable=not (progress and distributed.is_main()), dynamic_ncols=True):
         b = min(batch_size, indices.stop - start)
         with torch.no_grad():
-            x = sde.prior_sampling((b, *shape), PerSampleNoise(seed, b, start), device=device)
-            out = solver.sample(score, sde, x, ts, generator=PerSampleNoise(seed + 1, b, start))
+            prior, noise = streams(seed, b, start)
+            x = sde.prior_sampling((b, *shape), prior, device=device)
+            out = solver.sample(score, sde, x, ts, generator=noise)
         chunks.append(out.samples.cpu())
         nfe_counted = max(nfe_counted, out.nfe)
     # Every rank reports the same NFE, even one whose shard is empty.

@@ -39,8 +39,8 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
     The error is the mean per-sample RMS error of `sampler` from `x_T` against `reference`.
     """
     init = torch.as_tensor(init, dtype=torch.float64)
-    # An analytic jump's first interval is fixed by its sigma_jump; the rest of the grid moves.
-    head = [float(init[0])] if hasattr(sampler, "sigma_jump") else []
+    # Points the sampler places itself (an analytic jump's first interval) stay; the rest of the grid moves.
+    head = init[: sampler.fixed_head].tolist()
     body = init[len(head):]
     lam = sde.lambda_(body).numpy()
     ends = (float(body[0]), float(body[-1]))

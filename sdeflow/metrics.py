@@ -1,4 +1,4 @@
-"""Sample-quality metrics of the benchmark protocol (shared/BENCHMARKS.md, section 1)."""
+"""Sample-quality metrics of the benchmark protocol (benchmarks/README.md, section 1)."""
 
 from __future__ import annotations
 

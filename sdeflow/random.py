@@ -1,7 +1,9 @@
 """Injected randomness: every random draw of the library goes through one of these noise sources.
 
-`PerSampleNoise` gives each sample its own generator, seeded from (seed, sample index), so sample i
-is the same whatever the batch size or the number of processes that produced it. A plain
+One convention for every random draw of a run: a stream is keyed by (seed, purpose) or, per sample,
+by (seed, purpose, sample index), through numpy's SeedSequence, so no two streams of a run meet and
+neighbouring seeds share none. `PerSampleNoise` gives each sample its own generator, so sample i is
+the same whatever the batch size or the number of processes that produced it. A plain
 `torch.Generator` is also accepted (one stream for the whole batch: reproducible for a fixed batch,
 and faster for very large batches of small samples).
 """
@@ -31,20 +33,26 @@ class SharedNoise:
         return torch.randint(low, high, tuple(shape), generator=self.generator, device=self._device(device)).to(device)
 
 
+# The purposes of a run's streams. Append new ones at the end: the numbers key the streams.
+PRIOR, EXACT, NOISE, DIRECTIONS, INIT_WEIGHTS, HELD_OUT, SUBSETS, DEQUANTIZE, BATCHES = range(9)
+
+
 class PerSampleNoise:
-    """One generator per sample: sample `offset + i` draws from a stream seeded by (seed, offset + i).
+    """One generator per sample: sample `offset + i` draws from the stream keyed by (seed, purpose, offset + i).
 
     Args:
         seed: the run's base seed.
         n: number of samples in the batch this noise source serves.
         offset: global index of the batch's first sample (for batched or sharded generation).
+        purpose: which of the run's streams (`PRIOR` for the initial draw, `NOISE` for a solver's noise, ...).
     """
 
-    def __init__(self, seed: int, n: int, offset: int = 0, generators: list[torch.Generator] | None = None):
+    def __init__(self, seed: int, n: int, offset: int = 0, generators: list[torch.Generator] | None = None, purpose: int = NOISE):
         if n < 1 or offset < 0:
             raise ValueError(f"need n >= 1 and offset >= 0, got n={n}, offset={offset}")
         self.seed, self.n, self.offset = int(seed), int(n), int(offset)
-        self.generators = generators if generators is not None else [seeded_generator(self.seed, i) for i in range(offset, offset + n)]
+        self.generators = generators if generators is not None else [
+            torch.Generator().manual_seed(stream_seed(self.seed, purpose, i)) for i in range(offset, offset + n)]
 
     @classmethod
     def for_step(cls, seed: int, step: int, n: int, offset: int = 0) -> "PerSampleNoise":
@@ -76,20 +84,21 @@ class PerSampleNoise:
         return self._per_sample(lambda s, g: torch.randint(low, high, s, generator=g), shape, device)
 
 
-# Keys of streams that are not per sample (those are keyed by the sample's index): large, so they never meet one.
-INIT_WEIGHTS = 2**62
-
-
-def stream_seed(seed: int, key: int) -> int:
-    """The seed of stream `key` of run `seed`, independent of every other (seed, key) pair."""
-    # SeedSequence decorrelates neighbouring pairs, unlike seeding with seed + key.
-    state = np.random.SeedSequence(int(seed), spawn_key=(int(key),)).generate_state(1, np.uint64)[0]
+def stream_seed(seed: int, *key: int) -> int:
+    """The seed of stream `key` (a purpose, and a sample index for per-sample streams) of run `seed`."""
+    # SeedSequence decorrelates neighbouring seeds and keys, unlike seeding with seed + key.
+    state = np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)).generate_state(1, np.uint64)[0]
     return int(state) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def seeded_generator(seed: int, key: int) -> torch.Generator:
-    """A CPU generator for stream `key` of run `seed`, independent of every other (seed, key) pair."""
-    return torch.Generator().manual_seed(stream_seed(seed, key))
+def seeded_generator(seed: int, *key: int) -> torch.Generator:
+    """A CPU generator for stream `key` of run `seed`, independent of every other stream of every run."""
+    return torch.Generator().manual_seed(stream_seed(seed, *key))
+
+
+def streams(seed: int, n: int, offset: int = 0) -> tuple["PerSampleNoise", "PerSampleNoise"]:
+    """The per-sample streams of samples offset..offset+n-1 of a sampling run: (prior draws, solver noise)."""
+    return PerSampleNoise(seed, n, offset, purpose=PRIOR), PerSampleNoise(seed, n, offset, purpose=NOISE)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -6,29 +6,9 @@ Registered in Hydra's ConfigStore under names that differ from the YAML files th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from hydra.core.config_store import ConfigStore
 
-
-@dataclass
-class TrainSettings:
-    """`train` group: the Trainer's arguments."""
-
-    steps: int = 4000
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup: int = 200
-    grad_clip: float = 1.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    ema_warmup: bool = True
-    precision: str = "fp32"
-    compile: bool = False
-    seed: int = 0
-    device: str = "cpu"
+from sdeflow.trainer import TrainSettings
 
 
 def register() -> None:

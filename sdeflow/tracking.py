@@ -21,8 +21,6 @@ class Tracker:
         if mode not in (None, "online", "offline", "disabled"):
             raise ValueError(f"logger mode must be null, 'online', 'offline' or 'disabled', got {mode!r}")
         if group is None:
-            from sdeflow.apps.common import sweep_group
-
             group = sweep_group()
         if mode is None and "WANDB_MODE" not in os.environ and not _has_api_key():
             mode = "offline"
@@ -54,3 +52,14 @@ def _has_api_key() -> bool:
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def sweep_group() -> str | None:
+    """In a multirun, the sweep's folder name: the wandb group that gathers its jobs."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    return Path(hc.sweep.dir).name if str(hc.mode) == "RunMode.MULTIRUN" else None

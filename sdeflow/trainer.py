@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass, field
 import signal
 import threading
 import time
@@ -27,6 +28,29 @@ from sdeflow.ema import EMA
 from sdeflow.random import PerSampleNoise
 
 PRECISIONS = ("fp32", "bf16", "auto")
+
+
+@dataclass
+class TrainSettings:
+    """The Trainer's settings and their defaults, declared once: `sdeflow-train`'s `train` group is typed by this too."""
+
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 200
+    grad_clip: float = 1.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    precision: str = "fp32"
+    compile: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+
+_DEFAULT = TrainSettings()
 
 
 class TrainingDiverged(RuntimeError):
@@ -99,9 +123,11 @@ class Trainer:
     only rank 0 writes checkpoints.
     """
 
-    def __init__(self, model: nn.Module, loss, data, steps: int = 1000, batch_size: int = 128, lr: float = 2e-4, warmup: int = 100,
-                 grad_clip: float = 1.0, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, ema_decay: float = 0.999,
-                 ema_warmup: bool = True, precision: str = "fp32", compile: bool = False, seed: int = 0, device: str = "cpu",
+    def __init__(self, model: nn.Module, loss, data, steps: int = _DEFAULT.steps, batch_size: int = _DEFAULT.batch_size,
+                 lr: float = _DEFAULT.lr, warmup: int = _DEFAULT.warmup, grad_clip: float = _DEFAULT.grad_clip,
+                 betas=tuple(_DEFAULT.betas), eps: float = _DEFAULT.eps, weight_decay: float = _DEFAULT.weight_decay,
+                 ema_decay: float = _DEFAULT.ema_decay, ema_warmup: bool = _DEFAULT.ema_warmup, precision: str = _DEFAULT.precision,
+                 compile: bool = _DEFAULT.compile, seed: int = _DEFAULT.seed, device: str = _DEFAULT.device,
                  model_config: str = "", extra_state: dict | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -136,13 +162,15 @@ class Trainer:
         """One optimisation step; returns the detached loss (not synchronised, so a GPU is never stalled here)."""
         self.model.train()
         noise = PerSampleNoise.for_step(self.seed, self.step, self.local_batch, offset=self.world.rank * self.local_batch)
-        # Dropout draws from torch's global generator: a stream per (seed, step, rank) needs no saving.
-        torch.manual_seed(int(np.random.SeedSequence(self.seed, spawn_key=(self.step, self.world.rank)).generate_state(1)[0]))
         x0 = self.data.batch(self.local_batch, noise).to(self.device)
-        with self.autocast():
-            loss = self.loss(self.forward, x0, noise)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # Dropout draws from torch's global generator: seeded per (seed, step, rank), so nothing needs saving, inside
+        # fork_rng, so the caller's global stream is left as it was.
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
+            torch.manual_seed(int(np.random.SeedSequence(self.seed, spawn_key=(self.step, self.world.rank)).generate_state(1)[0]))
+            with self.autocast():
+                loss = self.loss(self.forward, x0, noise)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
         for group in self.opt.param_groups:
             group["lr"] = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup))
         if self.grad_clip > 0:

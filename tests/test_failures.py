@@ -108,7 +108,7 @@ def test_a_model_of_another_dtype_or_device_is_refused_in_one_line():
 def test_generate_without_a_budget_names_what_is_missing():
     sde = sf.VPSDE()
     score = sf.ScoreFunction(sf.problems.eight_gaussians().score_fn(sde), sde)
-    with pytest.raises(ValueError, match="DDIM steps on a grid: give nfe"):
+    with pytest.raises(ValueError, match="DDIM steps on a grid: give `steps` or `nfe`"):
         sf.generate(score, sde, sf.DDIM(), sf.LogSNRGrid(), n=4, shape=(2,), nfe=None, progress=False)
 
 

@@ -260,7 +260,8 @@ BAD_INPUT = [
     ("sdeflow.apps.train", ["data=toy", "model=ncsnpp_tiny"], "model=ncsnpp_tiny does not fit data=toy"),
     ("sdeflow.apps.sample", ["checkpoint=EMPTY"], "is empty or cut short"),
     ("sdeflow.bench.app", ["solver=ddim", "nfe=4", "+timesteps.t_max=5.0", "n_trajectory=4", "n_distribution=16"],
-     "no solver ran at any budget"),
+     "grid bounds must satisfy eps <= t_min < t_max <= T"),
+    ("sdeflow.bench.app", ["solver=dpm_solver_3", "nfe=2", "n_trajectory=4", "n_distribution=16"], "no solver ran at any budget"),
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append(("sdeflow.apps.sample", ["CKPT", "device=cuda"], "no usable CUDA device"))

@@ -16,17 +16,23 @@ from omegaconf.errors import MissingMandatoryValue
 
 from sdeflow import distributed
 from sdeflow.samplers.base import SolverError
+from sdeflow.tracking import sweep_group
 from sdeflow.trainer import TrainingDiverged
 
 # Errors that mean "this input, this checkpoint or this run cannot go on": one line, no traceback.
 CLEAR_ERRORS = (ValueError, FileNotFoundError, SolverError, TrainingDiverged, MissingMandatoryValue)
 
-# The configs' run directory reads the launch time all ranks agreed on, so a torchrun job has one
-# folder; Hydra's .hydra/ snapshot is written by rank 0 only (the rank is read from the launcher's
-# environment, as submitit tasks resolve this before any process group exists).
-OmegaConf.register_new_resolver(
-    "sdeflow_now", lambda pattern: datetime.fromtimestamp(distributed.launch_time()).strftime(pattern), replace=True)
-OmegaConf.register_new_resolver("sdeflow_rank_zero", lambda value: value if distributed.env_rank() == 0 else None, replace=True)
+
+def register_resolvers() -> None:
+    """The resolvers the configs' `hydra` blocks read; registered when a console script is made, not on library import.
+
+    The run directory reads the launch time all ranks agreed on, so a torchrun job has one folder;
+    Hydra's .hydra/ snapshot is written by rank 0 only (the rank is read from the launcher's
+    environment, as submitit tasks resolve this before any process group exists).
+    """
+    OmegaConf.register_new_resolver(
+        "sdeflow_now", lambda pattern: datetime.fromtimestamp(distributed.launch_time()).strftime(pattern), replace=True)
+    OmegaConf.register_new_resolver("sdeflow_rank_zero", lambda value: value if distributed.env_rank() == 0 else None, replace=True)
 
 
 def versions() -> dict:
@@ -43,7 +49,9 @@ def console_script(hydra_main, command: str):
     """The console script around a Hydra main: start the process group first (under torchrun), then let Hydra run.
 
     After a multirun, exit non-zero if any of its jobs failed (each left an `error.txt`), naming how many.
+    Making it registers the configs' resolvers: the app's module is what a submitit task imports too.
     """
+    register_resolvers()
 
     def main() -> None:
         FAILED_JOBS.clear()
@@ -143,15 +151,6 @@ def job_name() -> str | None:
         return ",".join(HydraConfig.get().overrides.task) or None
     except ValueError:
         return None
-
-
-def sweep_group() -> str | None:
-    """In a multirun, the sweep's folder name: the wandb group that gathers its jobs."""
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    return Path(hc.sweep.dir).name if str(hc.mode) == "RunMode.MULTIRUN" else None
 
 
 def model_description(cfg) -> str:

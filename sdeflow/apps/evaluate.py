@@ -30,6 +30,7 @@ from sdeflow.data import Dataset
 from sdeflow.eval.likelihood import bits_per_dim, log_likelihood
 from sdeflow.eval.stats import FeatureStats, kid, load_stats, precision_recall
 from sdeflow.generation import generate
+from sdeflow.random import DEQUANTIZE, EXACT, HELD_OUT, SUBSETS, seeded_generator, stream_seed
 from sdeflow.safe_config import rebuild
 from sdeflow.score import ScoreFunction
 from sdeflow.io import write_csv, write_json
@@ -45,7 +46,7 @@ def score_features(feats: torch.Tensor, ref_stats, ref_feats: torch.Tensor | Non
     if "fd" in metrics:
         out["fd"] = (stats or FeatureStats(feats.shape[1]).update(feats)).frechet(ref_stats)
     if ref_feats is not None:
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed, SUBSETS)
         if "kid" in metrics:
             out["kid"], out["kid_std"] = kid(feats, ref_feats, subsets=50, subset_size=min(1000, len(feats), len(ref_feats)), generator=g)
         if "pr" in metrics:
@@ -55,7 +56,7 @@ def score_features(feats: torch.Tensor, ref_stats, ref_feats: torch.Tensor | Non
 
 def held_out_bpd(score, sde, held, cfg) -> dict:
     """Bits per dimension of held-out data (dequantised images; continuous data as they are)."""
-    g = torch.Generator().manual_seed(cfg.seed + 11)
+    g = seeded_generator(cfg.seed, DEQUANTIZE)
     x = held.all()[: cfg.bpd.samples]
     if held.image:
         # Uniform dequantisation of the stored levels, in the data's own scaling.
@@ -87,8 +88,8 @@ def run(cfg: DictConfig) -> list[dict]:
         # An exact problem: its exact score, and exact samples of p_0 as the data.
         problem, sde = instantiate(cfg.problem), instantiate(cfg.sde)
         score = ScoreFunction(problem.score_fn(sde), sde)
-        data, shape = Dataset(problem.sample(max(5 * cfg.n, 1000), torch.Generator().manual_seed(cfg.seed + 7)).float(), name=repr(problem)), (problem.dim,)
-    train, held = data.split(1 - cfg.held_out, seed=cfg.seed)
+        data, shape = Dataset(problem.sample(max(5 * cfg.n, 1000), seeded_generator(cfg.seed, EXACT)).float(), name=repr(problem)), (problem.dim,)
+    train, held = data.split(1 - cfg.held_out, seed=stream_seed(cfg.seed, HELD_OUT))
     extractor = instantiate(cfg.eval).fit(train, held)
     train_feats = extractor(train.all())
     if cfg.reference is not None:

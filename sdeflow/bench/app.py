@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_script, exit_on_bad_input, job_name, run_dir, versions
+from sdeflow.apps.common import check_settings, console_script, run_task, job_name, run_dir, versions
 from sdeflow.bench import report, runner
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
@@ -89,7 +89,7 @@ def _on_row(row: dict, out_dir: Path, tracker: Tracker) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="bench")
 def hydra_main(cfg: DictConfig) -> float | None:
-    rows = exit_on_bad_input("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
+    rows = run_task("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
     return None if rows is None else objective(rows, cfg.objective)
 
 

@@ -1,4 +1,4 @@
-"""The solver benchmark on an exact problem: error against counted NFE (shared/BENCHMARKS.md, section 1).
+"""The solver benchmark on an exact problem: error against counted NFE (benchmarks/README.md, section 1).
 
 Deterministic samplers are scored by the per-sample RMS error against the exact probability-flow
 solution from the same prior draws; stochastic ones by distribution distances (sliced Wasserstein-2,
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from sdeflow.random import seeded_generator
 from sdeflow.metrics import frechet_distance, gaussian_stats, rms_error, sliced_wasserstein
-from sdeflow.samplers.base import NonFiniteError
+from sdeflow.random import DIRECTIONS, EXACT, NOISE, PRIOR, seeded_generator
+from sdeflow.samplers.base import BudgetError, NonFiniteError
 from sdeflow.score import ScoreFunction
 
 
@@ -29,10 +29,6 @@ class BenchProblem:
     exact: torch.Tensor
     floor_sw2: float
     floor_fd: float
-
-
-# Independent random streams of one run: prior draws, exact samples, solver noise, projections.
-PRIOR, EXACT, NOISE, DIRECTIONS = range(4)
 
 
 def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: int, seed: int, dtype, reference: dict) -> BenchProblem:
@@ -53,8 +49,8 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
 def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None) -> dict:
     """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row."""
     score = ScoreFunction(problem.score_fn(sde), sde)
-    steps = None if nfe is None else solver.steps_for_nfe(nfe)
-    timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(grid, sde, steps)
+    timesteps = solver.plan(sde, grid, nfe=nfe)
+    steps = None if solver.nfe_per_step is None else len(timesteps) - 1
     row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "steps": steps}
     start = time.perf_counter()
     if solver.stochastic:
@@ -91,8 +87,9 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
             # A solver that blows up at this budget is a result (it diverged), reported without a number.
             row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "diverged": True,
                    "error": str(e)}
-        except ValueError as e:
-            # A budget too small for this solver (e.g. 5 NFE for a 4-stage method) is a skip, not a failure.
+        except BudgetError as e:
+            # A budget too small for this solver (e.g. 5 NFE for a 4-stage method) is a skip, not a failure;
+            # any other error (a bad grid, a bad setting) stops the benchmark with its message.
             row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "skipped": str(e)}
         rows.append(row)
         if on_row is not None:

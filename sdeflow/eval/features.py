@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdeflow import distributed
+from sdeflow.random import BATCHES, INIT_WEIGHTS, seeded_generator, stream_seed
 
 
 class SmallCNN(nn.Module):
@@ -53,9 +54,11 @@ class TrainedClassifier:
     def fit(self, dataset, held_out=None):
         if dataset.labels is None or not dataset.image:
             raise ValueError(f"{dataset.name}: a trained-classifier feature space needs labelled images")
-        g = torch.Generator().manual_seed(self.seed)
-        torch.manual_seed(self.seed)
-        self.net = SmallCNN(in_channels=dataset.shape[0], classes=int(dataset.labels.max()) + 1).to(self.device)
+        g = seeded_generator(self.seed, BATCHES)
+        # The initial weights from their own stream; the caller's global generator is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream_seed(self.seed, INIT_WEIGHTS))
+            self.net = SmallCNN(in_channels=dataset.shape[0], classes=int(dataset.labels.max()) + 1).to(self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         x_all, y_all = dataset.all(), dataset.labels
         for _ in range(self.steps):

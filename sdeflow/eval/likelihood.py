@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torchdiffeq
 
 from sdeflow.samplers.base import SolverError
 from sdeflow.samplers.ode import pinned_options
@@ -27,6 +26,8 @@ def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "r
         noise: "rademacher" or "gaussian" probes.
         eps: start time (default sde.eps; must be > 0 where sigma(0) = 0).
     """
+    import torchdiffeq  # imported where it is used: it brings scipy.integrate with it
+
     if noise not in ("rademacher", "gaussian"):
         raise ValueError(f"noise must be 'rademacher' or 'gaussian', got {noise!r}")
     if probes < 1:

@@ -1,7 +1,7 @@
 """Samplers: predictor-corrector, the probability-flow ODE, and the fast solvers."""
 
 from sdeflow.samplers.analytic import AnalyticJump, GaussianStats
-from sdeflow.samplers.base import SampleResult, Sampler, SolverError, StepSampler
+from sdeflow.samplers.base import BudgetError, Multistep, NonFiniteError, SampleResult, Sampler, SolverError, State
 from sdeflow.samplers.correctors import AnnealedLangevin, Corrector, LangevinCorrector, NoneCorrector
 from sdeflow.samplers.ddim import DDIM
 from sdeflow.samplers.dpm_solver import DPMSolver
@@ -9,6 +9,7 @@ from sdeflow.samplers.dpm_solver_adaptive import DPMSolverAdaptive
 from sdeflow.samplers.dpm_solver_pp import DPMSolverPP
 from sdeflow.samplers.dpm_solver_pp_sde import DPMSolverPPSDE
 from sdeflow.samplers.edm_stochastic import EDMStochastic
+from sdeflow.samplers.exponential import Schedule
 from sdeflow.samplers.gotta_go_fast import GottaGoFast
 from sdeflow.samplers.heun import EDMHeun
 from sdeflow.samplers.ipndm import IPNDM
@@ -19,7 +20,7 @@ from sdeflow.samplers.predictors import Ancestral, EulerMaruyama, NonePredictor,
 from sdeflow.samplers.unipc import UniPC
 
 __all__ = [
-    "SampleResult", "Sampler", "SolverError", "StepSampler",
+    "SampleResult", "Sampler", "State", "Multistep", "Schedule", "SolverError", "NonFiniteError", "BudgetError",
     "PCSampler", "Predictor", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "Corrector", "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from sdeflow.samplers.base import Sampler
+from sdeflow.samplers.exponential import Schedule
 
 
 class GaussianStats:
@@ -90,26 +91,22 @@ class AnalyticJump(Sampler):
     def __init__(self, solver: Sampler, stats, sigma_jump: float, denoise: bool = False):
         super().__init__(denoise=denoise)
         self.solver = solver
+        if stats is None:
+            raise ValueError("AnalyticJump needs the data's mean and covariance: stats=GaussianStats(...) or a distribution "
+                             "with mean() and cov() (the benchmark passes its problem)")
         self.stats = stats if isinstance(stats, GaussianStats) else GaussianStats.from_distribution(stats)
         if not sigma_jump > 0:
             raise ValueError(f"sigma_jump must be positive, got {sigma_jump}")
         self.sigma_jump = float(sigma_jump)
+        self.order, self.nfe_per_step, self.stochastic = solver.order, solver.nfe_per_step, solver.stochastic
+        self.warmup_order, self.strong_order = solver.warmup_order, solver.strong_order
+
+    # The first interval, [t_jump, T], is the jump's own: a grid search moves only the inner solver's grid.
+    fixed_head = 1
 
     def t_jump(self, sde) -> float:
         """The SDE time at which sigma / alpha = sigma_jump."""
-        return float(sde.t_from_lambda(-torch.log(torch.tensor(self.sigma_jump, dtype=torch.float64))))
-
-    @property
-    def order(self):
-        return self.solver.order
-
-    @property
-    def nfe_per_step(self):
-        return self.solver.nfe_per_step
-
-    @property
-    def stochastic(self):
-        return self.solver.stochastic
+        return float(sde.t_from_nsr(torch.tensor(self.sigma_jump, dtype=torch.float64)))
 
     def steps_for_nfe(self, nfe: int) -> int:
         return self.solver.steps_for_nfe(nfe - int(self.denoise) + int(self.solver.denoise))
@@ -122,9 +119,9 @@ class AnalyticJump(Sampler):
         inner = grid.restricted(t_max=t_jump)(sde, steps)
         return torch.cat([torch.tensor([sde.T], dtype=inner.dtype), inner])
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        x = self.stats.flow(sde, x, timesteps[0], timesteps[1])
-        record(x)
-        # The inner solver records its own grid points, so the trajectory has a state for every time of the grid.
-        x = self.solver.solve(score, sde, x, timesteps[1:], noise, record)
-        return score.x0(x, timesteps[-1]) if self.solver.denoise else x
+    def solve(self, score, sde, x, sched, noise, record):
+        t = sched.t
+        x = record(self.stats.flow(sde, x, t[0], t[1]), 1)
+        # The inner solver records its own grid points, one further on: a state for every time of the grid.
+        x = self.solver.solve(score, sde, x, Schedule(sde, t[1:]), noise, lambda y, i: record(y, i + 1))
+        return score.x0(x, t[-1]) if self.solver.denoise else x

@@ -1,14 +1,27 @@
-"""What every sampler shares: the call signature, the result, the checks at the door, the final denoising."""
+"""What every sampler shares: the plan, the one integration loop, the result, the checks at the door.
+
+A solver is configuration (its order, its options) plus two methods, in the manner of diffrax:
+
+- `init(score, sde, x, sched) -> state`: what it carries from step to step (a multistep history),
+- `step(score, sde, x, i, state, noise) -> (x, state)`: one step from grid point i to i + 1.
+
+`Sampler.sample` owns everything else, once: the checks at the door, the grid's coefficients
+(`Schedule`), the loop, the per-step hook, the NaN check naming the step and time, the progress
+callback, the trajectory and the final denoising. Solvers hold no state of their own between calls,
+so one solver object serves any number of concurrent runs. Adaptive and composite solvers override
+`solve` (their loop is not over the grid's points) and report every grid point through `record`.
+"""
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import torch
 
 from sdeflow.random import as_noise
+from sdeflow.samplers.exponential import Schedule
 
 
 class SolverError(RuntimeError):
@@ -23,6 +36,10 @@ def non_finite(solver, where: str) -> NonFiniteError:
     """The error for NaN or infinity found by `solver` at `where` (its step and time)."""
     return NonFiniteError(f"{solver}: NaN or infinity in the state {where}; the score model returned non-finite values "
                           "or the step diverged (check the model's weights, the grid and the SDE)")
+
+
+class BudgetError(ValueError):
+    """A solver cannot run within the NFE budget or number of steps asked for (a benchmark skips such a cell)."""
 
 
 @dataclass
@@ -42,10 +59,30 @@ class SampleResult:
     trajectory: torch.Tensor | None = None
 
 
+@dataclass
+class State:
+    """What a one-step solver carries between steps: the grid's coefficients. Multistep solvers extend it."""
+
+    sched: Schedule
+
+
+@dataclass
+class Multistep(State):
+    """The state of a multistep solver: model outputs at earlier grid points (each solver says in which order)."""
+
+    history: list = field(default_factory=list)
+
+
 class Sampler(abc.ABC):
     """Integrates from x_T at timesteps[0] down to timesteps[-1] on an explicit, decreasing time grid.
 
-    Subclasses declare `order`, `nfe_per_step` and `stochastic`, and implement `solve`.
+    Every solver declares, as attributes:
+        order: the order of convergence it is tested for: of the ODE solution for deterministic
+            solvers, the weak order (of expectations) for stochastic ones.
+        strong_order: stochastic solvers only: the pathwise order, where one is claimed (None: not claimed).
+        nfe_per_step: score evaluations per step (None: the solver chooses its own steps).
+        stochastic: whether it integrates the reverse SDE (True) or the probability-flow ODE.
+        warmup_order: multistep solvers start with steps of this order (None: no warm-up).
 
     Args:
         denoise: after the last step, replace x by Tweedie's denoised estimate E[x_0 | x_eps]
@@ -53,74 +90,122 @@ class Sampler(abc.ABC):
     """
 
     order: ClassVar[float]
+    strong_order: ClassVar[float | None] = None
     nfe_per_step: ClassVar[int | None]
     stochastic: ClassVar[bool]
-    # Multistep methods start with lower-order steps; None means there is no such warm-up.
     warmup_order: ClassVar[int | None] = None
+    # Leading grid points the solver places itself (an analytic jump's first interval): grid searches leave them alone.
+    fixed_head: ClassVar[int] = 0
+
+    def __init__(self, denoise: bool = False):
+        self.denoise = bool(denoise)
 
     @property
     def convergence_order(self) -> float:
         """The global order guaranteed asymptotically: the method's order, or one more than its warm-up steps'."""
         return self.order if self.warmup_order is None else min(self.order, self.warmup_order + 1)
 
-    def require_steps(self, timesteps: torch.Tensor, order: int) -> None:
-        """Multistep methods: refuse grids too short for the requested order to ever be used."""
-        if len(timesteps) - 1 < order:
-            raise ValueError(f"{type(self).__name__} of order {order} needs at least {order} steps, got {len(timesteps) - 1}; "
-                             f"use a lower order or more steps")
+    # --- The solver: its state and one step ----------------------------------------------------------------
+    def init(self, score, sde, x: torch.Tensor, sched: Schedule) -> State:
+        """The state before the first step (one-step solvers need only the grid's coefficients)."""
+        return State(sched)
 
-    def __init__(self, denoise: bool = False):
-        self.denoise = bool(denoise)
+    def step(self, score, sde, x: torch.Tensor, i: int, state: State, noise) -> tuple[torch.Tensor, State]:
+        """One step from grid point i to i + 1: the new x and state."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither step() nor solve()")
 
-    @abc.abstractmethod
-    def solve(self, score, sde, x: torch.Tensor, timesteps: torch.Tensor, noise, record: Callable) -> torch.Tensor:
-        """Integrate x over `timesteps`; call `record(x)` after every grid point is reached."""
+    def solve(self, score, sde, x: torch.Tensor, sched: Schedule, noise, record: Callable) -> torch.Tensor:
+        """The loop over the grid; `record(x, i)` is called at every grid point i reached and returns x (hooked)."""
+        state = self.init(score, sde, x, sched)
+        for i in range(len(sched) - 1):
+            x, state = self.step(score, sde, x, i, state, noise)
+            x = record(x, i + 1)
+        return x
 
+    # --- The plan ------------------------------------------------------------------------------------------
     def steps_for_nfe(self, nfe: int) -> int:
         """The number of steps this sampler takes within a budget of `nfe` score evaluations."""
         if self.nfe_per_step is None:
-            raise ValueError(f"{type(self).__name__} chooses its own steps; its NFE cannot be budgeted")
+            raise BudgetError(f"{type(self).__name__} chooses its own steps; its NFE cannot be budgeted")
         steps = (int(nfe) - int(self.denoise)) // self.nfe_per_step
         if steps < 1:
-            raise ValueError(f"{type(self).__name__} needs at least {self.nfe_per_step + int(self.denoise)} NFE, got {nfe}")
+            raise BudgetError(f"{type(self).__name__} needs at least {self.nfe_per_step + int(self.denoise)} NFE, got {nfe}")
         return steps
 
     def timesteps(self, grid, sde, steps: int) -> torch.Tensor:
         """The grid this sampler runs on for `steps` steps (samplers that reshape grids override this)."""
         return grid(sde, steps)
 
-    def sample(self, score, sde, x: torch.Tensor, timesteps, generator=None, return_trajectory: bool = False) -> SampleResult:
+    def plan(self, sde, grid=None, nfe: int | None = None, steps: int | None = None) -> torch.Tensor:
+        """The time grid this sampler will run: `steps` steps of `grid`, or as many as `nfe` evaluations allow.
+
+        Adaptive solvers choose their own steps: they run from T to eps, and a budget is ignored.
+        `grid` defaults to `UniformGrid()`.
+        """
+        if nfe is not None and steps is not None:
+            raise ValueError("give nfe or steps, not both")
+        if self.nfe_per_step is None:
+            if steps is not None:
+                raise BudgetError(f"{type(self).__name__} chooses its own steps; do not give steps")
+            return torch.tensor([sde.T, sde.eps], dtype=torch.float64)
+        if nfe is None and steps is None:
+            raise ValueError(f"{type(self).__name__} steps on a grid: give `steps` or `nfe` (a budget of score evaluations); "
+                             "only adaptive solvers choose their own steps")
+        if steps is None:
+            steps = self.steps_for_nfe(nfe)
+        elif int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if grid is None:
+            from sdeflow.grids import UniformGrid
+
+            grid = UniformGrid()
+        return self.timesteps(grid, sde, int(steps))
+
+    def require_steps(self, sched: Schedule, order: int) -> None:
+        """Multistep methods: refuse grids too short for the requested order to ever be used."""
+        if len(sched) - 1 < order:
+            raise BudgetError(f"{type(self).__name__} of order {order} needs at least {order} steps, got {len(sched) - 1}; "
+                              f"use a lower order or more steps")
+
+    # --- The run -------------------------------------------------------------------------------------------
+    def sample(self, score, sde, x: torch.Tensor, timesteps, generator=None, return_trajectory: bool = False,
+               hook: Callable | None = None, progress: Callable | None = None) -> SampleResult:
         """Run the sampler from x (a draw of p_T) along `timesteps`.
 
         Args:
-            score: a `sdeflow.ScoreFunction` (its calls are counted).
+            score: a `sdeflow.ScoreFunction` of this `sde` (its calls are counted).
             sde: the forward SDE.
             x: the initial state at timesteps[0].
-            timesteps: 1-D decreasing grid inside [sde.eps, sde.T], at least two points.
+            timesteps: 1-D decreasing grid inside [sde.eps, sde.T], at least two points (see `plan`).
             generator: a torch.Generator or a `sdeflow.PerSampleNoise`, for stochastic samplers.
             return_trajectory: also return the state at every grid point.
+            hook: `hook(x, t) -> x`, applied to the state at every grid point after the first (for
+                inverse problems: replacement, projection); the next step starts from what it returns.
+            progress: `progress(i, n)`, called when grid point i of n steps is reached.
         """
         timesteps = check_timesteps(timesteps, sde, x)
-        check_score_input(score, x)
+        check_score_input(score, sde, x)
         noise = as_noise(generator)
         name = type(self).__name__
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteError(f"{name}: the initial state holds NaN or infinity")
         states = [x] if return_trajectory else None
-        reached = [0]
         n = len(timesteps) - 1
 
-        def record(x_i: torch.Tensor) -> None:
+        def record(x_i: torch.Tensor, i: int) -> torch.Tensor:
             # Every grid point is checked where it is reached, so a NaN is reported at its step, not at the end.
-            reached[0] += 1
-            i = reached[0]
             if not bool(torch.isfinite(x_i).all()):
-                raise non_finite(name, f"at step {i} of {n} (t = {float(timesteps[min(i, n)]):.6g})")
+                raise non_finite(name, f"at step {i} of {n} (t = {float(timesteps[i]):.6g})")
+            if hook is not None:
+                x_i = hook(x_i, timesteps[i])
             if states is not None:
                 states.append(x_i)
+            if progress is not None:
+                progress(i, n)
+            return x_i
 
         nfe0 = score.nfe
-        x = self.solve(score, sde, x, timesteps, noise, record)
+        x = self.solve(score, sde, x, Schedule(sde, timesteps), noise, record)
         if self.denoise:
             # Tweedie's formula: the posterior mean of x_0 given x at the last time.
             x = score.x0(x, timesteps[-1])
@@ -134,23 +219,12 @@ class Sampler(abc.ABC):
         return f"{type(self).__name__}({args})"
 
 
-class StepSampler(Sampler):
-    """A one-step method: `step` maps x at t to x at t_next; the loop is written here once."""
-
-    @abc.abstractmethod
-    def step(self, score, sde, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, noise, last: bool) -> torch.Tensor:
-        """One step from t to t_next < t; `last` is true for the final step of the grid."""
-
-    def solve(self, score, sde, x, timesteps, noise, record):
-        n = len(timesteps) - 1
-        for i in range(n):
-            x = self.step(score, sde, x, timesteps[i], timesteps[i + 1], noise, last=i == n - 1)
-            record(x)
-        return x
-
-
-def check_score_input(score, x: torch.Tensor) -> None:
-    """Refuse, in one line, samples that the score model cannot take: another device or floating dtype."""
+def check_score_input(score, sde, x: torch.Tensor) -> None:
+    """Refuse, in one line, what the score model cannot take: another SDE, device or floating dtype."""
+    own = getattr(score, "sde", None)
+    if own is not None and own != sde:
+        raise ValueError(f"the score function reads its model through {own!r}, but the sampler was given {sde!r}; "
+                         "sample with the score function's own SDE")
     params = getattr(getattr(score, "model", None), "parameters", None)
     first = next((p for p in params() if p.is_floating_point()), None) if callable(params) else None
     if first is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.exponential import Schedule, ddim_step
+from sdeflow.samplers.exponential import ddim_step
 
 
 class DDIM(Sampler):
@@ -17,9 +17,5 @@ class DDIM(Sampler):
     nfe_per_step = 1
     stochastic = False
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        sched = Schedule(sde, timesteps)
-        for i in range(len(timesteps) - 1):
-            x = ddim_step(x, score.x0(x, timesteps[i]), sched, i)
-            record(x)
-        return x
+    def step(self, score, sde, x, i, state, noise):
+        return ddim_step(x, score.x0(x, state.sched.t[i]), state.sched, i), state

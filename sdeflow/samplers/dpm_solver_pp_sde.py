@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.exponential import Schedule
+from sdeflow.samplers.base import Multistep, Sampler
 
 
 class DPMSolverPPSDE(Sampler):
@@ -24,20 +23,18 @@ class DPMSolverPPSDE(Sampler):
         super().__init__(denoise=denoise)
         self.second_order = bool(second_order)
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        sched = Schedule(sde, timesteps)
-        prev = None
-        for i in range(len(timesteps) - 1):
-            m0 = score.x0(x, timesteps[i])
-            _, s_s, lam_s = sched[i]
-            a_t, s_t, lam_t = sched[i + 1]
-            h = lam_t - lam_s
-            drift = m0
-            if self.second_order and prev is not None:
-                r = (lam_s - sched[i - 1][2]) / h
-                drift = m0 + 0.5 * (m0 - prev) / r
-            z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
-            x = (s_t / s_s) * torch.exp(-h) * x - a_t * torch.expm1(-2 * h) * drift + s_t * torch.sqrt(-torch.expm1(-2 * h)) * z
-            prev = m0
-            record(x)
-        return x
+    def init(self, score, sde, x, sched):
+        return Multistep(sched)
+
+    def step(self, score, sde, x, i, state, noise):
+        sched = state.sched
+        m0 = score.x0(x, sched.t[i])
+        lam, s_s, a_t, s_t = sched.lam, sched.sigma[i], sched.alpha[i + 1], sched.sigma[i + 1]
+        h = lam[i + 1] - lam[i]
+        drift = m0
+        if self.second_order and state.history:
+            r = (lam[i] - lam[i - 1]) / h
+            drift = m0 + 0.5 * (m0 - state.history[-1]) / r
+        z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
+        x = (s_t / s_s) * torch.exp(-h) * x - a_t * torch.expm1(-2 * h) * drift + s_t * torch.sqrt(-torch.expm1(-2 * h)) * z
+        return x, Multistep(sched, [m0])

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from sdeflow.samplers.heun import EDMHeun, scaled
+from sdeflow.samplers.base import State
+from sdeflow.samplers.heun import EDMHeun
+
+
+@dataclass
+class ChurnState(State):
+    """The churn's bounds for this grid: the noise increase gamma and sigma~ at T, which it never exceeds."""
+
+    gamma_max: float = 0.0
+    T: torch.Tensor | None = None
+    sig_T: torch.Tensor | None = None
 
 
 class EDMStochastic(EDMHeun):
@@ -23,23 +35,19 @@ class EDMStochastic(EDMHeun):
             raise ValueError(f"need S_churn >= 0, 0 <= S_tmin <= S_tmax, S_noise > 0; got {S_churn}, {S_tmin}, {S_tmax}, {S_noise}")
         self.S_churn, self.S_tmin, self.S_tmax, self.S_noise = float(S_churn), float(S_tmin), float(S_tmax), float(S_noise)
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        n = len(timesteps) - 1
-        gamma_max = min(self.S_churn / n, 2**0.5 - 1)
-        T = torch.as_tensor(sde.T, dtype=timesteps.dtype, device=timesteps.device)
-        sig_T, _ = scaled(sde, T)
-        for i in range(n):
-            t = timesteps[i]
-            sig, a = scaled(sde, t)
-            gamma = gamma_max if self.S_tmin <= float(sig) <= self.S_tmax else 0.0
-            if gamma > 0:
-                # Increase the noise level: sigma^ = (1 + gamma) sigma~, never above sigma~(T).
-                sig_hat = torch.minimum(sig * (1 + gamma), sig_T)
-                t_hat = sde.t_from_lambda(-torch.log(sig_hat.to(torch.float64))).to(t.dtype).clamp(max=T)
-                z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
-                _, a_hat = scaled(sde, t_hat)
-                x = a_hat * (x / a + (sig_hat**2 - sig**2).clamp_min(0).sqrt() * self.S_noise * z)
-                t = t_hat
-            x = self.heun(score, sde, x, t, timesteps[i + 1])
-            record(x)
-        return x
+    def init(self, score, sde, x, sched):
+        T = torch.as_tensor(sde.T, dtype=sched.t.dtype, device=sched.t.device)
+        return ChurnState(sched, min(self.S_churn / (len(sched) - 1), 2**0.5 - 1), T, sde.nsr(T))
+
+    def step(self, score, sde, x, i, state, noise):
+        t = state.sched.t[i]
+        sig, a = sde.nsr(t), sde.alpha(t)
+        gamma = state.gamma_max if self.S_tmin <= float(sig) <= self.S_tmax else 0.0
+        if gamma > 0:
+            # Increase the noise level: sigma^ = (1 + gamma) sigma~, never above sigma~(T).
+            sig_hat = torch.minimum(sig * (1 + gamma), state.sig_T)
+            t_hat = sde.t_from_nsr(sig_hat.to(torch.float64)).to(t.dtype).clamp(max=state.T)
+            z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
+            x = sde.alpha(t_hat) * (x / a + (sig_hat**2 - sig**2).clamp_min(0).sqrt() * self.S_noise * z)
+            t = t_hat
+        return self.heun(score, sde, x, t, state.sched.t[i + 1]), state

@@ -1,8 +1,9 @@
-"""Shared pieces of the exponential integrators (DDIM, DPM-Solver, DPM-Solver++, UniPC).
+"""Shared pieces of the solvers: the grid's coefficients, and the exponential integrators' kernels.
 
-They integrate the probability-flow ODE exactly in its linear part and approximate the model's
-output by a polynomial in the half log-SNR lambda = log(alpha / sigma); for every linear SDE the
-same formulas hold, written through alpha(t), sigma(t) and lambda(t).
+The exponential integrators (DDIM, DPM-Solver, DPM-Solver++, UniPC) integrate the probability-flow
+ODE exactly in its linear part and approximate the model's output by a polynomial in the half
+log-SNR lambda = log(alpha / sigma); for every linear SDE the same formulas hold, written through
+alpha(t), sigma(t) and lambda(t).
 """
 
 from __future__ import annotations
@@ -11,30 +12,75 @@ import torch
 
 
 class Schedule:
-    """alpha, sigma and lambda at every grid time, computed once in float64, read as x's dtype."""
+    """A grid's coefficients, computed once in float64 and kept in the grid's dtype, as named fields.
+
+    Attributes (one entry per grid point, in the grid's dtype):
+        t: the grid times.
+        alpha, sigma, lam: alpha(t), sigma(t) and the half log-SNR lambda(t).
+        nsr: sigma / alpha, the noise-to-signal ratio (EDM's sigma).
+        h: lambda steps, h[i] = lambda(t[i + 1]) - lambda(t[i]) > 0 (one fewer entry).
+        alpha64, sigma64, lam64: the same in float64, for coefficients that are solved rather than applied.
+    """
 
     def __init__(self, sde, timesteps: torch.Tensor):
-        t = timesteps.to(torch.float64)
+        t64 = timesteps.to(torch.float64)
+        dtype = timesteps.dtype
+        self.alpha64, self.sigma64 = sde.alpha(t64), sde.sigma(t64)
+        self.lam64 = torch.log(self.alpha64) - torch.log(self.sigma64)
         self.t = timesteps
-        self.alpha = sde.alpha(t)
-        self.sigma = sde.sigma(t)
-        self.lam = torch.log(self.alpha) - torch.log(self.sigma)
-        self.dtype = timesteps.dtype
+        self.alpha, self.sigma, self.lam = self.alpha64.to(dtype), self.sigma64.to(dtype), self.lam64.to(dtype)
+        self.nsr = (self.sigma64 / self.alpha64).to(dtype)
+        self.h = (self.lam64[1:] - self.lam64[:-1]).to(dtype)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(alpha, sigma, lambda) at grid point i, in the grid's dtype."""
-        return tuple(v[i].to(self.dtype) for v in (self.alpha, self.sigma, self.lam))
-
-    def h(self, i: int) -> torch.Tensor:
-        """lambda step from grid point i to i + 1 (positive)."""
-        return (self.lam[i + 1] - self.lam[i]).to(self.dtype)
+    def __len__(self) -> int:
+        return len(self.t)
 
 
 def ddim_step(x: torch.Tensor, x0: torch.Tensor, sched: Schedule, i: int) -> torch.Tensor:
     """First-order data-prediction step from grid point i to i + 1: sigma_t/sigma_s x + alpha_t (1 - e^-h) x0."""
-    _, s_s, _ = sched[i]
-    a_t, s_t, _ = sched[i + 1]
-    return (s_t / s_s) * x - a_t * torch.expm1(-sched.h(i)) * x0
+    return (sched.sigma[i + 1] / sched.sigma[i]) * x - sched.alpha[i + 1] * torch.expm1(-sched.h[i]) * x0
+
+
+def dpm_solver_stages(score, sde, x, s, t, lam_s, h, order: int) -> list[torch.Tensor]:
+    """The solutions of DPM-Solver-1 to -`order` from x at time s to time t (lambda_t = lam_s + h), sharing evaluations.
+
+    Lu et al. 2022, Algorithms 1 and 2: intermediate points at r1 = 1/2 (order 2) or r1 = 1/3,
+    r2 = 2/3 (order 3). The last entry is the order-`order` solution; the one before it is the
+    embedded lower-order solution that the adaptive solver compares it with.
+    """
+    a_s, a_t, s_t = sde.alpha(s), sde.alpha(t), sde.sigma(t)
+    phi = torch.expm1(h)
+    eps_s = score.eps(x, s)
+    out = [(a_t / a_s) * x - s_t * phi * eps_s]
+    if order == 1:
+        return out
+    r1 = 0.5 if order == 2 else 1 / 3
+    s1 = time_at_lambda(sde, lam_s + r1 * h, x)
+    u1 = (sde.alpha(s1) / a_s) * x - sde.sigma(s1) * torch.expm1(r1 * h) * eps_s
+    d1 = score.eps(u1, s1) - eps_s
+    out.append(out[0] - s_t / (2 * r1) * phi * d1)
+    if order == 2:
+        return out
+    r2 = 2 / 3
+    s2 = time_at_lambda(sde, lam_s + r2 * h, x)
+    u2 = (sde.alpha(s2) / a_s) * x - sde.sigma(s2) * torch.expm1(r2 * h) * eps_s \
+        - sde.sigma(s2) * (r2 / r1) * (torch.expm1(r2 * h) / (r2 * h) - 1) * d1
+    d2 = score.eps(u2, s2) - eps_s
+    out.append(out[0] - (s_t / r2) * (phi / h - 1) * d2)
+    return out
+
+
+def lower_order_final(order: int, i: int, n: int, second_until: int = 0) -> int:
+    """The order of step i of n on a short grid (under 15 steps), whose long final lambda-steps make high orders unsteady.
+
+    At most the number of steps left (UniPC's rule); with `second_until` = k, also at most second
+    order over the last k steps (DPM-Solver++'s: ..., 3, 2, 2, 1 for 3M). Grids of 15 steps or more
+    keep `order`.
+    """
+    if n >= 15:
+        return order
+    order = min(order, n - i)
+    return min(order, 2) if n - i <= second_until else order
 
 
 def check_order(order: int, allowed: tuple[int, ...], name: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sdeflow.samplers.adaptive import StepSizeController, error_norm
 from sdeflow.samplers.base import Sampler, SolverError, non_finite
 from sdeflow.utils import append_dims
 
@@ -36,10 +37,11 @@ class GottaGoFast(Sampler):
         self.reltol, self.abstol, self.h_init, self.safety, self.exp = float(reltol), float(abstol), float(h_init), float(safety), float(exp)
         self.max_steps = int(max_steps)
 
-    def solve(self, score, sde, x, timesteps, noise, record):
+    def solve(self, score, sde, x, sched, noise, record):
+        controller = StepSizeController(self.safety, self.exp)
         rsde = sde.reverse(score)
-        n, end = x.shape[0], timesteps[-1]
-        t = timesteps[0].expand(n).clone()
+        n, end = x.shape[0], sched.t[-1]
+        t = sched.t[0].expand(n).clone()
         h = torch.minimum(torch.full_like(t, self.h_init), t - end)
         x_prev = x
         for k in range(self.max_steps):
@@ -52,8 +54,7 @@ class GottaGoFast(Sampler):
             drift2, g2 = rsde.sde(x + k1, t - h)
             k2 = -hd * drift2 + append_dims(g2, x.ndim) * hd.sqrt() * z
             x_check = x + k1
-            delta = torch.clamp(self.reltol * torch.maximum(x_prev.abs(), x_check.abs()), min=self.abstol)
-            err = ((k2 - k1) / 2 / delta).flatten(1).pow(2).mean(1).sqrt()
+            err = error_norm((k2 - k1) / 2, x_prev, x_check, self.reltol, self.abstol)
             if bool(err.isnan().any()):
                 # Only NaN or infinity in the attempt gives a NaN norm; shrinking the step would not help.
                 bad = int(err.isnan().nonzero()[0])
@@ -65,9 +66,7 @@ class GottaGoFast(Sampler):
             t = torch.where(accept, t - h, t)
             # Land exactly on the end time once within rounding of it.
             t = torch.where(t - end <= 1e-12 * max(1.0, float(end)), end.expand(n), t)
-            grow = torch.where(err > 0, err.clamp_min(1e-10) ** (-self.exp), torch.full_like(err, 10.0))
-            h = torch.minimum(t - end, self.safety * h * grow)
+            h = torch.minimum(t - end, controller.propose(h, err))
         else:
             raise SolverError(f"GottaGoFast did not reach the end in {self.max_steps} attempts; loosen reltol/abstol")
-        record(x)
-        return x
+        return record(x, len(sched) - 1)

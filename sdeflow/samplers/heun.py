@@ -5,11 +5,6 @@ from __future__ import annotations
 from sdeflow.samplers.base import Sampler
 
 
-def scaled(sde, t):
-    """EDM's variables: sigma~ = sigma / alpha and the scale alpha; x~ = x / alpha solves dx~/dsigma~ = eps."""
-    return sde.sigma(t) / sde.alpha(t), sde.alpha(t)
-
-
 class EDMHeun(Sampler):
     """Heun's method on dx~/dsigma~ = eps(x, t) in EDM's scaled variables x~ = x / alpha, sigma~ = sigma / alpha.
 
@@ -22,16 +17,13 @@ class EDMHeun(Sampler):
     stochastic = False
 
     def heun(self, score, sde, x, t, t_next):
-        """One Heun step in scaled variables from t to t_next; x is in the SDE's own variables."""
-        sig, a = scaled(sde, t)
-        sig_n, a_n = scaled(sde, t_next)
+        """One Heun step in scaled variables from t to t_next (either may lie off the grid); x is in the SDE's own variables."""
+        sig, a = sde.nsr(t), sde.alpha(t)
+        sig_n, a_n = sde.nsr(t_next), sde.alpha(t_next)
         d = score.eps(x, t)
         y_euler = x / a + (sig_n - sig) * d
         d_next = score.eps(a_n * y_euler, t_next)
         return a_n * (x / a + (sig_n - sig) * 0.5 * (d + d_next))
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        for i in range(len(timesteps) - 1):
-            x = self.heun(score, sde, x, timesteps[i], timesteps[i + 1])
-            record(x)
-        return x
+    def step(self, score, sde, x, i, state, noise):
+        return self.heun(score, sde, x, state.sched.t[i], state.sched.t[i + 1]), state

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.heun import scaled
+from sdeflow.samplers.base import Multistep, Sampler
 
 # Adams-Bashforth weights for equal steps, newest derivative first; iPNDM uses them on any grid.
 AB_WEIGHTS = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
@@ -26,14 +25,13 @@ class IPNDM(Sampler):
             raise ValueError(f"IPNDM supports order 1 to 4, got {order}")
         self.order = int(order)
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        self.require_steps(timesteps, self.order)
-        ds = []
-        for i in range(len(timesteps) - 1):
-            sig, a = scaled(sde, timesteps[i])
-            sig_n, a_n = scaled(sde, timesteps[i + 1])
-            ds = ([score.eps(x, timesteps[i])] + ds)[: self.order]
-            slope = sum(w * d for w, d in zip(AB_WEIGHTS[len(ds)], ds))
-            x = a_n * (x / a + (sig_n - sig) * slope)
-            record(x)
-        return x
+    def init(self, score, sde, x, sched):
+        self.require_steps(sched, self.order)
+        return Multistep(sched)
+
+    def step(self, score, sde, x, i, state, noise):
+        sched = state.sched
+        ds = ([score.eps(x, sched.t[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
+        slope = sum(w * d for w, d in zip(AB_WEIGHTS[len(ds)], ds))
+        x = sched.alpha[i + 1] * (x / sched.alpha[i] + (sched.nsr[i + 1] - sched.nsr[i]) * slope)
+        return x, Multistep(sched, ds)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.heun import scaled
+from sdeflow.samplers.base import Multistep, Sampler
 
 
 def lms_weights(nodes: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -17,6 +18,13 @@ def lms_weights(nodes: np.ndarray, lo: float, hi: float) -> np.ndarray:
         integral = np.polyint(basis)
         weights.append(np.polyval(integral, hi) - np.polyval(integral, lo))
     return np.asarray(weights)
+
+
+@dataclass
+class LMSState(Multistep):
+    """LMS's state: the history, and the grid's sigma~ as floats for the weights' integrals."""
+
+    sigmas: list = field(default_factory=list)
 
 
 class LMS(Sampler):
@@ -35,16 +43,14 @@ class LMS(Sampler):
             raise ValueError(f"LMS supports order 1 to 4, got {order}")
         self.order = int(order)
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        self.require_steps(timesteps, self.order)
-        sigmas = [float(scaled(sde, t)[0]) for t in timesteps]
-        ds = []
-        for i in range(len(timesteps) - 1):
-            _, a = scaled(sde, timesteps[i])
-            _, a_n = scaled(sde, timesteps[i + 1])
-            ds = ([score.eps(x, timesteps[i])] + ds)[: self.order]
-            nodes = np.asarray(sigmas[i - len(ds) + 1 : i + 1][::-1], dtype=np.float64)
-            w = lms_weights(nodes, sigmas[i], sigmas[i + 1])
-            x = a_n * (x / a + sum(float(wj) * d for wj, d in zip(w, ds)))
-            record(x)
-        return x
+    def init(self, score, sde, x, sched):
+        self.require_steps(sched, self.order)
+        return LMSState(sched, sigmas=(sched.sigma64 / sched.alpha64).tolist())
+
+    def step(self, score, sde, x, i, state, noise):
+        sched, sigmas = state.sched, state.sigmas
+        ds = ([score.eps(x, sched.t[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
+        nodes = np.asarray(sigmas[i - len(ds) + 1 : i + 1][::-1], dtype=np.float64)
+        w = lms_weights(nodes, sigmas[i], sigmas[i + 1])
+        x = sched.alpha[i + 1] * (x / sched.alpha[i] + sum(float(wj) * d for wj, d in zip(w, ds)))
+        return x, LMSState(sched, ds, sigmas)

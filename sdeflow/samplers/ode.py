@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import torch
-import torchdiffeq
-from torchdiffeq._impl.odeint import SOLVERS
-from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
 from sdeflow.samplers.base import Sampler, SolverError, non_finite
 
-# Score evaluations per step of torchdiffeq's fixed-grid methods (their `order` is on the class).
-FIXED_GRID_NFE = {"euler": 1, "midpoint": 2, "heun3": 3, "rk4": 4}
+# torchdiffeq's methods that step on the given grid: (order, score evaluations per step).
+FIXED_GRID = {"euler": (1, 1), "midpoint": (2, 2), "heun3": (3, 3), "rk4": (4, 4)}
+# Its embedded Runge-Kutta pairs, which choose their own steps: their order.
+ADAPTIVE = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
 
 
 def is_adaptive(method: str) -> bool:
     """Whether a torchdiffeq method chooses its own steps (and so may step past the last time)."""
-    return issubclass(SOLVERS[method], RKAdaptiveStepsizeODESolver)
+    return method in ADAPTIVE
 
 
 def pinned_options(method: str, t_end: torch.Tensor, options: dict | None = None) -> dict:
@@ -30,9 +29,9 @@ class ProbabilityFlowODE(Sampler):
     """Deterministic sampling along the probability-flow ODE with any torchdiffeq method.
 
     Fixed-grid methods (euler, midpoint, heun3, rk4) step on the given time grid; adaptive ones
-    (dopri5, dopri8, bosh3, ...) choose their own steps, report their values at the grid points,
-    and are pinned to end exactly at the grid's last time, so the score is never evaluated
-    outside [eps, T]. Order: the method's. NFE per step: see `FIXED_GRID_NFE`; adaptive: counted.
+    (dopri5, dopri8, bosh3, ...) choose their own steps within each grid interval, and are pinned
+    to end exactly at its end, so the score is never evaluated outside [eps, T]. Order: the
+    method's. NFE per step: see `FIXED_GRID`; adaptive: counted.
 
     Adaptive methods control one error norm for the whole batch, so a sample's path depends on its
     batch to within the tolerance; fixed-grid methods give each sample the same result in any batch.
@@ -48,52 +47,49 @@ class ProbabilityFlowODE(Sampler):
 
     def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, options: dict | None = None, denoise: bool = False):
         super().__init__(denoise=denoise)
-        if method not in SOLVERS:
-            raise ValueError(f"unknown torchdiffeq method {method!r}; choose one of {sorted(SOLVERS)}")
+        if method not in FIXED_GRID and method not in ADAPTIVE:
+            raise ValueError(f"unknown torchdiffeq method {method!r}; choose one of {sorted([*FIXED_GRID, *ADAPTIVE])}")
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
         self.method = method
         self.rtol, self.atol = float(rtol), float(atol)
         self.options = dict(options or {})
         self.adaptive = is_adaptive(method)
-        if not self.adaptive and method not in FIXED_GRID_NFE:
-            raise ValueError(f"method {method!r} is supported neither as adaptive nor as one of {sorted(FIXED_GRID_NFE)}")
+        self.order = ADAPTIVE[method] if self.adaptive else FIXED_GRID[method][0]
+        self.nfe_per_step = None if self.adaptive else FIXED_GRID[method][1]
 
-    @property
-    def order(self) -> int:
-        return SOLVERS[self.method].order
+    def solve(self, score, sde, x, sched, noise, record):
+        import torchdiffeq  # imported where it is used: it brings scipy.integrate with it
 
-    @property
-    def nfe_per_step(self) -> int | None:
-        return None if self.adaptive else FIXED_GRID_NFE[self.method]
-
-    def solve(self, score, sde, x, timesteps, noise, record):
-        t_lo, t_hi = timesteps[-1].item(), timesteps[0].item()
-        slack = 1e-9 * max(1.0, abs(t_hi))
         rsde = sde.reverse(score, probability_flow=True)
+        # One grid interval at a time, so the per-step hook acts at every grid point (a fixed-grid
+        # method takes exactly its one step per interval either way).
+        for i in range(len(sched) - 1):
+            span = sched.t[i : i + 2]
+            t_hi, t_lo = span[0].item(), span[1].item()
+            slack = 1e-9 * max(1.0, abs(t_hi))
 
-        def velocity(t, y):
-            t_now = t.item()
-            if not t_lo - slack <= t_now <= t_hi + slack:
-                raise SolverError(f"{self.method} asked for the score at t={t_now:.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]")
-            v = rsde.sde(y, t)[0]
-            # Adaptive methods would otherwise shrink their step on NaN until they give up, blaming the tolerance.
-            if not bool(torch.isfinite(v).all()):
-                raise non_finite(f"ProbabilityFlowODE({self.method})", f"at t = {t_now:.6g} (the velocity is not finite)")
-            return v
+            def velocity(t, y):
+                t_now = t.item()
+                if not t_lo - slack <= t_now <= t_hi + slack:
+                    raise SolverError(f"{self.method} asked for the score at t={t_now:.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]")
+                v = rsde.sde(y, t)[0]
+                # Adaptive methods would otherwise shrink their step on NaN until they give up, blaming the tolerance.
+                if not bool(torch.isfinite(v).all()):
+                    raise non_finite(f"ProbabilityFlowODE({self.method})", f"at t = {t_now:.6g} (the velocity is not finite)")
+                return v
 
-        # torchdiffeq steps past the last output time and interpolates back; pin a step end there.
-        options = pinned_options(self.method, timesteps[-1], self.options)
-        if self.adaptive:
-            # Its first-step heuristic probes t0 + h0 with an unbounded h0; start inside the interval instead.
-            options.setdefault("first_step", (t_hi - t_lo) / 100)
-        try:
-            ys = torchdiffeq.odeint(velocity, x, timesteps, rtol=self.rtol, atol=self.atol, method=self.method, options=options)
-        except AssertionError as e:
-            raise SolverError(
-                f"torchdiffeq's {self.method} failed ({e or 'assertion'}); try looser rtol/atol (now {self.rtol}, {self.atol}), "
-                "a fixed-grid method, or a larger eps"
-            ) from e
-        for y in ys[1:]:
-            record(y)
-        return ys[-1]
+            # torchdiffeq steps past the last output time and interpolates back; pin a step end there.
+            options = pinned_options(self.method, span[-1], self.options)
+            if self.adaptive:
+                # Its first-step heuristic probes t0 + h0 with an unbounded h0; start inside the interval instead.
+                options.setdefault("first_step", (t_hi - t_lo) / 100)
+            try:
+                x = torchdiffeq.odeint(velocity, x, span, rtol=self.rtol, atol=self.atol, method=self.method, options=options)[-1]
+            except AssertionError as e:
+                raise SolverError(
+                    f"torchdiffeq's {self.method} failed ({e or 'assertion'}); try looser rtol/atol (now {self.rtol}, {self.atol}), "
+                    "a fixed-grid method, or a larger eps"
+                ) from e
+            x = record(x, i + 1)
+        return x

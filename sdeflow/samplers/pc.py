@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sdeflow.samplers.base import StepSampler
+from sdeflow.samplers.base import Sampler
 from sdeflow.samplers.correctors import Corrector, NoneCorrector
 from sdeflow.samplers.predictors import Predictor
 
 
-class PCSampler(StepSampler):
+class PCSampler(Sampler):
     """At each grid point: corrector at t, then predictor from t to t_next; any predictor with any corrector.
 
     Integrates the reverse SDE. Order: the predictor's (weak). NFE per step: predictor's + corrector's.
@@ -29,16 +29,11 @@ class PCSampler(StepSampler):
             raise ValueError("a predictor-corrector sampler needs a predictor or a corrector; both are none")
         self.predictor = predictor
         self.corrector = corrector
+        self.order = predictor.order
+        self.nfe_per_step = predictor.nfe_per_step + corrector.nfe_per_step
 
-    @property
-    def order(self) -> float:
-        return self.predictor.order
-
-    @property
-    def nfe_per_step(self) -> int:
-        return self.predictor.nfe_per_step + self.corrector.nfe_per_step
-
-    def step(self, score, sde, x, t, t_next, noise, last):
+    def step(self, score, sde, x, i, state, noise):
+        t, t_next = state.sched.t[i], state.sched.t[i + 1]
         x, _ = self.corrector.update(score, sde, x, t, t_next, noise)
         x, _ = self.predictor.update(score, sde, x, t, t_next, noise)
-        return x
+        return x, state

@@ -6,11 +6,21 @@ import math
 
 import torch
 
-from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.exponential import Schedule, check_order
+from dataclasses import dataclass
+
+from sdeflow.samplers.base import Multistep, Sampler
+from sdeflow.samplers.exponential import Schedule, check_order, lower_order_final
 
 # B(h) of the two published variants, as functions of hh = -h (data prediction).
 B_OF_H = {"bh1": lambda hh: hh, "bh2": torch.expm1}
+
+
+@dataclass
+class UniPCState(Multistep):
+    """UniPC's state: the history, and the last step's start and order, which the corrector recomputes."""
+
+    x_last: torch.Tensor | None = None
+    last_order: int = 0
 
 
 class UniPC(Sampler):
@@ -37,35 +47,25 @@ class UniPC(Sampler):
         self.variant = variant
         self.corrector = bool(corrector)
         self.lower_order_final = bool(lower_order_final)
-
-    @property
-    def order(self) -> int:
-        return self.p + int(self.corrector)
-
-    @property
-    def warmup_order(self) -> int:
+        self.order = self.p + int(self.corrector)
         # The first step is order 1, lifted to 2 by the corrector.
-        return 1 + int(self.corrector)
+        self.warmup_order = 1 + int(self.corrector)
 
-    def solve(self, score, sde, x, timesteps, noise, record):
-        self.require_steps(timesteps, self.p)
-        sched = Schedule(sde, timesteps)
-        n = len(timesteps) - 1
-        history: list[torch.Tensor] = []
-        x_last, last_order = None, 0
-        for i in range(n):
-            m = score.x0(x, timesteps[i])
-            if self.corrector and x_last is not None:
-                # UniC: recompute the last step with the new model output included.
-                x = self._update(x_last, history, sched, i - 1, last_order, m_new=m)
-            history = (history + [m])[-self.p :]
-            order = min(self.p, i + 1)
-            if self.lower_order_final and n < 15:
-                order = min(order, n - i)
-            x_last, last_order = x, order
-            x = self._update(x, history, sched, i, order)
-            record(x)
-        return x
+    def init(self, score, sde, x, sched):
+        self.require_steps(sched, self.p)
+        return UniPCState(sched)
+
+    def step(self, score, sde, x, i, state, noise):
+        sched, n = state.sched, len(state.sched) - 1
+        m = score.x0(x, sched.t[i])
+        if self.corrector and state.x_last is not None:
+            # UniC: recompute the last step with the new model output included.
+            x = self._update(state.x_last, state.history, sched, i - 1, state.last_order, m_new=m)
+        history = (state.history + [m])[-self.p :]  # x0 predictions, newest last
+        order = min(self.p, i + 1)
+        if self.lower_order_final:
+            order = lower_order_final(order, i, n)
+        return self._update(x, history, sched, i, order), UniPCState(sched, history, x, order)
 
     def _update(self, x, history, sched: Schedule, i: int, order: int, m_new=None):
         """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order.
@@ -73,7 +73,7 @@ class UniPC(Sampler):
         The coefficients are solved in float64 from the schedule (torch has no half-precision solve,
         and they depend only on the grid), then applied in the samples' dtype.
         """
-        lam = sched.lam
+        lam = sched.lam64
         h = lam[i + 1] - lam[i]
         m0 = history[-1]
         rks, d1s = [], []
@@ -92,7 +92,7 @@ class UniPC(Sampler):
             b.append(h_phi_k * math.factorial(k) / b_h)
             h_phi_k = h_phi_k / hh - 1 / math.factorial(k + 1)
         R, b = torch.stack(R), torch.stack(b)
-        a_t, s_t, s_s = sched.alpha[i + 1], sched.sigma[i + 1], sched.sigma[i]
+        a_t, s_t, s_s = sched.alpha64[i + 1], sched.sigma64[i + 1], sched.sigma64[i]
         x_t = (s_t / s_s).to(x.dtype) * x - (a_t * h_phi_1).to(x.dtype) * m0
         scale = (a_t * b_h).to(x.dtype)
         if m_new is None:

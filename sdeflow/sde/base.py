@@ -71,6 +71,21 @@ class SDE(abc.ABC):
         """Half log-SNR, lambda(t) = log(alpha(t) / sigma(t)), decreasing in t (DPM-Solver's lambda)."""
         return self.log_alpha(t) - torch.log(self.sigma(t))
 
+    def nsr(self, t: torch.Tensor) -> torch.Tensor:
+        """Noise-to-signal ratio sigma(t) / alpha(t) = exp(-lambda(t)): EDM's sigma, in which x / alpha solves dx~/dsigma~ = eps."""
+        return self.sigma(t) / self.alpha(t)
+
+    def t_from_nsr(self, ratio: torch.Tensor) -> torch.Tensor:
+        """Inverse of `nsr`: the time t with sigma(t) / alpha(t) = ratio."""
+        return self.t_from_lambda(-torch.log(ratio))
+
+    def __eq__(self, other) -> bool:
+        # Two SDEs are the same process when they are of one class with equal parameters.
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
     def sde(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Drift f(t) x and diffusion g(t) of the forward SDE; the diffusion is per sample."""
         t = batch_times(t, x)
