@@ -41,13 +41,12 @@ def solver_agreement(device):
     }
     rows = []
     for name, solver in solvers.items():
-        steps = None if solver.nfe_per_step is None else solver.steps_for_nfe(20)
         res = {}
         for dev in ("cpu", device):
             for dtype in (torch.float32, torch.float64):
                 score = sf.ScoreFunction(gm.score_fn(sde), sde)
                 start = time.perf_counter()
-                out = sf.sample(sde, score, solver, (512, 16), steps=steps, grid=sf.KarrasGrid(), seed=0, dtype=dtype, device=dev)
+                out = sf.sample(sde, score, solver, (512, 16), nfe=20, grid=sf.KarrasGrid(), seed=0, dtype=dtype, device=dev)
                 if dev != "cpu":
                     torch.cuda.synchronize()
                 res[(dev, dtype)] = (out.samples.double().cpu(), out.nfe, time.perf_counter() - start)

@@ -169,9 +169,8 @@ def main(argv=None):
     for nfe, name, gname in tqdm(jobs, desc="sdeflow solvers"):
         solver = {**solvers, **jumps}[name]
         try:
-            steps = solver.steps_for_nfe(nfe)
-            out = solver.sample(score, sde, x_T, solver.timesteps(grids[gname], sde, steps))
-        except ValueError:
+            out = solver.sample(score, sde, x_T, solver.plan(sde, grids[gname], nfe=nfe))
+        except sf.BudgetError:
             continue
         record(name, gname, nfe, out.nfe, out.samples)
     for nfe in tqdm(args.nfe, desc="diffusers peers"):
@@ -181,8 +180,7 @@ def main(argv=None):
     grid_dir = args.out / "grids"
     for nfe in tqdm([n for n in args.nfe if n <= args.optimize_up_to and not args.peers_only], desc="grid optimisation"):
         for name, solver in optimised.items():
-            steps = solver.steps_for_nfe(nfe)
-            init = solver.timesteps(grids["logsnr"], sde, steps)
+            init = solver.plan(sde, grids["logsnr"], nfe=nfe)
             grid, report = sf.optimize_grid(solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False)
             sf.save_grid(grid_dir / f"{name.replace('+', '_')}_nfe{nfe}.json", grid, report)
             out = solver.sample(score, sde, x_T, grid)

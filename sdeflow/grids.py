@@ -82,7 +82,7 @@ class KarrasGrid(Grid):
         ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
         inv = 1 / self.rho
         sig = (s_max**inv + ramp * (s_min**inv - s_max**inv)) ** self.rho
-        return _pin_ends(sde.t_from_lambda(-torch.log(sig)), hi, lo)
+        return _pin_ends(sde.t_from_nsr(sig), hi, lo)
 
 
 class ListGrid:

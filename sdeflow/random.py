@@ -50,9 +50,16 @@ class PerSampleNoise:
     def __init__(self, seed: int, n: int, offset: int = 0, generators: list[torch.Generator] | None = None, purpose: int = NOISE):
         if n < 1 or offset < 0:
             raise ValueError(f"need n >= 1 and offset >= 0, got n={n}, offset={offset}")
-        self.seed, self.n, self.offset = int(seed), int(n), int(offset)
-        self.generators = generators if generators is not None else [
-            torch.Generator().manual_seed(stream_seed(self.seed, purpose, i)) for i in range(offset, offset + n)]
+        self.seed, self.n, self.offset, self.purpose = int(seed), int(n), int(offset), int(purpose)
+        self._generators = generators
+
+    @property
+    def generators(self) -> list[torch.Generator]:
+        # Made on the first draw: a deterministic solver's noise source costs nothing.
+        if self._generators is None:
+            self._generators = [torch.Generator().manual_seed(stream_seed(self.seed, self.purpose, i))
+                                for i in range(self.offset, self.offset + self.n)]
+        return self._generators
 
     @classmethod
     def for_step(cls, seed: int, step: int, n: int, offset: int = 0) -> "PerSampleNoise":

@@ -48,6 +48,7 @@ def test_every_solver_config_builds_a_sampler_and_all_lists_them_all():
     assert set(default.solver) == every, "solver/all.yaml must list every solver config"
 
 
+@pytest.mark.slow
 def test_default_run_prints_table_and_writes_csv_json_png(tmp_path):
     proc = run_cli(tmp_path, "nfe=[5,10]", *SMALL)
     assert proc.returncode == 0, proc.stderr
@@ -63,6 +64,7 @@ def test_default_run_prints_table_and_writes_csv_json_png(tmp_path):
     assert (run / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     proc = run_cli(tmp_path, "-m", "solver=ode_euler,euler_maruyama", "nfe=4,8", *SMALL)
     assert proc.returncode == 0, proc.stderr
@@ -84,6 +86,7 @@ def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     assert (tmp_path / "multi" / "report.png").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_job_does_not_stop_the_sweep_and_the_sweep_exits_non_zero(tmp_path):
     proc = run_cli(tmp_path, "-m", "solver=ode_euler", "nfe=0,5", *SMALL)
     jobs = sorted((tmp_path / "multi").glob("[0-9]*"))
@@ -94,11 +97,13 @@ def test_a_failed_job_does_not_stop_the_sweep_and_the_sweep_exits_non_zero(tmp_p
     assert "1 job(s) of the multirun failed" in proc.stderr and str(jobs[0] / "error.txt") in proc.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_the_config_groups(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sdeflow.bench.app", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "solver:" in proc.stdout and "timesteps:" in proc.stdout and "sde:" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bad_overrides_fail_clearly(tmp_path):
     typo = run_cli(tmp_path, "solver=ode_eulr", *SMALL)
     assert typo.returncode != 0 and "ode_eulr" in typo.stderr and "Available options" in typo.stderr
@@ -108,6 +113,7 @@ def test_bad_overrides_fail_clearly(tmp_path):
     assert unknown_key.returncode != 0 and "nfee" in unknown_key.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["model", "loss", "data"])
 def test_every_training_config_composes_and_instantiates(group):
     with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
@@ -132,6 +138,7 @@ def test_eval_configs_compose():
         assert compose("evaluate", overrides=["eval=inception", "checkpoint=x"]).eval.weights is None
 
 
+@pytest.mark.slow
 def test_structured_train_config_rejects_typos_and_wrong_types(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled"}
     run = lambda *a: subprocess.run([sys.executable, "-m", "sdeflow.apps.train", *a, f"hydra.run.dir={tmp_path}/t"], cwd=tmp_path,  # noqa: E731
@@ -142,6 +149,7 @@ def test_structured_train_config_rejects_typos_and_wrong_types(tmp_path):
     assert wrong.returncode != 0 and "many" in wrong.stderr and "int" in wrong.stderr.lower()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["parallel", "local"])
 def test_multirun_with_joblib_and_submitit_local_launchers(tmp_path, launcher):
     proc = run_cli(tmp_path, "-m", f"hydra/launcher={launcher}", "solver=ode_euler,ddim", "nfe=8", *SMALL)
@@ -149,6 +157,7 @@ def test_multirun_with_joblib_and_submitit_local_launchers(tmp_path, launcher):
     assert len(list((tmp_path / "multi").glob("*/results.csv"))) == 2
 
 
+@pytest.mark.slow
 def test_optuna_sweeper_tunes_a_solver_parameter(tmp_path):
     proc = run_cli(tmp_path, "-m", "hydra/sweeper=tune", "solver=pc_langevin", "nfe=10", "objective=sw2",
                    "solver.pc_langevin.corrector.snr=interval(0.02,0.5)", "hydra.sweeper.n_trials=3", *SMALL)
@@ -157,6 +166,7 @@ def test_optuna_sweeper_tunes_a_solver_parameter(tmp_path):
     assert 0.02 <= best["best_params"]["solver.pc_langevin.corrector.snr"] <= 0.5 and best["best_value"] > 0
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_its_run_folder_into_a_temporary_directory(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb"), "WANDB_CACHE_DIR": str(tmp_path / "wbc"),
            "WANDB_CONFIG_DIR": str(tmp_path / "wbcfg")}

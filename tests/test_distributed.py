@@ -21,6 +21,9 @@ from sdeflow.losses import DSMLoss
 from sdeflow.nets import ScoreMLP
 from sdeflow.trainer import Trainer
 
+# End-to-end: real processes and notebooks; in the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -168,6 +168,7 @@ def test_user_module_extractor_and_classifier_floor():
     assert flat(torch.zeros(3, 1, 8, 8)).shape == (3, 64)
 
 
+@pytest.mark.slow
 def test_eval_command_scores_solvers_against_the_floor(tmp_path):
     import csv
     import os
@@ -191,6 +192,7 @@ def test_eval_command_scores_solvers_against_the_floor(tmp_path):
     assert bad.returncode != 0 and "no checkpoint" in bad.stderr
 
 
+@pytest.mark.slow
 def test_eval_command_on_an_exact_problem_with_likelihood(tmp_path):
     import csv
     import os

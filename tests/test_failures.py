@@ -3,23 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 
 import sdeflow as sf
 from sdeflow.eval.stats import StatsFileError, load_stats
 from sdeflow.nets import ScoreMLP
+from helpers import every_configured_solver
 from sdeflow.samplers.base import NonFiniteError
 
-
-def _every_configured_solver() -> dict:
-    """Every sampler of conf/solver (the registry the benchmark runs), built as `solver=all` builds them."""
-    with initialize_config_module("sdeflow.conf", version_base="1.3"):
-        cfg = compose("bench", overrides=["solver=all"])
-    return {name: instantiate(node) for name, node in cfg.solver.items()}
-
-
-SOLVERS = _every_configured_solver()
+SOLVERS = every_configured_solver()
 
 
 class PoisonedScore:
@@ -37,8 +28,7 @@ class PoisonedScore:
 
 def _run(solver, score_model, sde, n=32):
     score = sf.ScoreFunction(score_model, sde)
-    steps = None if solver.nfe_per_step is None else solver.steps_for_nfe(20)
-    timesteps = torch.tensor([sde.T, sde.eps], dtype=torch.float64) if steps is None else solver.timesteps(sf.LogSNRGrid(), sde, steps)
+    timesteps = solver.plan(sde, sf.LogSNRGrid(), nfe=20)
     x = sde.prior_sampling((n, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
     return solver.sample(score, sde, x, timesteps, generator=torch.Generator().manual_seed(1))
 

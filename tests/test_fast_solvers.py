@@ -8,7 +8,7 @@ import torch
 import sdeflow as sf
 from sdeflow.metrics import rms_error
 
-from conftest import slope
+from helpers import slope
 
 DETERMINISTIC = {
     "ddim": sf.DDIM(),
@@ -91,6 +91,7 @@ def test_invariant_to_the_time_parameterisation(name):
     torch.testing.assert_close(out_vp / a_0, out_ve, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STOCHASTIC)
 def test_stochastic_solvers_reproduce_moments_and_mode_weights(sde, name):
     # 20k samples, 200 steps; tolerances: weights 0.02, mean 0.05, covariance 0.1 (O(1) scale).
@@ -104,6 +105,7 @@ def test_stochastic_solvers_reproduce_moments_and_mode_weights(sde, name):
     assert (torch.cov(x.T) - gm.cov(sde.eps, sde)).abs().max() < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde", [sf.VPSDE(), sf.VESDE()], ids=["vp", "ve"])
 def test_gotta_go_fast_reproduces_moments_and_counts_nfe(sde):
     # d = 16 (see the class docstring for the rejection bias in very low dimensions); 5k samples.

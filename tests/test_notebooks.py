@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+# End-to-end: real processes and notebooks; in the slow tier.
+pytestmark = pytest.mark.slow
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 

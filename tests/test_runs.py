@@ -57,6 +57,7 @@ def straight(tmp_path_factory):
     return tmp / "run" / "checkpoint.pt"
 
 
+@pytest.mark.slow
 def test_the_same_command_gives_the_same_weights_and_another_seed_does_not(tmp_path, straight):
     again = train(tmp_path, tmp_path / "again", "train.steps=1500", "checkpoint_every=100")
     assert again.returncode == 0, again.stderr
@@ -68,6 +69,7 @@ def test_the_same_command_gives_the_same_weights_and_another_seed_does_not(tmp_p
     assert not torch.equal(weights(tmp_path / "other" / "checkpoint.pt")[0], weights(tmp_path / "first" / "checkpoint.pt")[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill", "ctrl-c", "sigterm"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, straight, sig):
     run = tmp_path / "run"
@@ -96,6 +98,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, strai
 
 
 # --- Resuming: the newest state wins ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_rerun_continues_from_its_own_newer_checkpoint_not_from_resume(tmp_path):
     assert train(tmp_path, tmp_path / "a", "train.steps=40").returncode == 0
     first = train(tmp_path, tmp_path / "b", "train.steps=80", f"resume={tmp_path / 'a' / 'checkpoint.pt'}")
@@ -152,6 +155,7 @@ def test_a_diverging_run_stops_at_the_step_and_keeps_the_last_good_checkpoint(tm
     assert path.read_bytes() == good
 
 
+@pytest.mark.slow
 def test_the_train_command_reports_divergence_and_writes_no_results(tmp_path):
     proc = train(tmp_path, tmp_path / "run", "train.steps=200", "train.lr=1e6", "train.grad_clip=0")
     assert proc.returncode != 0 and "the loss became" in proc.stderr and "at step" in proc.stderr
@@ -159,6 +163,7 @@ def test_the_train_command_reports_divergence_and_writes_no_results(tmp_path):
 
 
 # --- The run folder -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_run_in_the_same_folder_is_refused_and_stale_temporaries_are_removed(tmp_path):
     run = tmp_path / "run"
     lock = lock_run_folder(run, "test")
@@ -204,6 +209,7 @@ def toy_checkpoint(tmp_path_factory):
     return tmp / "run" / "checkpoint.pt"
 
 
+@pytest.mark.slow
 def test_nan_weights_are_reported_and_nothing_is_written(tmp_path, toy_checkpoint):
     state = load_checkpoint(toy_checkpoint)
     for key in ("model", "ema"):
@@ -219,6 +225,7 @@ def test_nan_weights_are_reported_and_nothing_is_written(tmp_path, toy_checkpoin
     assert not (tmp_path / "e" / "results.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_training_sweep_with_a_failed_job_exits_non_zero_and_reports(tmp_path):
     proc = cli(tmp_path, "sdeflow.apps.train", "-m", *TOY, "train.steps=10,0", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode != 0 and "1 job(s) of the multirun failed" in proc.stderr
@@ -228,6 +235,7 @@ def test_a_training_sweep_with_a_failed_job_exits_non_zero_and_reports(tmp_path)
     assert "| 0 |" in report.stdout and "steps" in report.stdout and "failed jobs (no results): 1" in report.stdout
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_folders(tmp_path, toy_checkpoint):
     def sample(_):
         return cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={toy_checkpoint}", "n=4", "nfe=2", "progress=false")
@@ -267,6 +275,7 @@ if not torch.cuda.is_available():
     BAD_INPUT.append(("sdeflow.apps.sample", ["CKPT", "device=cuda"], "no usable CUDA device"))
 
 
+@pytest.mark.slow
 def test_bad_input_gets_one_clear_line(tmp_path, toy_checkpoint):
     (tmp_path / "empty.pt").write_bytes(b"")
 

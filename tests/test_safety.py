@@ -82,6 +82,7 @@ def test_a_stored_config_never_runs_code(tmp_path, payloads, name):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_sdeflow_sample_refuses_a_hostile_checkpoint_in_one_line(tmp_path, payloads):
     marker, cases = payloads
     path = _checkpoint(tmp_path / "ckpt.pt", _config(net=cases["torch_load"][1]))
@@ -107,6 +108,7 @@ def test_rebuild_takes_plain_arguments_only():
 @pytest.mark.parametrize("data, model, sde", [("toy", "mlp", "vp"), ("digits", "ncsnpp_tiny", "subvp"), ("digits", "ncsnpp_tiny_edm", "ve"),
                                               ("digits", "ncsnpp_tiny_edm", "ve_edm"), ("cifar10", "ncsnpp_cifar10", "ve"),
                                               ("cifar10", "ddpmpp_cifar10", "vp")])
+@pytest.mark.slow
 def test_every_checkpoint_the_trainer_writes_loads(tmp_path, data, model, sde):
     with initialize_config_module("sdeflow.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"data={data}", f"model={model}", f"sde={sde}", "data.dataset.root=/nowhere"]

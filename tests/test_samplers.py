@@ -6,7 +6,7 @@ import torch
 import sdeflow as sf
 from sdeflow.metrics import rms_error
 
-from conftest import slope
+from helpers import slope
 
 PREDICTORS = [sf.EulerMaruyama(), sf.ReverseDiffusion(), sf.Ancestral()]
 
@@ -50,6 +50,7 @@ def test_torchdiffeq_failures_become_solver_errors():
 
 
 # --- Reverse SDE ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_euler_maruyama_weak_order_on_a_non_uniform_grid():
     # Weak order 1 in the variance of a Gaussian target. The quadratic grid would expose a step of 1/N
     # used in place of the real spacing (the reference's defect). 300k samples: MC error ~1e-3 << bias.
@@ -65,6 +66,7 @@ def test_euler_maruyama_weak_order_on_a_non_uniform_grid():
     assert errors[-1] < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("predictor", PREDICTORS, ids=lambda p: type(p).__name__)
 @pytest.mark.parametrize("corrector", [None, sf.LangevinCorrector(snr=0.1, batch_average=True)], ids=["none", "langevin"])
 def test_reverse_sde_reproduces_moments_and_mode_weights(sde, predictor, corrector):
@@ -81,6 +83,7 @@ def test_reverse_sde_reproduces_moments_and_mode_weights(sde, predictor, correct
     assert (torch.cov(x.T) - gm.cov(sde.eps, sde)).abs().max() < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("predictor", PREDICTORS, ids=lambda p: type(p).__name__)
 def test_pc_with_per_sample_langevin_reproduces_moments_in_16d(sde, predictor):
     # Per-sample step sizes in d = 16 (in 2-D the ratio ||z|| / ||score|| is heavy-tailed and inflates
@@ -95,6 +98,7 @@ def test_pc_with_per_sample_langevin_reproduces_moments_in_16d(sde, predictor):
     assert (torch.cov(x.T) - gm.cov(sde.eps, sde)).abs().max() < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_average", [False, True])
 def test_langevin_leaves_the_data_distribution_invariant(batch_average):
     # Exact samples of p_eps stay distributed as p_eps after 300 Langevin steps at t = eps.

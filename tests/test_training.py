@@ -156,6 +156,7 @@ def _median_distance(x, gm):
     return float(torch.cdist(x.double(), gm.means).min(1).values.median())
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_moves_samples_to_the_modes():
     trainer, sde, gm = _toy_trainer()
     untrained = _mode_distance(sf.ScoreFunction(trainer.ema.model, sde, sf.EpsPrediction()), sde, gm)
@@ -251,6 +252,7 @@ def _cli(tmp_path, module, *args):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_then_sample_with_two_solvers(tmp_path):
     run = tmp_path / "train"
     proc = _cli(tmp_path, "sdeflow.apps.train", "data=toy", "model=mlp", "train.steps=60", "train.batch_size=64", "sample.every=0",
@@ -267,6 +269,7 @@ def test_train_then_sample_with_two_solvers(tmp_path):
         assert (out / f"samples_{name}.png").exists()
 
 
+@pytest.mark.slow
 def test_train_command_errors(tmp_path):
     typo = _cli(tmp_path, "sdeflow.apps.train", "model=ncsnpp_tiyn", f"hydra.run.dir={tmp_path / 'x'}")
     assert typo.returncode != 0 and "ncsnpp_tiyn" in typo.stderr

@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -43,6 +44,16 @@ def versions() -> dict:
 
     return {"sdeflow": sdeflow.__version__, "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
             "hydra": hydra.__version__, "python": platform.python_version(), "machine": platform.platform(), "command": " ".join(sys.argv)}
+
+
+def console_app(config_name: str, command: str, fn):
+    """The console script `command`: Hydra composes `conf/<config_name>.yaml`, and each job runs `fn(cfg)` through `run_task`."""
+
+    @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name=config_name)
+    def hydra_main(cfg):
+        return run_task(command, fn, cfg)
+
+    return console_script(hydra_main, command)
 
 
 def console_script(hydra_main, command: str):

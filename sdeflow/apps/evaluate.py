@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 import time
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_script, job_name, run_dir, run_task, versions
+from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, versions
 from sdeflow.checkpoint import load_trained
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
@@ -133,12 +132,7 @@ def run(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="evaluate")
-def hydra_main(cfg: DictConfig) -> None:
-    run_task("sdeflow-eval", run, cfg)
-
-
-main = console_script(hydra_main, "sdeflow-eval")
+main = console_app("evaluate", "sdeflow-eval", run)
 
 
 if __name__ == "__main__":

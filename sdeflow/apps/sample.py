@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import time
 
-import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_script, job_name, run_dir, run_task, versions
+from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, versions
 from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
 from sdeflow.io import NonFiniteResult, atomic_write_bytes, write_json
@@ -59,12 +58,7 @@ def run(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="sample")
-def hydra_main(cfg: DictConfig) -> None:
-    run_task("sdeflow-sample", run, cfg)
-
-
-main = console_script(hydra_main, "sdeflow-sample")
+main = console_app("sample", "sdeflow-sample", run)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -23,7 +22,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 import sdeflow.schemas  # noqa: F401  (registers the structured configs)
 from sdeflow import distributed
-from sdeflow.apps.common import console_script, job_name, model_description, run_dir, run_task, versions
+from sdeflow.apps.common import console_app, job_name, model_description, run_dir, versions
 from sdeflow.checkpoint import CheckpointError, first_line, peek_step
 from sdeflow.data import DatasetError
 from sdeflow.io import lock_run_folder, remove_stale_temporaries, write_json
@@ -155,12 +154,7 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="train")
-def hydra_main(cfg: DictConfig) -> None:
-    run_task("sdeflow-train", train, cfg)
-
-
-main = console_script(hydra_main, "sdeflow-train")
+main = console_app("train", "sdeflow-train", train)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_script, run_task, job_name, run_dir, versions
+from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, versions
 from sdeflow.bench import report, runner
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
@@ -87,13 +86,12 @@ def _on_row(row: dict, out_dir: Path, tracker: Tracker) -> None:
         tracker.log({f"{row['solver']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
 
 
-@hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name="bench")
-def hydra_main(cfg: DictConfig) -> float | None:
-    rows = run_task("sdeflow-bench", lambda c: run_bench(c, run_dir()), cfg)
-    return None if rows is None else objective(rows, cfg.objective)
+def bench(cfg: DictConfig) -> float | None:
+    """One benchmark job: the table and files, and the objective a sweeper minimises (if one is set)."""
+    return objective(run_bench(cfg, run_dir()), cfg.objective)
 
 
-main = console_script(hydra_main, "sdeflow-bench")
+main = console_app("bench", "sdeflow-bench", bench)
 
 
 def objective(rows: list[dict], column: str | None) -> float | None:

@@ -194,7 +194,7 @@ class Sampler(abc.ABC):
 
         def record(x_i: torch.Tensor, i: int) -> torch.Tensor:
             # Every grid point is checked where it is reached, so a NaN is reported at its step, not at the end.
-            if not bool(torch.isfinite(x_i).all()):
+            if not all_finite(x_i):
                 raise non_finite(name, f"at step {i} of {n} (t = {float(timesteps[i]):.6g})")
             if hook is not None:
                 x_i = hook(x_i, timesteps[i])
@@ -217,6 +217,11 @@ class Sampler(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether x holds no NaN or infinity: one reduction (a sum propagates both), accumulated in at least float32."""
+    return bool(torch.isfinite(x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)))
 
 
 def check_score_input(score, sde, x: torch.Tensor) -> None:

@@ -1,0 +1,24 @@
+"""Helpers the tests share: the solver registry as the benchmark builds it, exact scores, fitted orders."""
+
+import numpy as np
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+import sdeflow as sf
+
+
+def every_configured_solver(problem: str = "gmm16") -> dict:
+    """Every sampler of conf/solver (the one registry: the benchmark, the apps and the tests build from it)."""
+    with initialize_config_module("sdeflow.conf", version_base="1.3"):
+        cfg = compose("bench", overrides=["solver=all", f"problem={problem}"])
+    return {name: instantiate(node) for name, node in cfg.solver.items()}
+
+
+def exact_score(gm, sde) -> sf.ScoreFunction:
+    """The mixture's exact score under `sde`, read as a score model."""
+    return sf.ScoreFunction(gm.score_fn(sde), sde)
+
+
+def slope(steps, errors) -> float:
+    """Least-squares slope of log(error) against log(1 / steps): the empirical order."""
+    return float(np.polyfit(np.log(1.0 / np.asarray(steps, dtype=float)), np.log(np.asarray(errors, dtype=float)), 1)[0])
