@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from sdeflow import distributed
+from sdeflow.io import write_json
 from sdeflow.samplers.base import SolverError
 from sdeflow.tracking import sweep_group
 from sdeflow.trainer import TrainingDiverged
@@ -44,6 +45,14 @@ def versions() -> dict:
 
     return {"sdeflow": sdeflow.__version__, "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
             "hydra": hydra.__version__, "python": platform.python_version(), "machine": platform.platform(), "command": " ".join(sys.argv)}
+
+
+def write_results(out: Path, cfg, **fields) -> dict:
+    """Rank 0 writes `results.json`: the run's fields, with the world size, the resolved config and the versions."""
+    result = {**fields, "world_size": distributed.world().size, "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()}
+    if distributed.is_main():
+        write_json(out / "results.json", result)
+    return result
 
 
 def console_app(config_name: str, command: str, fn):

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, versions
+from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.checkpoint import load_trained
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
@@ -32,7 +32,7 @@ from sdeflow.generation import generate
 from sdeflow.random import DEQUANTIZE, EXACT, HELD_OUT, SUBSETS, seeded_generator, stream_seed
 from sdeflow.safe_config import rebuild
 from sdeflow.score import ScoreFunction
-from sdeflow.io import write_csv, write_json
+from sdeflow.io import write_csv
 from sdeflow.tracking import Tracker
 
 METRICS = ("fd", "kid", "pr", "bpd")
@@ -125,9 +125,7 @@ def run(cfg: DictConfig) -> list[dict]:
     print(f"features: {extractor.name}" + (f" (held-out accuracy {extractor.accuracy:.3f})" if getattr(extractor, "accuracy", None) else ""))
     print(markdown_table(rows, columns))
     write_csv(out / "results.csv", rows)
-    write_json(out / "results.json", {"rows": rows, "features": extractor.name, "classifier_accuracy": getattr(extractor, "accuracy", None),
-                                      "world_size": distributed.world().size,
-                                      "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()})
+    write_results(out, cfg, rows=rows, features=extractor.name, classifier_accuracy=getattr(extractor, "accuracy", None))
     tracker.finish()
     return rows
 

@@ -16,10 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, versions
+from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
-from sdeflow.io import NonFiniteResult, atomic_write_bytes, write_json
+from sdeflow.io import NonFiniteResult, atomic_write_bytes
 from sdeflow.tracking import Tracker
 from sdeflow.viz import save_samples_png
 
@@ -51,9 +51,7 @@ def run(cfg: DictConfig) -> list[dict]:
         tracker.log_image(f"samples/{name}", png)
         rows.append({"solver": name, "nfe": nfe, "n": cfg.n, "seconds": seconds, "png": str(png), "npz": str(out / f"samples_{name}.npz")})
         print(f"{name}: {cfg.n} samples, NFE {nfe}, {seconds:.1f} s -> {png}")
-    if distributed.is_main():
-        write_json(out / "results.json", {"rows": rows, "checkpoint": str(cfg.checkpoint), "world_size": distributed.world().size,
-                                          "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()})
+    write_results(out, cfg, rows=rows, checkpoint=str(cfg.checkpoint))
     tracker.finish()
     return rows
 

@@ -22,10 +22,10 @@ from omegaconf.errors import InterpolationResolutionError
 
 import sdeflow.schemas  # noqa: F401  (registers the structured configs)
 from sdeflow import distributed
-from sdeflow.apps.common import console_app, job_name, model_description, run_dir, versions
+from sdeflow.apps.common import console_app, job_name, model_description, run_dir, write_results
 from sdeflow.checkpoint import CheckpointError, first_line, peek_step
 from sdeflow.data import DatasetError
-from sdeflow.io import lock_run_folder, remove_stale_temporaries, write_json
+from sdeflow.io import lock_run_folder, remove_stale_temporaries
 from sdeflow.random import INIT_WEIGHTS, stream_seed
 from sdeflow.generation import generate
 from sdeflow.score import ScoreFunction
@@ -141,13 +141,10 @@ def train(cfg: DictConfig) -> dict:
         tracker.log_image("samples", out / f"samples_{trainer.step:07d}.png")
     seconds = time.perf_counter() - start
     final = sample_grid(trainer, sde, prediction, cfg, out / "samples.png", centered)
-    result = {"steps": trainer.step, "parameters": n_params, "seconds": seconds,
-              "steps_per_second": (trainer.step - first_step) / seconds if seconds > 0 else None,
-              "final_loss_mean_last_100": sum(losses[-100:]) / max(1, len(losses[-100:])) if losses else None,
-              "sample_nfe": final.nfe, "checkpoint": str(ckpt), "world_size": world.size, "global_batch_size": trainer.batch_size,
-              "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()}
-    if world.is_main:
-        write_json(out / "results.json", result)
+    result = write_results(out, cfg, steps=trainer.step, parameters=n_params, seconds=seconds,
+                           steps_per_second=(trainer.step - first_step) / seconds if seconds > 0 else None,
+                           final_loss_mean_last_100=sum(losses[-100:]) / max(1, len(losses[-100:])) if losses else None,
+                           sample_nfe=final.nfe, checkpoint=str(ckpt), global_batch_size=trainer.batch_size)
     tracker.finish()
     del lock
     say(f"done: {trainer.step} steps in {seconds:.0f} s; checkpoint {ckpt}; samples {out / 'samples.png'}")
