@@ -95,7 +95,7 @@ def remove_stale_temporaries(folder) -> int:
 
 
 def lock_run_folder(folder, what: str = "run"):
-    """Hold `folder` for this process until it exits: a second process that asks for it gets a clear error.
+    """Hold `folder` until the returned file is closed or the process ends: a second process asking for it gets a clear error.
 
     The lock is the operating system's (flock), so a killed process releases it at once. Returns the
     open lock file; keep a reference to it for as long as the folder is in use.

@@ -68,10 +68,9 @@ def _choices() -> dict:
 
 def newest_checkpoint(resume, own: Path):
     """Where to start: the run folder's own checkpoint when it is at least as far as `resume`, else `resume` (or None)."""
-    candidates = [Path(p) for p in (resume, own) if p is not None]
     if resume is not None and not Path(resume).is_file():
         raise CheckpointError(f"resume={resume}: no checkpoint there")
-    candidates = [p for p in candidates if p.is_file()]
+    candidates = [Path(p) for p in (resume, own) if p is not None and Path(p).is_file()]
     # A crashed `resume=PATH` run must continue from its own newer checkpoint, not restart from PATH.
     return max(candidates, key=lambda p: (peek_step(p), p == own), default=None)
 
@@ -146,7 +145,8 @@ def train(cfg: DictConfig) -> dict:
                            final_loss_mean_last_100=sum(losses[-100:]) / max(1, len(losses[-100:])) if losses else None,
                            sample_nfe=final.nfe, checkpoint=str(ckpt), global_batch_size=trainer.batch_size)
     tracker.finish()
-    del lock
+    if lock is not None:
+        lock.close()  # the folder is free for the next run (a killed process releases it too)
     say(f"done: {trainer.step} steps in {seconds:.0f} s; checkpoint {ckpt}; samples {out / 'samples.png'}")
     return result
 
