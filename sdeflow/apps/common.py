@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import sys
 import time
 from datetime import datetime
@@ -11,18 +12,20 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from sdeflow import distributed
+from sdeflow.checkpoint import first_line
 from sdeflow.io import write_json
 from sdeflow.samplers.base import SolverError
 from sdeflow.tracking import sweep_group
 from sdeflow.trainer import TrainingDiverged
 
 # Errors that mean "this input, this checkpoint or this run cannot go on": one line, no traceback.
-CLEAR_ERRORS = (ValueError, FileNotFoundError, SolverError, TrainingDiverged, MissingMandatoryValue)
+CLEAR_ERRORS = (ValueError, FileNotFoundError, SolverError, TrainingDiverged, MissingMandatoryValue, InstantiationException)
 
 
 def register_resolvers() -> None:
@@ -158,6 +161,10 @@ def clear_message(e: BaseException) -> str:
     if isinstance(e, MissingMandatoryValue):
         key = getattr(e, "full_key", None) or "a mandatory value"
         return f"{key} is not set; give it on the command line ({key}=...)"
+    if isinstance(e, InstantiationException):
+        # Hydra wraps the constructor's own refusal; say which config entry it was, then the refusal.
+        key = re.search(r"full_key: (\S+)", str(e))
+        return f"{key.group(1) if key else 'a config entry'}: {first_line(e.__cause__ or e)}"
     return str(e)
 
 

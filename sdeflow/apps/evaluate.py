@@ -99,8 +99,9 @@ def run(cfg: DictConfig) -> list[dict]:
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
     grid = instantiate(cfg.timesteps)
-    for name, node in cfg.solver.items():
-        solver = instantiate(node)
+    # Every solver is built before any samples are drawn, so a bad one is refused at the door.
+    solvers = {name: instantiate(node) for name, node in cfg.solver.items()}
+    for name, solver in solvers.items():
         start = time.perf_counter()
         gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress)
         feats = torch.cat([torch.empty(0, train_feats.shape[1]), *[extractor(chunk) for chunk in gen.samples.split(cfg.batch_size)]])

@@ -34,8 +34,9 @@ def run(cfg: DictConfig) -> list[dict]:
     grid = instantiate(cfg.timesteps)
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
-    for name, node in cfg.solver.items():
-        solver = instantiate(node)
+    # Every solver is built before any samples are drawn, so a bad one is refused at the door.
+    solvers = {name: instantiate(node) for name, node in cfg.solver.items()}
+    for name, solver in solvers.items():
         start = time.perf_counter()
         gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress)
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
