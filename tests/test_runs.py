@@ -268,6 +268,8 @@ BAD_INPUT = [
     ("sdeflow.apps.train", ["data=toy", "model=ncsnpp_tiny"], "model=ncsnpp_tiny does not fit data=toy"),
     ("sdeflow.apps.sample", ["checkpoint=EMPTY"], "is empty or cut short"),
     ("sdeflow.apps.sample", ["CKPT", "solver.dpmpp_2m.order=7"], "solver.dpmpp_2m: DPMSolverPP supports order 2 or 3, got 7"),
+    ("sdeflow.apps.sample", ["CKPT", "solver.dpmpp_2m.lower_order_final=maybe"],
+     "solver.dpmpp_2m.lower_order_final must be true or false, got 'maybe'"),
     ("sdeflow.apps.sample", ["CKPT", "solver=all"], "solver.unipc_2_bh2_jump: AnalyticJump needs the data's mean and covariance"),
     ("sdeflow.bench.app", ["solver=ddim", "nfe=4", "+timesteps.t_max=5.0", "n_trajectory=4", "n_distribution=16"],
      "grid bounds must satisfy eps <= t_min < t_max <= T"),

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, write_results
+from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.checkpoint import load_trained
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
@@ -100,7 +100,7 @@ def run(cfg: DictConfig) -> list[dict]:
     rows = []
     grid = instantiate(cfg.timesteps)
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
-    solvers = {name: instantiate(node) for name, node in cfg.solver.items()}
+    solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
     for name, solver in solvers.items():
         start = time.perf_counter()
         gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress)

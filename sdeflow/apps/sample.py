@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, write_results
+from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
 from sdeflow.io import NonFiniteResult, atomic_write_bytes
@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> list[dict]:
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
-    solvers = {name: instantiate(node) for name, node in cfg.solver.items()}
+    solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
     for name, solver in solvers.items():
         start = time.perf_counter()
         gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress)

@@ -22,7 +22,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 import sdeflow.schemas  # noqa: F401  (registers the structured configs)
 from sdeflow import distributed
-from sdeflow.apps.common import console_app, job_name, model_description, run_dir, write_results
+from sdeflow.apps.common import build, console_app, job_name, model_description, run_dir, write_results
 from sdeflow.checkpoint import CheckpointError, first_line, peek_step
 from sdeflow.data import DatasetError
 from sdeflow.io import lock_run_folder, remove_stale_temporaries
@@ -80,7 +80,7 @@ def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
 
     The grid is one batch, so rank 0 draws all of it (a world-size-independent picture); other ranks wait.
     """
-    solver = instantiate(cfg.sample.solver)
+    solver = build(cfg.sample.solver, "sample.solver")
     score = ScoreFunction(trainer.ema.model, sde, prediction)
     n = cfg.sample.n
     out = generate(score, sde, solver, instantiate(cfg.sample.grid), n, tuple(cfg.data.shape), cfg.sample.nfe, seed=0, batch_size=n,

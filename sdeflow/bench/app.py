@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sdeflow import distributed
-from sdeflow.apps.common import check_settings, console_app, job_name, run_dir, versions
+from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, versions
 from sdeflow.bench import report, runner
 from sdeflow.io import write_csv, write_json
 from sdeflow.tracking import Tracker
@@ -51,7 +51,7 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     sde = instantiate(cfg.sde)
     problem = instantiate(cfg.problem)
     grid = instantiate(cfg.timesteps)
-    solvers = {name: instantiate(c) for name, c in cfg.solver.items()}
+    solvers = {name: build(c, f"solver.{name}") for name, c in cfg.solver.items()}
     tracker = Tracker(dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     start = time.perf_counter()
     rows, bench = runner.run(problem, sde, solvers, grid, nfe_list, cfg.n_trajectory, cfg.n_distribution, cfg.n_directions,
