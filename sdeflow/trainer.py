@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
