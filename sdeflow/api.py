@@ -47,6 +47,8 @@ def sample(
     """
     if not isinstance(score, ScoreFunction):
         score = ScoreFunction(score, sde)
+    if generator is None and seed is None:
+        raise ValueError("give a seed or a generator")
     prior, noise = streams(seed, shape[0], offset) if generator is None else (generator, generator)
     timesteps = sampler.plan(sde, grid, nfe=nfe, steps=steps)
     x = sde.prior_sampling(shape, prior, dtype=dtype, device=device)

@@ -195,7 +195,7 @@ class Trainer:
         losses, pending = [], []
         main = self.world.is_main
         bar = tqdm(total=until, initial=self.step, desc="train", disable=not (progress and main), dynamic_ncols=True)
-        start, stopped_by = time.perf_counter(), None
+        start, stopped_by, saved_at = time.perf_counter(), None, None
         with signals_to_flag() as stop:
             while self.step < until:
                 pending.append(self.train_step())
@@ -218,8 +218,10 @@ class Trainer:
                         break
                 if save_now:
                     self.save(checkpoint)
+                    saved_at = self.step
         bar.close()
-        if checkpoint is not None:
+        # The final state, unless the periodic checkpoint of this very step already holds it.
+        if checkpoint is not None and saved_at != self.step:
             self.save(checkpoint)
         if stopped_by is not None:
             raise TrainingInterrupted(stopped_by, self.step, checkpoint)
