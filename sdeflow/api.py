@@ -25,6 +25,7 @@ def sample(
     nfe: int | None = None,
     hook=None,
     progress=None,
+    grad: bool = False,
 ) -> SampleResult:
     """Draw `shape[0]` samples: a prior draw, then `sampler` along the grid it plans (`sampler.plan`).
 
@@ -44,6 +45,7 @@ def sample(
         return_trajectory: also return the states at every grid point.
         hook: `hook(x, t) -> x` applied at every grid point after the first (see `Sampler.sample`).
         progress: `progress(i, n)` called at every grid point.
+        grad: record the autograd graph through sampling (off by default; see `Sampler.sample`).
     """
     if not isinstance(score, ScoreFunction):
         score = ScoreFunction(score, sde)
@@ -52,4 +54,4 @@ def sample(
     prior, noise = streams(seed, shape[0], offset) if generator is None else (generator, generator)
     timesteps = sampler.plan(sde, grid, nfe=nfe, steps=steps)
     x = sde.prior_sampling(shape, prior, dtype=dtype, device=device)
-    return sampler.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook, progress=progress)
+    return sampler.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook, progress=progress, grad=grad)

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.optimize
 import torch
 
 from sdeflow.grids import ListGrid
@@ -38,6 +37,8 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
     `init[0]` stays fixed when the sampler reshapes grids (an analytic jump's T); the rest moves.
     The error is the mean per-sample RMS error of `sampler` from `x_T` against `reference`.
     """
+    import scipy.optimize  # here, not at the top: it would add a third of a second to `import sdeflow`
+
     init = torch.as_tensor(init, dtype=torch.float64)
     # Points the sampler places itself (an analytic jump's first interval) stay; the rest of the grid moves.
     head = init[: sampler.fixed_head].tolist()

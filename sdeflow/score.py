@@ -28,6 +28,16 @@ class Prediction(abc.ABC):
     def from_eps_x0(self, eps, x0, alpha, sigma) -> torch.Tensor:
         """The network target corresponding to the true eps and x0 (used by training losses)."""
 
+    # Solvers usually need one of the two: a prediction that gives it directly skips the other's arithmetic.
+    def to_eps(self, out, x, alpha, sigma) -> torch.Tensor:
+        return self.to_eps_x0(out, x, alpha, sigma)[0]
+
+    def to_x0(self, out, x, alpha, sigma) -> torch.Tensor:
+        return self.to_eps_x0(out, x, alpha, sigma)[1]
+
+    def to_score(self, out, x, alpha, sigma) -> torch.Tensor:
+        return self.to_eps(out, x, alpha, sigma) / -sigma
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -41,6 +51,12 @@ class ScorePrediction(Prediction):
     def from_eps_x0(self, eps, x0, alpha, sigma):
         return -eps / sigma
 
+    def to_eps(self, out, x, alpha, sigma):
+        return -sigma * out
+
+    def to_score(self, out, x, alpha, sigma):
+        return out
+
 
 class EpsPrediction(Prediction):
     """out = eps, the noise added to alpha x0 (DDPM)."""
@@ -51,6 +67,9 @@ class EpsPrediction(Prediction):
     def from_eps_x0(self, eps, x0, alpha, sigma):
         return eps
 
+    def to_eps(self, out, x, alpha, sigma):
+        return out
+
 
 class X0Prediction(Prediction):
     """out = x0, the clean data (a denoiser D(x; sigma), as in EDM)."""
@@ -60,6 +79,9 @@ class X0Prediction(Prediction):
 
     def from_eps_x0(self, eps, x0, alpha, sigma):
         return x0
+
+    def to_x0(self, out, x, alpha, sigma):
+        return out
 
 
 class VPrediction(Prediction):
@@ -96,42 +118,46 @@ class ScoreFunction:
         """A score function with extra conditioning bound; it shares nothing mutable with this one."""
         return ScoreFunction(self.model, self.sde, self.prediction, **{**self.cond, **cond})
 
-    def eps_x0(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted noise and clean data at (x, t), from one model evaluation."""
-        t = batch_times(t, x)
+    def evaluate(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One model evaluation at (x, t): (output, alpha(t), sigma(t)), the coefficients shaped to broadcast against x."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        # alpha and sigma of a scalar time (every grid solver's case) are a few scalar operations, not per-sample ones.
+        alpha, sigma = append_dims(self.sde.alpha(t), x.ndim), append_dims(self.sde.sigma(t), x.ndim)
         self.nfe += 1
-        out = self.model(x, t, **self.cond)
+        out = self.model(x, batch_times(t, x), **self.cond)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the score model returned {got} for input of shape {tuple(x.shape)}; it must return a tensor of "
                              "the input's shape")
         # A model that computes in another precision (e.g. under autocast) must not change the samples' dtype.
-        out = out.to(x.dtype)
-        alpha = append_dims(self.sde.alpha(t), x.ndim)
-        sigma = append_dims(self.sde.sigma(t), x.ndim)
-        return self.prediction.to_eps_x0(out, x, alpha, sigma)
+        return out.to(x.dtype), alpha, sigma
+
+    def eps_x0(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted noise and clean data at (x, t), from one model evaluation."""
+        return self.prediction.to_eps_x0(*self._with_x(x, t))
+
+    def _with_x(self, x, t):
+        out, alpha, sigma = self.evaluate(x, t)
+        return out, x, alpha, sigma
 
     def eps(self, x, t):
         """Predicted noise eps."""
-        return self.eps_x0(x, t)[0]
+        return self.prediction.to_eps(*self._with_x(x, t))
 
     def x0(self, x, t):
         """Predicted clean data (Tweedie's denoiser)."""
-        return self.eps_x0(x, t)[1]
+        return self.prediction.to_x0(*self._with_x(x, t))
 
     def score(self, x, t):
         """grad_x log p_t(x) = -eps / sigma."""
-        t = batch_times(t, x)
-        return -self.eps(x, t) / append_dims(self.sde.sigma(t), x.ndim)
+        return self.prediction.to_score(*self._with_x(x, t))
 
     __call__ = score
 
     def v(self, x, t):
         """v = alpha eps - sigma x0."""
-        t = batch_times(t, x)
-        eps, x0 = self.eps_x0(x, t)
-        alpha = append_dims(self.sde.alpha(t), x.ndim)
-        sigma = append_dims(self.sde.sigma(t), x.ndim)
+        out, alpha, sigma = self.evaluate(x, t)
+        eps, x0 = self.prediction.to_eps_x0(out, x, alpha, sigma)
         return alpha * eps - sigma * x0
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from sdeflow.metrics import frechet_distance, gaussian_stats, rms_error, sliced_wasserstein
+from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats, rms_error
 from sdeflow.random import DIRECTIONS, EXACT, NOISE, PRIOR, seeded_generator
 from sdeflow.samplers.base import BudgetError, NonFiniteError
 from sdeflow.score import ScoreFunction
@@ -29,6 +29,8 @@ class BenchProblem:
     exact: torch.Tensor
     floor_sw2: float
     floor_fd: float
+    sw2: SlicedWasserstein  # the distance to `exact`, its projections sorted once
+    exact_stats: tuple  # mean and covariance of `exact`
 
 
 def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: int, seed: int, dtype, reference: dict) -> BenchProblem:
@@ -41,9 +43,10 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
     g = seeded_generator(seed, EXACT)
     exact = problem.sample(n_distribution, g, t=sde.eps, sde=sde)
     other = problem.sample(n_distribution, g, t=sde.eps, sde=sde)
-    floor_sw2 = sliced_wasserstein(exact, other, n_directions, seeded_generator(seed, DIRECTIONS))
-    floor_fd = frechet_distance(*gaussian_stats(exact), *gaussian_stats(other))
-    return BenchProblem(x_T_traj.to(dtype), ref, x_T_dist.to(dtype), exact, floor_sw2, floor_fd)
+    sw2 = SlicedWasserstein(exact, n_directions, seeded_generator(seed, DIRECTIONS))
+    stats = gaussian_stats(exact)
+    return BenchProblem(x_T_traj.to(dtype), ref, x_T_dist.to(dtype), exact, sw2(other), frechet_distance(*stats, *gaussian_stats(other)),
+                        sw2, stats)
 
 
 def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None) -> dict:
@@ -60,8 +63,8 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
         row.update(
             nfe=out.nfe,
             diverged=False,
-            sw2=sliced_wasserstein(x, bench.exact, n_directions, seeded_generator(seed, DIRECTIONS)),
-            frechet=frechet_distance(*gaussian_stats(x), *gaussian_stats(bench.exact)),
+            sw2=bench.sw2(x),
+            frechet=frechet_distance(*gaussian_stats(x), *bench.exact_stats),
         )
     else:
         out = solver.sample(score, sde, bench.x_T_traj.to(device, copy=True), timesteps)

@@ -79,10 +79,14 @@ class GaussianMixture:
             quad = (xf**2) @ prec.T - 2 * xf @ (mean * prec).T + (mean**2 * prec).sum(1)
             logp = -0.5 * (quad + torch.log(2 * math.pi * var).sum(1)) + torch.log(self.weights.to(x.device))
             return logp, (lambda resp: resp @ (mean * prec) - xf * (resp @ prec))
+        # Every sample at its own time (adaptive per-sample solvers): (B, K, d) terms, each computed once,
+        # the reductions as batched products.
         mean, var = self._marginal(sde, t, x)
         diff = xf[:, None, :] - mean
-        logp = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1) + torch.log(self.weights.to(x.device))
-        return logp, (lambda resp: -(resp[:, :, None] * diff / var).sum(1))
+        scaled = diff / var
+        quad = torch.einsum("bkd,bkd->bk", scaled, diff)
+        logp = -0.5 * (quad + torch.log(var).sum(-1) + self.dim * math.log(2 * math.pi)) + torch.log(self.weights.to(x.device))
+        return logp, (lambda resp: -torch.einsum("bk,bkd->bd", resp, scaled))
 
     def log_prob(self, x: torch.Tensor, t=0.0, sde=None) -> torch.Tensor:
         """Exact log p_t(x) per sample (float64); with no SDE, log p_0."""

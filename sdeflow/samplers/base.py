@@ -169,7 +169,7 @@ class Sampler(abc.ABC):
 
     # --- The run -------------------------------------------------------------------------------------------
     def sample(self, score, sde, x: torch.Tensor, timesteps, generator=None, return_trajectory: bool = False,
-               hook: Callable | None = None, progress: Callable | None = None) -> SampleResult:
+               hook: Callable | None = None, progress: Callable | None = None, grad: bool = False) -> SampleResult:
         """Run the sampler from x (a draw of p_T) along `timesteps`.
 
         Args:
@@ -182,6 +182,9 @@ class Sampler(abc.ABC):
             hook: `hook(x, t) -> x`, applied to the state at every grid point after the first (for
                 inverse problems: replacement, projection); the next step starts from what it returns.
             progress: `progress(i, n)`, called when grid point i of n steps is reached.
+            grad: record the autograd graph through the model and the solver (for guidance or
+                losses that differentiate through sampling). Off by default: sampling then keeps
+                no activations, and the samples come back without `requires_grad`.
         """
         timesteps = check_timesteps(timesteps, sde, x)
         check_score_input(score, sde, x)
@@ -189,8 +192,11 @@ class Sampler(abc.ABC):
         name = type(self).__name__
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteError(f"{name}: the initial state holds NaN or infinity")
-        states = [x] if return_trajectory else None
         n = len(timesteps) - 1
+        # Preallocated: a list of states and its stacked copy would hold the trajectory twice.
+        trajectory = x.new_empty((n + 1, *x.shape)) if return_trajectory else None
+        if trajectory is not None:
+            trajectory[0] = x
 
         def record(x_i: torch.Tensor, i: int) -> torch.Tensor:
             # Every grid point is checked where it is reached, so a NaN is reported at its step, not at the end.
@@ -198,20 +204,22 @@ class Sampler(abc.ABC):
                 raise non_finite(name, f"at step {i} of {n} (t = {float(timesteps[i]):.6g})")
             if hook is not None:
                 x_i = hook(x_i, timesteps[i])
-            if states is not None:
-                states.append(x_i)
+            if trajectory is not None:
+                trajectory[i] = x_i
             if progress is not None:
                 progress(i, n)
             return x_i
 
         nfe0 = score.nfe
-        x = self.solve(score, sde, x, Schedule(sde, timesteps), noise, record)
-        if self.denoise:
-            # Tweedie's formula: the posterior mean of x_0 given x at the last time.
-            x = score.x0(x, timesteps[-1])
-            if not bool(torch.isfinite(x).all()):
-                raise non_finite(name, f"after the final denoising step (t = {float(timesteps[-1]):.6g})")
-        trajectory = torch.stack(states) if return_trajectory else None
+        # no_grad rather than inference_mode: the samples stay ordinary tensors that a caller may
+        # later use in autograd (a loss on generated data), which inference tensors forbid.
+        with torch.set_grad_enabled(grad):
+            x = self.solve(score, sde, x, Schedule(sde, timesteps), noise, record)
+            if self.denoise:
+                # Tweedie's formula: the posterior mean of x_0 given x at the last time.
+                x = score.x0(x, timesteps[-1])
+                if not bool(torch.isfinite(x).all()):
+                    raise non_finite(name, f"after the final denoising step (t = {float(timesteps[-1]):.6g})")
         return SampleResult(samples=x, nfe=score.nfe - nfe0, timesteps=timesteps, trajectory=trajectory)
 
     def __repr__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from sdeflow.samplers.base import Multistep, Sampler
@@ -41,18 +43,19 @@ class DPMSolverPP(Sampler):
     def update(x, history, sched: Schedule, i: int, order: int) -> torch.Tensor:
         if order == 1:
             return ddim_step(x, history[-1], sched, i)
-        lam = sched.lam
-        s_s, a_t, s_t = sched.sigma[i], sched.alpha[i + 1], sched.sigma[i + 1]
+        lam, num = sched.num.lam, sched.num
+        s_s, a_t, s_t = num.sigma[i], num.alpha[i + 1], num.sigma[i + 1]
         h = lam[i + 1] - lam[i]
         m0, m1 = history[-1], history[-2]
         r0 = (lam[i] - lam[i - 1]) / h
-        d1_0 = (m0 - m1) / r0
-        phi1 = torch.expm1(-h)  # e^{-h} - 1
+        phi1 = math.expm1(-h)  # e^{-h} - 1
         if order == 2:
-            return (s_t / s_s) * x - a_t * phi1 * m0 - 0.5 * a_t * phi1 * d1_0
+            # (s_t / s_s) x - a_t phi1 m0 - a_t phi1 / 2 (m0 - m1) / r0, its scalars folded
+            c1 = -0.5 * a_t * phi1 / r0
+            return (s_t / s_s) * x + (c1 - a_t * phi1) * m0 - c1 * m1
         m2 = history[-3]
         r1 = (lam[i - 1] - lam[i - 2]) / h
-        d1_1 = (m1 - m2) / r1
+        d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
         d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
         d2 = (d1_0 - d1_1) / (r0 + r1)
         return (s_t / s_s) * x - a_t * phi1 * m0 + a_t * (phi1 / h + 1) * d1 - a_t * ((phi1 + h) / h**2 - 0.5) * d2

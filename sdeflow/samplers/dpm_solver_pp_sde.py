@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch
+import math
 
 from sdeflow.samplers.base import Multistep, Sampler
 
@@ -29,12 +29,13 @@ class DPMSolverPPSDE(Sampler):
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
         m0 = score.x0(x, sched.t[i])
-        lam, s_s, a_t, s_t = sched.lam, sched.sigma[i], sched.alpha[i + 1], sched.sigma[i + 1]
+        num = sched.num
+        lam, s_s, a_t, s_t = num.lam, num.sigma[i], num.alpha[i + 1], num.sigma[i + 1]
         h = lam[i + 1] - lam[i]
         drift = m0
         if self.second_order and state.history:
             r = (lam[i] - lam[i - 1]) / h
             drift = m0 + 0.5 * (m0 - state.history[-1]) / r
         z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
-        x = (s_t / s_s) * torch.exp(-h) * x - a_t * torch.expm1(-2 * h) * drift + s_t * torch.sqrt(-torch.expm1(-2 * h)) * z
+        x = (s_t / s_s * math.exp(-h)) * x - (a_t * math.expm1(-2 * h)) * drift + (s_t * math.sqrt(-math.expm1(-2 * h))) * z
         return x, Multistep(sched, [m0])

@@ -8,6 +8,9 @@ alpha(t), sigma(t) and lambda(t).
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 
 
@@ -20,6 +23,9 @@ class Schedule:
         nsr: sigma / alpha, the noise-to-signal ratio (EDM's sigma).
         h: lambda steps, h[i] = lambda(t[i + 1]) - lambda(t[i]) > 0 (one fewer entry).
         alpha64, sigma64, lam64: the same in float64, for coefficients that are solved rather than applied.
+        num: the same as lists of Python floats (float64), `num.t`, `num.alpha`, ... `num.h`: the
+            per-step coefficients of a solver are scalar arithmetic, which on Python numbers costs no
+            tensor operations (nor, on a GPU, kernel launches or host syncs) inside the loop.
     """
 
     def __init__(self, sde, timesteps: torch.Tensor):
@@ -31,14 +37,28 @@ class Schedule:
         self.alpha, self.sigma, self.lam = self.alpha64.to(dtype), self.sigma64.to(dtype), self.lam64.to(dtype)
         self.nsr = (self.sigma64 / self.alpha64).to(dtype)
         self.h = (self.lam64[1:] - self.lam64[:-1]).to(dtype)
+        h64 = self.lam64[1:] - self.lam64[:-1]
+        self.num = Numbers(*(v.tolist() for v in (t64, self.alpha64, self.sigma64, self.lam64, self.sigma64 / self.alpha64, h64)))
 
     def __len__(self) -> int:
         return len(self.t)
 
 
+class Numbers(NamedTuple):
+    """A grid's coefficients as Python floats (see `Schedule.num`)."""
+
+    t: list
+    alpha: list
+    sigma: list
+    lam: list
+    nsr: list
+    h: list
+
+
 def ddim_step(x: torch.Tensor, x0: torch.Tensor, sched: Schedule, i: int) -> torch.Tensor:
     """First-order data-prediction step from grid point i to i + 1: sigma_t/sigma_s x + alpha_t (1 - e^-h) x0."""
-    return (sched.sigma[i + 1] / sched.sigma[i]) * x - sched.alpha[i + 1] * torch.expm1(-sched.h[i]) * x0
+    num = sched.num
+    return (num.sigma[i + 1] / num.sigma[i]) * x - (num.alpha[i + 1] * math.expm1(-num.h[i])) * x0
 
 
 def dpm_solver_stages(score, sde, x, s, t, lam_s, h, order: int) -> list[torch.Tensor]:

@@ -33,5 +33,6 @@ class IPNDM(Sampler):
         sched = state.sched
         ds = ([score.eps(x, sched.t[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
         slope = sum(w * d for w, d in zip(AB_WEIGHTS[len(ds)], ds))
-        x = sched.alpha[i + 1] * (x / sched.alpha[i] + (sched.nsr[i + 1] - sched.nsr[i]) * slope)
+        num = sched.num
+        x = (num.alpha[i + 1] / num.alpha[i]) * x + (num.alpha[i + 1] * (num.nsr[i + 1] - num.nsr[i])) * slope
         return x, Multistep(sched, ds)

@@ -66,18 +66,22 @@ class ProbabilityFlowODE(Sampler):
         # method takes exactly its one step per interval either way).
         for i in range(len(sched) - 1):
             span = sched.t[i : i + 2]
-            t_hi, t_lo = span[0].item(), span[1].item()
+            t_hi, t_lo = sched.num.t[i], sched.num.t[i + 1]
             slack = 1e-9 * max(1.0, abs(t_hi))
 
-            def velocity(t, y):
+            def checked_velocity(t, y):
+                # Adaptive methods choose their own times and stop only on a finite error: both are checked
+                # at every evaluation. A fixed-grid method's stages lie inside the interval by construction,
+                # and its grid points are checked by `record`, so its evaluations cost no host sync.
                 t_now = t.item()
                 if not t_lo - slack <= t_now <= t_hi + slack:
                     raise SolverError(f"{self.method} asked for the score at t={t_now:.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]")
                 v = rsde.sde(y, t)[0]
-                # Adaptive methods would otherwise shrink their step on NaN until they give up, blaming the tolerance.
                 if not bool(torch.isfinite(v).all()):
                     raise non_finite(f"ProbabilityFlowODE({self.method})", f"at t = {t_now:.6g} (the velocity is not finite)")
                 return v
+
+            velocity = checked_velocity if self.adaptive else (lambda t, y: rsde.sde(y, t)[0])
 
             # torchdiffeq steps past the last output time and interpolates back; pin a step end there.
             options = pinned_options(self.method, span[-1], self.options)

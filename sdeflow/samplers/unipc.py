@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-
-import torch
-
 from dataclasses import dataclass
+
+import numpy as np
+import torch
 
 from sdeflow.samplers.base import Multistep, Sampler
 from sdeflow.samplers.exponential import Schedule, check_order, lower_order_final
 
-# B(h) of the two published variants, as functions of hh = -h (data prediction).
-B_OF_H = {"bh1": lambda hh: hh, "bh2": torch.expm1}
+# The two published variants of B(h): hh (bh1) or e^hh - 1 (bh2), hh = -h (data prediction).
+VARIANTS = ("bh1", "bh2")
 
 
 @dataclass
@@ -42,8 +42,8 @@ class UniPC(Sampler):
     def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True, lower_order_final: bool = True, denoise: bool = False):
         super().__init__(denoise=denoise)
         self.p = check_order(order, (1, 2, 3), "UniPC")
-        if variant not in B_OF_H:
-            raise ValueError(f"UniPC variant must be one of {sorted(B_OF_H)}, got {variant!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"UniPC variant must be one of {list(VARIANTS)}, got {variant!r}")
         self.variant = variant
         self.corrector = bool(corrector)
         self.lower_order_final = bool(lower_order_final)
@@ -68,38 +68,36 @@ class UniPC(Sampler):
         return self._update(x, history, sched, i, order), UniPCState(sched, history, x, order)
 
     def _update(self, x, history, sched: Schedule, i: int, order: int, m_new=None):
-        """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order.
-
-        The coefficients are solved in float64 from the schedule (torch has no half-precision solve,
-        and they depend only on the grid), then applied in the samples' dtype.
-        """
-        lam = sched.lam64
-        h = lam[i + 1] - lam[i]
+        """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order."""
+        c_x, c_m0, weights, c_new = self._coefficients(sched.num, i, order, corrector=m_new is not None)
         m0 = history[-1]
-        rks, d1s = [], []
-        for k in range(1, order):
-            rk = (lam[i - k] - lam[i]) / h
-            rks.append(rk)
-            d1s.append((history[-1 - k] - m0) / rk.to(x.dtype))
-        rks = torch.stack(rks + [torch.ones((), dtype=h.dtype, device=h.device)])
+        x_t = c_x * x + c_m0 * m0
+        for w, m in zip(weights, history[-2::-1]):
+            x_t = x_t + w * (m - m0)
+        return x_t if m_new is None else x_t + c_new * (m_new - m0)
+
+    def _coefficients(self, num, i: int, order: int, corrector: bool) -> tuple[float, float, list, float]:
+        """The step's scalars: x_t = c_x x + c_m0 m0 + sum_k w_k (m_{-k} - m0) [+ c_new (m_new - m0)].
+
+        They depend only on the grid, so they are solved in float64 on Python numbers and numpy
+        (a 3 x 3 system at most): no tensor operation, kernel launch or host sync per step.
+        """
+        lam = num.lam
+        h = lam[i + 1] - lam[i]
         hh = -h
-        h_phi_1 = torch.expm1(hh)
+        rks = [(lam[i - k] - lam[i]) / h for k in range(1, order)] + [1.0]
+        h_phi_1 = math.expm1(hh)
         h_phi_k = h_phi_1 / hh - 1
-        b_h = B_OF_H[self.variant](hh)
+        b_h = hh if self.variant == "bh1" else math.expm1(hh)
         R, b = [], []
         for k in range(1, order + 1):
-            R.append(rks ** (k - 1))
+            R.append([rk ** (k - 1) for rk in rks])
             b.append(h_phi_k * math.factorial(k) / b_h)
             h_phi_k = h_phi_k / hh - 1 / math.factorial(k + 1)
-        R, b = torch.stack(R), torch.stack(b)
-        a_t, s_t, s_s = sched.alpha64[i + 1], sched.sigma64[i + 1], sched.sigma64[i]
-        x_t = (s_t / s_s).to(x.dtype) * x - (a_t * h_phi_1).to(x.dtype) * m0
-        scale = (a_t * b_h).to(x.dtype)
-        if m_new is None:
-            if not d1s:
-                return x_t
-            rhos = torch.full((1,), 0.5, dtype=h.dtype, device=h.device) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
-            return x_t - scale * sum(r * d for r, d in zip(rhos.to(x.dtype), d1s))
-        rhos = (torch.full((1,), 0.5, dtype=h.dtype, device=h.device) if order == 1 else torch.linalg.solve(R, b)).to(x.dtype)
-        res = sum((r * d for r, d in zip(rhos[:-1], d1s)), torch.zeros_like(x))
-        return x_t - scale * (res + rhos[-1] * (m_new - m0))
+        scale = -num.alpha[i + 1] * b_h
+        c_x, c_m0 = num.sigma[i + 1] / num.sigma[i], -num.alpha[i + 1] * h_phi_1
+        if not corrector:
+            rhos = [] if order == 1 else [0.5] if order == 2 else np.linalg.solve(np.array(R)[:-1, :-1], b[:-1]).tolist()
+            return c_x, c_m0, [scale * r / rk for r, rk in zip(rhos, rks)], 0.0
+        rhos = [0.5] if order == 1 else np.linalg.solve(np.array(R), b).tolist()
+        return c_x, c_m0, [scale * r / rk for r, rk in zip(rhos[:-1], rks)], scale * rhos[-1]

@@ -1,0 +1,93 @@
+"""The counter-based per-sample noise: Philox against its published answers, invariance, and the draws' statistics."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+import sdeflow as sf
+from sdeflow.random import NOISE, PRIOR, PerSampleNoise, philox4x32
+
+M = 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("counter,key,expected", [
+    # Random123's known-answer vectors for philox4x32-10 (kat_vectors).
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((M, M, M, M), (M, M), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0), (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+])
+def test_philox_gives_the_published_answers(counter, key, expected):
+    words = philox4x32(*(np.array([c], dtype=np.uint64) for c in counter), *key)
+    assert tuple(int(w[0]) for w in words) == expected
+
+
+@pytest.mark.parametrize("draw", ["randn", "rand", "randint"])
+def test_sample_i_is_the_same_in_any_batch_and_on_any_rank(draw):
+    calls = {"randn": lambda src, shape: src.randn(shape), "rand": lambda src, shape: src.rand(shape),
+             "randint": lambda src, shape: src.randint(0, 1000, shape)}[draw]
+    whole = PerSampleNoise(7, 12)
+    ref = [calls(whole, (12, 3, 5)) for _ in range(3)]  # three successive draws
+    # The same 12 samples made in batches of 5 + 7, and by 4 ranks of 3: every draw agrees sample by sample.
+    for splits in ([(0, 5), (5, 7)], [(0, 3), (3, 3), (6, 3), (9, 3)]):
+        sources = [PerSampleNoise(7, n, offset) for offset, n in splits]
+        for k in range(3):
+            got = torch.cat([calls(src, (n, 3, 5)) for src, (_, n) in zip(sources, splits)])
+            assert torch.equal(got, ref[k]), (splits, k)
+
+
+def test_odd_sizes_and_dtypes_are_served_exactly():
+    src = PerSampleNoise(0, 3)
+    assert src.randn((3, 7), dtype=torch.float64).shape == (3, 7)
+    assert src.randn((3,)).shape == (3,)
+    assert src.rand((3, 2), dtype=torch.float16).dtype == torch.float16
+    u = PerSampleNoise(0, 1000).rand((1000, 100))
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    with pytest.raises(ValueError, match="serves 3 samples"):
+        src.randn((4, 2))
+
+
+def test_the_normal_draws_are_standard_normal():
+    # 200,000 values from 2,000 samples: Kolmogorov-Smirnov against N(0, 1) at the 0.1% level, and the
+    # first four moments within 5 standard errors of theirs.
+    z = PerSampleNoise(11, 2000).randn((2000, 100), dtype=torch.float64).flatten().numpy()
+    assert scipy.stats.kstest(z, "norm").pvalue > 1e-3
+    n = len(z)
+    assert abs(z.mean()) < 5 / np.sqrt(n)
+    assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
+    assert abs(scipy.stats.skew(z)) < 5 * np.sqrt(6 / n)
+    assert abs(scipy.stats.kurtosis(z)) < 5 * np.sqrt(24 / n)
+
+
+def test_the_draws_are_independent_across_samples_draws_elements_and_streams():
+    # Correlations between neighbours along every axis of the counter are what a weak generator shows:
+    # each must be within 5 standard errors (1 / sqrt(n)) of zero.
+    n, d = 4000, 64
+    src = PerSampleNoise(5, n)
+    a, b = src.randn((n, d), dtype=torch.float64), src.randn((n, d), dtype=torch.float64)
+    other = PerSampleNoise(5, n, purpose=PRIOR).randn((n, d), dtype=torch.float64)
+    pairs = {
+        "next sample": (a[:-1], a[1:]),
+        "next element": (a[:, :-1], a[:, 1:]),
+        "element 4 apart (next Philox block)": (a[:, :-4], a[:, 4:]),
+        "next draw": (a, b),
+        "another purpose": (a, other),
+    }
+    for name, (u, v) in pairs.items():
+        r = float((u * v).mean() / (u.std() * v.std()))
+        assert abs(r) < 5 / np.sqrt(u.numel()), (name, r)
+    # Uniforms: a chi-square test of 64 bins over 256,000 values.
+    u = PerSampleNoise(5, 4000, purpose=NOISE).rand((4000, 64), dtype=torch.float64).flatten().numpy()
+    counts = np.bincount((u * 64).astype(int), minlength=64)
+    assert scipy.stats.chisquare(counts).pvalue > 1e-3
+    k = PerSampleNoise(5, 4000).randint(3, 10, (4000, 16)).flatten().numpy()
+    assert k.min() == 3 and k.max() == 9
+    assert scipy.stats.chisquare(np.bincount(k - 3, minlength=7)).pvalue > 1e-3
+
+
+def test_a_stochastic_sampler_gives_sample_i_in_any_batch():
+    sde = sf.VPSDE()
+    gm = sf.GaussianMixture.random(dim=4, components=3)
+    run = lambda n, offset: sf.sample(sde, gm.score_fn(sde), sf.EDMStochastic(S_churn=10.0), (n, 4), steps=6, seed=2, offset=offset).samples
+    whole = run(9, 0)
+    assert torch.equal(torch.cat([run(4, 0), run(5, 4)]), whole)
