@@ -1,4 +1,4 @@
-"""CUDA paths and GPU figures: every solver on the GPU against the CPU, and training throughput.
+"""CUDA paths: every solver on the GPU against the CPU (training throughput: benchmarks/train_throughput.py).
 
 Needs only torch, torchdiffeq, numpy and scipy (no Hydra, no wandb), so it runs on a bare GPU machine:
 
@@ -10,20 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 
 import torch
 
 import sdeflow as sf
-from sdeflow.losses import DSMLoss
 from sdeflow.metrics import rms_error
-from sdeflow.nets import NCSNpp
-from sdeflow.trainer import Trainer
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from train_throughput import hand_loop, ours  # noqa: E402
 
 
 def solver_agreement(device):
@@ -59,49 +53,13 @@ def solver_agreement(device):
     return rows
 
 
-def throughput(device, rounds=7, steps=30):
-    """sdeflow's Trainer against the hand loop on the GPU, for the tiny and the CIFAR-10-size network, fp32 and bf16."""
-    from sdeflow.data import Dataset
-
-    rows = []
-    for label, make, shape, batch in [
-        ("ncsnpp_tiny digits", lambda: NCSNpp(1, 8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0), (1, 8, 8), 128),
-        ("ncsnpp_cifar10", lambda: NCSNpp(3, 32, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_resolutions=(16,), dropout=0.1), (3, 32, 32), 64),
-    ]:
-        data = Dataset(torch.rand(2048, *shape), name=label)
-        for precision in ("fp32", "bf16"):
-            torch.manual_seed(0)
-            sde = sf.VPSDE()
-            trainer = Trainer(make(), DSMLoss(sde, prediction=sf.EpsPrediction()), data, steps=10**9, batch_size=batch,
-                              precision=precision, device=device)
-            net_b = make().to(device)
-            gen = torch.Generator().manual_seed(0)
-            torch.cuda.reset_peak_memory_stats()
-            hand_loop(net_b, data, batch, 5, torch.device(device), sde, gen) if precision == "fp32" else None
-            ours(trainer, 5, torch.device(device))
-            ratios, o_sps, h_sps = [], [], []
-            for _ in range(rounds):
-                o = ours(trainer, steps, torch.device(device))
-                o_sps.append(o)
-                if precision == "fp32":
-                    h = hand_loop(net_b, data, batch, steps, torch.device(device), sde, gen)
-                    h_sps.append(h)
-                    ratios.append(o / h)
-            rows.append({"network": label, "batch": batch, "precision": precision, "sdeflow_steps_per_s": statistics.median(o_sps),
-                         "hand_steps_per_s": statistics.median(h_sps) if h_sps else None,
-                         "ratio_median": statistics.median(ratios) if ratios else None,
-                         "peak_mib": torch.cuda.max_memory_allocated() / 2**20})
-            print(rows[-1])
-    return rows
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu_check.json")
     args = ap.parse_args()
     device = "cuda"
     result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "machine": platform.platform(),
-              "command": " ".join(["python", *sys.argv]), "solvers": solver_agreement(device), "throughput": throughput(device)}
+              "command": " ".join(["python", *sys.argv]), "solvers": solver_agreement(device)}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
 

@@ -1,14 +1,23 @@
-"""Training throughput: sdeflow's Trainer against a minimal hand-written loop, same run (benchmarks/README.md, section 3).
+"""Training throughput: sdeflow's Trainer against a bare loop doing equal work (benchmarks/README.md, section 3).
 
-Same network (the tiny NCSN++ of conf/model/ncsnpp_tiny.yaml on digits), batch, Adam and DSM loss;
-the two loops alternate in rounds so that machine noise hits both; the ratio is of medians.
+Equal work: the bare loop trains the same network on the same data with the same batch, DSM loss,
+Adam (fused on a GPU), linear learning-rate warm-up, gradient-norm clipping and EMA, under the
+same precision and memory format. What it leaves out is what the Trainer adds: per-sample noise
+streams keyed by (seed, step, slot), seeded dropout, and the bookkeeping of a resumable run.
 
-    python benchmarks/train_throughput.py [--rounds 5 --steps 30 --device cpu]
+Both loops are warmed up, then timed in `--rounds` rounds whose order alternates (so a drift in the
+machine's speed hits both alike). The figure is the median over rounds of the ratio of steps per
+second (Trainer / bare loop), with its minimum and maximum; images per second are the Trainer's
+median. Results are printed; `--out FILE` also writes them as JSON.
+
+    python benchmarks/train_throughput.py                                  # tiny NCSN++ on digits, CPU
+    python benchmarks/train_throughput.py --device cuda --model cifar --precision fp32 bf16 --channels-last
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import sys
@@ -18,79 +27,128 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
-from sdeflow.data import digits
+from sdeflow.data import Dataset, digits
 from sdeflow.io import write_json
 from sdeflow.losses import DSMLoss
 from sdeflow.nets import NCSNpp
 from sdeflow.trainer import Trainer
 
-RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = {
+    # conf/model/ncsnpp_tiny.yaml on digits (8 x 8)
+    "tiny": (lambda: NCSNpp(in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0),
+             lambda: digits()),
+    # conf/model/ncsnpp_cifar10.yaml (Song et al.'s NCSN++), on random images of CIFAR-10's shape: nothing is downloaded
+    "cifar": (lambda: NCSNpp(in_channels=3, resolution=32, dropout=0.1),
+              lambda: Dataset(torch.rand(4096, 3, 32, 32, generator=torch.Generator().manual_seed(0)), name="random 3x32x32")),
+}
+SETTINGS = dict(lr=2e-4, warmup=5000, grad_clip=1.0, ema_decay=0.9999)
 
 
-def make_net():
-    return NCSNpp(in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0)
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
-def hand_loop(net, data, batch, steps, device, sde, gen):
-    """The minimal loop: batch, noise, eps-loss, backward, Adam step. No EMA, no clipping, no schedule."""
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        x0 = data.batch(batch, gen).to(device)
-        t = (torch.rand(batch, generator=gen) * (1 - 1e-3) + 1e-3).to(device)
-        z = torch.randn(x0.shape, generator=gen).to(device)
-        alpha, sigma = sde.alpha(t)[:, None, None, None], sde.sigma(t)[:, None, None, None]
-        loss = (net(alpha * x0 + sigma * z, t) - z).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
+class BareLoop:
+    """The same step as the Trainer's, written out: batch, times, noise, loss, backward, warm-up, clip, Adam, EMA."""
+
+    def __init__(self, net, data, batch, sde, device, precision, seed=0):
+        self.net, self.data, self.batch, self.sde, self.device = net, data, batch, sde, device
+        self.opt = torch.optim.Adam(net.parameters(), lr=SETTINGS["lr"], fused=device.type == "cuda")
+        self.ema = [p.detach().clone() for p in net.parameters()]
+        self.gen = torch.Generator().manual_seed(seed)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+        self.step = 0
+
+    def train_step(self):
+        x0 = self.data.batch(self.batch, self.gen).to(self.device, non_blocking=True)
+        t = (torch.rand(self.batch, generator=self.gen, dtype=torch.float64) * (1 - 1e-3) + 1e-3).to(self.device, torch.float32)
+        z = torch.randn(x0.shape, generator=self.gen).to(self.device, non_blocking=True)
+        alpha, sigma = self.sde.alpha(t)[:, None, None, None], self.sde.sigma(t)[:, None, None, None]
+        with self.autocast():
+            loss = (self.net(alpha * x0 + sigma * z, t).float() - z).pow(2).mean()
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-    sync()
-    return steps / (time.perf_counter() - start)
+        for group in self.opt.param_groups:
+            group["lr"] = SETTINGS["lr"] * min(1.0, (self.step + 1) / SETTINGS["warmup"])
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), SETTINGS["grad_clip"])
+        self.opt.step()
+        d = min(SETTINGS["ema_decay"], (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.net.parameters()], 1 - d)
+        self.step += 1
+        return loss.detach()
 
 
-def ours(trainer, steps, device):
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
+def steps_per_second(loop, steps, device) -> float:
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step()
-    sync()
+        loop.train_step()
+    sync(device)
     return steps / (time.perf_counter() - start)
+
+
+def compare(model: str, precision: str, channels_last: bool, batch: int, steps: int, rounds: int, warmup: int, device) -> dict:
+    make_net, make_data = MODELS[model]
+    data, sde = make_data(), sf.VPSDE()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    ours = Trainer(make_net().to(memory_format=fmt), DSMLoss(sde, prediction=sf.EpsPrediction()), data, steps=10**9, batch_size=batch,
+                   precision=precision, device=str(device), **SETTINGS)
+    torch.manual_seed(0)
+    bare = BareLoop(make_net().to(device, memory_format=fmt), data, batch, sde, device, precision)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for loop in (ours, bare):
+        steps_per_second(loop, warmup, device)
+    ratios, ours_sps, bare_sps = [], [], []
+    for r in range(rounds):
+        first, second = (ours, bare) if r % 2 == 0 else (bare, ours)
+        a = steps_per_second(first, steps, device)
+        b = steps_per_second(second, steps, device)
+        o, h = (a, b) if first is ours else (b, a)
+        ours_sps.append(o)
+        bare_sps.append(h)
+        ratios.append(o / h)
+    return {"model": model, "precision": precision, "channels_last": channels_last, "batch": batch, "steps": steps, "rounds": rounds,
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "sdeflow_images_per_s": batch * statistics.median(ours_sps), "bare_images_per_s": batch * statistics.median(bare_sps),
+            "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs="+", default=["tiny"], choices=list(MODELS))
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    ap.add_argument("--channels-last", action="store_true", help="also measure each setting in channels-last memory format")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    sde, data = sf.VPSDE(), digits()
-    torch.manual_seed(0)
-    net_a, net_b = make_net().to(device), make_net().to(device)
-    trainer = Trainer(net_a, DSMLoss(sde, prediction=sf.EpsPrediction()), data, steps=10**9, batch_size=args.batch, lr=2e-3,
-                      warmup=100, grad_clip=1.0, ema_decay=0.999, device=args.device)
-    gen = torch.Generator().manual_seed(0)
-    hand_loop(net_b, data, args.batch, 5, device, sde, gen)  # warm-up both
-    ours(trainer, 5, device)
-    ratios, ours_sps, hand_sps = [], [], []
-    for _ in range(args.rounds):
-        h = hand_loop(net_b, data, args.batch, args.steps, device, sde, gen)
-        o = ours(trainer, args.steps, device)
-        hand_sps.append(h)
-        ours_sps.append(o)
-        ratios.append(o / h)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    result = {"ratio_median": statistics.median(ratios), "ratios": ratios, "sdeflow_steps_per_s": statistics.median(ours_sps),
-              "hand_steps_per_s": statistics.median(hand_sps), "batch": args.batch, "device": str(device), "peak_cuda_mib": peak,
-              "machine": platform.platform(), "torch": torch.__version__, "command": " ".join(["python", *sys.argv])}
-    write_json(args.out, result)
-    print(f"sdeflow {result['sdeflow_steps_per_s']:.2f} steps/s, hand loop {result['hand_steps_per_s']:.2f} steps/s, "
-          f"ratio {result['ratio_median']:.3f} (median of {args.rounds} rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
+    rows = []
+    for model in args.model:
+        for precision in args.precision:
+            for cl in ([False, True] if args.channels_last else [False]):
+                row = compare(model, precision, cl, args.batch, args.steps, args.rounds, args.warmup, device)
+                rows.append(row)
+                print(f"{model:5s} {precision} {'channels-last' if cl else 'contiguous':13s} batch {args.batch}: sdeflow "
+                      f"{row['sdeflow_images_per_s']:.0f} img/s, bare loop {row['bare_images_per_s']:.0f} img/s, ratio "
+                      f"{row['ratio_median']:.3f} [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]", flush=True)
+    result = {"rows": rows, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "machine": platform.platform(), "torch": torch.__version__,
+              "command": " ".join(["python", *sys.argv])}
+    if args.out is not None:
+        write_json(args.out, result)
+        print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

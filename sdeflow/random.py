@@ -110,7 +110,7 @@ class PerSampleNoise:
         if not 0 < span <= 2**24:
             raise ValueError(f"randint needs 0 < high - low <= 2**24, got low={low}, high={high}")
         k = (self.words(shape) * np.uint64(span)) >> np.uint64(32)
-        return torch.from_numpy(k.astype(np.int64) + int(low)).to(device)
+        return to_device(torch.from_numpy(k.astype(np.int64) + int(low)), device)
 
 
 # Philox4x32-10 constants (Salmon et al. 2011; Random123's philox.h).
@@ -144,7 +144,16 @@ def _even(shape):
 
 
 def _to_torch(a: np.ndarray, dtype, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+    t = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+    return to_device(t, device)
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A CPU tensor moved to `device`; to a GPU through pinned memory and without blocking, since a copy from
+    pageable memory first waits for every kernel queued on the stream (a host sync per draw)."""
+    if device is None or torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def stream_seed(seed: int, *key: int) -> int:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from sdeflow import distributed
 from sdeflow.checkpoint import CheckpointError, check_model_config, first_line, load_checkpoint, peek_step, save_checkpoint
 from sdeflow.ema import EMA
-from sdeflow.random import PerSampleNoise
+from sdeflow.random import PerSampleNoise, to_device
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -148,7 +148,9 @@ class Trainer:
             parallel = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loss, self.data = loss, data
         self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = int(steps), int(batch_size), float(lr), int(warmup), float(grad_clip)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        # The fused kernel on a GPU: one launch for all parameters instead of several per tensor.
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                    fused=self.device.type == "cuda")
         self.ema = EMA(self.model, ema_decay, ema_warmup)
         use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
@@ -162,7 +164,7 @@ class Trainer:
         """One optimisation step; returns the detached loss (not synchronised, so a GPU is never stalled here)."""
         self.model.train()
         noise = PerSampleNoise.for_step(self.seed, self.step, self.local_batch, offset=self.world.rank * self.local_batch)
-        x0 = self.data.batch(self.local_batch, noise).to(self.device)
+        x0 = to_device(self.data.batch(self.local_batch, noise), self.device)
         # Dropout draws from torch's global generator: seeded per (seed, step, rank), so nothing needs saving, inside
         # fork_rng, so the caller's global stream is left as it was.
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
@@ -273,6 +275,9 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["optimizer"])
+            for group in self.opt.param_groups:
+                # The kernel follows this run's device, not the device of the run that wrote the checkpoint.
+                group["fused"] = self.device.type == "cuda"
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(f"{path} does not fit this model: {first_line(e)}") from e
         self.step = int(state["step"])
