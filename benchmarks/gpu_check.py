@@ -53,13 +53,46 @@ def solver_agreement(device):
     return rows
 
 
+def noise_agreement(device):
+    """Per-sample noise made on the GPU against the same draws made on the CPU: identical words, normals to rounding."""
+    out = {}
+    for shape in [(64, 3, 32, 32), (1000, 17)]:
+        cpu, gpu = sf.PerSampleNoise(5, shape[0]), sf.PerSampleNoise(5, shape[0])
+        words_equal = bool(torch.equal(cpu.words(shape), gpu.words(shape, device).cpu()))
+        z_cpu, z_gpu = cpu.randn(shape), gpu.randn(shape, device=device).cpu()
+        out[str(shape)] = {"words_identical": words_equal, "normals_identical_fraction": float((z_cpu == z_gpu).double().mean()),
+                           "normals_max_abs_diff": float((z_cpu - z_gpu).abs().max())}
+    print(out)
+    return out
+
+
+def deferred_nan(device):
+    """On the GPU the finiteness flags are read after the loop: the error must still name the first bad step."""
+    sde = sf.VPSDE()
+    gm = sf.GaussianMixture.random(4, 3)
+    calls = {"n": 0}
+
+    def poisoned(x, t):
+        calls["n"] += 1
+        s = gm.score(x, t, sde)
+        return s * float("nan") if calls["n"] > 3 else s
+
+    try:
+        sf.sample(sde, sf.ScoreFunction(poisoned, sde), sf.DDIM(), (8, 4), steps=10, seed=0, device=device)
+    except sf.NonFiniteError as e:
+        print("raised:", e)
+        return {"raised": True, "message": str(e), "names_step_4": "at step 4 of 10" in str(e)}
+    return {"raised": False}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu_check.json")
     args = ap.parse_args()
     device = "cuda"
     result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "machine": platform.platform(),
-              "command": " ".join(["python", *sys.argv]), "solvers": solver_agreement(device)}
+              "command": " ".join(["python", *sys.argv]), "noise": noise_agreement(device), "deferred_nan": deferred_nan(device),
+              "solvers": solver_agreement(device)}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
 

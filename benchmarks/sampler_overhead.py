@@ -150,8 +150,9 @@ def diffusers_loop(kind, shape, nfe, device):
 
 
 def measure(run, net, device, rounds: int) -> dict:
+    run(net)  # warm-up (a GPU's kernels and clocks, a CPU's caches)
     recorder = Recorder(net)
-    nfe = run(recorder)  # warm-up, and the inputs the baseline replays
+    nfe = run(recorder)  # the inputs the baseline replays
     if nfe != len(recorder.inputs):
         raise RuntimeError(f"counted {nfe} NFE but the network saw {len(recorder.inputs)} calls")
     inputs = recorder.inputs

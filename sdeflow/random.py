@@ -46,8 +46,9 @@ class PerSampleNoise:
     it, as if each sample had its own generator, but a whole batch is drawn in a few dozen array
     operations: the words are Philox4x32-10 (Salmon et al. 2011, the generator of cuRAND and JAX)
     of the counter (element block, draw index, sample index) under a key fixed by (seed, purpose).
-    The integers are computed on the CPU (in numpy, where small arrays cost least), so a seed gives
-    the same samples on every device.
+    The integers are the same on every device (computed in numpy on the CPU, in torch on a GPU, so
+    noise for GPU samples is made on the GPU); the normals agree across devices to the rounding of
+    their float64 logarithm and cosine.
 
     Args:
         seed: the run's base seed.
@@ -74,61 +75,88 @@ class PerSampleNoise:
         """
         return cls(seed, n, offset, purpose=TRAINING, key=stream_seed(seed, TRAINING, step))
 
-    def words(self, shape) -> np.ndarray:
-        """The next draw's random 32-bit words, shape (n, *shape[1:]) as uint64 (one word per element)."""
+    def words(self, shape, device=None) -> torch.Tensor:
+        """The next draw's random 32-bit words, shape (n, *shape[1:]), as int64 on `device` (one word per element).
+
+        On the CPU they are computed in numpy (cheapest for small arrays); on another device by the
+        same arithmetic in torch, there: the integers are identical on every device.
+        """
         shape = tuple(shape)
         if not shape or shape[0] != self.n:
             got = shape[0] if shape else "a scalar"
             raise ValueError(f"this noise source serves {self.n} samples, asked for a batch of {got}")
+        device = torch.device("cpu") if device is None else torch.device(device)
         per_sample = int(np.prod(shape[1:], dtype=np.int64))
         blocks = -(-per_sample // 4)
-        sample = np.arange(self.offset, self.offset + self.n, dtype=np.uint64)[:, None]
-        c0 = np.broadcast_to(np.arange(blocks, dtype=np.uint64), (self.n, blocks))
-        c1 = np.full((1, 1), self.draws, dtype=np.uint64)
+        keys = (self.key & 0xFFFFFFFF, self.key >> 32)
+        # The counter: (block within the sample, draw index, sample index low word, high word).
+        if device.type == "cpu":
+            sample = np.arange(self.offset, self.offset + self.n, dtype=np.uint64)[:, None]
+            c0 = np.broadcast_to(np.arange(blocks, dtype=np.uint64), (self.n, blocks))
+            out = philox4x32(c0, np.uint64(self.draws), sample & _MASK32, sample >> np.uint64(32), *keys)
+            words = torch.from_numpy(np.stack(out, axis=-1).view(np.int64))
+        else:
+            sample = torch.arange(self.offset, self.offset + self.n, dtype=torch.int64, device=device)[:, None]
+            c0 = torch.arange(blocks, dtype=torch.int64, device=device).expand(self.n, blocks)
+            out = philox4x32(c0, self.draws, sample & 0xFFFFFFFF, sample >> 32, *keys, mulhilo=_mulhilo_int64)
+            words = torch.stack(out, dim=-1)
         self.draws += 1
-        out = philox4x32(c0, c1, sample & _MASK32, sample >> np.uint64(32), self.key & 0xFFFFFFFF, self.key >> 32)
         # The four words of a block are four consecutive elements.
-        return np.stack(out, axis=-1).reshape(self.n, -1)[:, :per_sample].reshape(shape)
+        return words.reshape(self.n, -1)[:, :per_sample].reshape(shape)
 
     def randn(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
-        w = self.words(_even(shape))
+        w = self.words(_even(shape), device)
         # Box-Muller on pairs of words, in float64 (open interval (0, 1), so the logarithm is finite).
         u = (w.reshape(self.n, -1, 2) + 0.5) * 2.0**-32
-        r = np.sqrt(-2.0 * np.log(u[..., 0]))
-        z = np.stack([r * np.cos(2 * np.pi * u[..., 1]), r * np.sin(2 * np.pi * u[..., 1])], axis=-1)
-        return _to_torch(z.reshape(self.n, -1)[:, : _per_sample(shape)].reshape(tuple(shape)), dtype, device)
+        r = torch.sqrt(-2.0 * torch.log(u[..., 0]))
+        angle = (2 * math.pi) * u[..., 1]
+        z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=-1)
+        return z.reshape(self.n, -1)[:, : _per_sample(shape)].reshape(tuple(shape)).to(dtype)
 
     def rand(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
         """Uniform on [0, 1), with as many random bits as `dtype` holds (at most 32)."""
         bits = min(round(-math.log2(torch.finfo(dtype).eps)) + 1, 32)
-        u = (self.words(shape) >> np.uint64(32 - bits)).astype(np.float64) * 2.0**-bits
-        return _to_torch(u, dtype, device)
+        return ((self.words(shape, device) >> (32 - bits)).to(torch.float64) * 2.0**-bits).to(dtype)
 
     def randint(self, low: int, high: int, shape, device=None) -> torch.Tensor:
         """Integers in [low, high) by Lemire's multiply-shift: bias below (high - low) / 2^32, so ranges stay under 2^24."""
         span = int(high) - int(low)
         if not 0 < span <= 2**24:
             raise ValueError(f"randint needs 0 < high - low <= 2**24, got low={low}, high={high}")
-        k = (self.words(shape) * np.uint64(span)) >> np.uint64(32)
-        return to_device(torch.from_numpy(k.astype(np.int64) + int(low)), device)
+        return ((self.words(shape, device) * span) >> 32) + int(low)
 
 
 # Philox4x32-10 constants (Salmon et al. 2011; Random123's philox.h).
 _MASK32 = np.uint64(0xFFFFFFFF)
-_PHILOX_M = (np.uint64(0xD2511F53), np.uint64(0xCD9E8D57))
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 
 
-def philox4x32(c0, c1, c2, c3, k0: int, k1: int, rounds: int = 10) -> tuple[np.ndarray, ...]:
+def _mulhilo_uint64(m: int, c):
+    """High and low 32-bit halves of m * c, for uint64 arrays of 32-bit words (the product is exact in 64 bits)."""
+    p = np.uint64(m) * c
+    return p >> np.uint64(32), p & _MASK32
+
+
+def _mulhilo_int64(m: int, c):
+    """The same for int64 tensors, which have no unsigned 64-bit product: c is split into 16-bit halves so that
+    every partial product stays below 2^49."""
+    lo_part, hi_part = c * (m & 0xFFFF), c * (m >> 16)  # m * c = hi_part * 2^16 + lo_part
+    low = lo_part + ((hi_part & 0xFFFF) << 16)
+    return (hi_part >> 16) + (low >> 32), low & 0xFFFFFFFF
+
+
+def philox4x32(c0, c1, c2, c3, k0: int, k1: int, rounds: int = 10, mulhilo=_mulhilo_uint64) -> tuple:
     """Philox4x32-`rounds` of the counter words (c0, c1, c2, c3) under key (k0, k1): four arrays of 32-bit words.
 
-    Words are held in uint64 arrays (broadcasting against each other), so the 32 x 32-bit products
-    are exact and their high and low halves are a shift and a mask away.
+    The words are uint64 numpy arrays (default) or int64 tensors (with `mulhilo=_mulhilo_int64`),
+    broadcasting against each other.
     """
-    shift = np.uint64(32)
+    as_word = np.uint64 if mulhilo is _mulhilo_uint64 else int
     for _ in range(rounds):
-        p0, p1 = _PHILOX_M[0] * c0, _PHILOX_M[1] * c2
-        c0, c1, c2, c3 = (p1 >> shift) ^ c1 ^ np.uint64(k0), p1 & _MASK32, (p0 >> shift) ^ c3 ^ np.uint64(k1), p0 & _MASK32
+        hi0, lo0 = mulhilo(_PHILOX_M[0], c0)
+        hi1, lo1 = mulhilo(_PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ as_word(k0), lo1, hi0 ^ c3 ^ as_word(k1), lo0
         k0, k1 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF, (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
     return c0, c1, c2, c3
 
@@ -143,14 +171,9 @@ def _even(shape):
     return (tuple(shape)[0], m + m % 2)
 
 
-def _to_torch(a: np.ndarray, dtype, device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
-    return to_device(t, device)
-
-
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
     """A CPU tensor moved to `device`; to a GPU through pinned memory and without blocking, since a copy from
-    pageable memory first waits for every kernel queued on the stream (a host sync per draw)."""
+    pageable memory first waits for every kernel queued on the stream (a host sync per copy)."""
     if device is None or torch.device(device).type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
