@@ -107,7 +107,7 @@ class PerSampleNoise:
     def randn(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
         w = self.words(_even(shape), device)
         # Box-Muller on pairs of words, in float64 (open interval (0, 1), so the logarithm is finite).
-        u = (w.reshape(self.n, -1, 2) + 0.5) * 2.0**-32
+        u = (w.reshape(self.n, -1, 2).to(torch.float64) + 0.5) * 2.0**-32  # int64 + 0.5 would be float32
         r = torch.sqrt(-2.0 * torch.log(u[..., 0]))
         angle = (2 * math.pi) * u[..., 1]
         z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=-1)

@@ -43,6 +43,9 @@ def test_odd_sizes_and_dtypes_are_served_exactly():
     assert src.rand((3, 2), dtype=torch.float16).dtype == torch.float16
     u = PerSampleNoise(0, 1000).rand((1000, 100))
     assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    # Box-Muller runs in float64: float64 normals carry more than float32's digits.
+    z = PerSampleNoise(0, 100).randn((100, 10), dtype=torch.float64)
+    assert float((z != z.float().double()).double().mean()) > 0.99
     with pytest.raises(ValueError, match="serves 3 samples"):
         src.randn((4, 2))
 
