@@ -118,11 +118,16 @@ class ScoreFunction:
         """A score function with extra conditioning bound; it shares nothing mutable with this one."""
         return ScoreFunction(self.model, self.sde, self.prediction, **{**self.cond, **cond})
 
-    def evaluate(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One model evaluation at (x, t): (output, alpha(t), sigma(t)), the coefficients shaped to broadcast against x."""
+    def evaluate(self, x: torch.Tensor, t, coef=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One model evaluation at (x, t): (output, alpha(t), sigma(t)), the coefficients shaped to broadcast against x.
+
+        `coef`: (alpha(t), sigma(t)) when the caller has them already (a solver at a grid point reads
+        them from its `Schedule`), which saves recomputing them at every evaluation.
+        """
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         # alpha and sigma of a scalar time (every grid solver's case) are a few scalar operations, not per-sample ones.
-        alpha, sigma = append_dims(self.sde.alpha(t), x.ndim), append_dims(self.sde.sigma(t), x.ndim)
+        alpha, sigma = coef if coef is not None else (self.sde.alpha(t), self.sde.sigma(t))
+        alpha, sigma = append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
         self.nfe += 1
         out = self.model(x, batch_times(t, x), **self.cond)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
@@ -132,25 +137,25 @@ class ScoreFunction:
         # A model that computes in another precision (e.g. under autocast) must not change the samples' dtype.
         return out.to(x.dtype), alpha, sigma
 
-    def eps_x0(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted noise and clean data at (x, t), from one model evaluation."""
-        return self.prediction.to_eps_x0(*self._with_x(x, t))
+    def eps_x0(self, x: torch.Tensor, t, coef=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted noise and clean data at (x, t), from one model evaluation (`coef`: see `evaluate`)."""
+        return self.prediction.to_eps_x0(*self._with_x(x, t, coef))
 
-    def _with_x(self, x, t):
-        out, alpha, sigma = self.evaluate(x, t)
+    def _with_x(self, x, t, coef):
+        out, alpha, sigma = self.evaluate(x, t, coef)
         return out, x, alpha, sigma
 
-    def eps(self, x, t):
+    def eps(self, x, t, coef=None):
         """Predicted noise eps."""
-        return self.prediction.to_eps(*self._with_x(x, t))
+        return self.prediction.to_eps(*self._with_x(x, t, coef))
 
-    def x0(self, x, t):
+    def x0(self, x, t, coef=None):
         """Predicted clean data (Tweedie's denoiser)."""
-        return self.prediction.to_x0(*self._with_x(x, t))
+        return self.prediction.to_x0(*self._with_x(x, t, coef))
 
-    def score(self, x, t):
+    def score(self, x, t, coef=None):
         """grad_x log p_t(x) = -eps / sigma."""
-        return self.prediction.to_score(*self._with_x(x, t))
+        return self.prediction.to_score(*self._with_x(x, t, coef))
 
     __call__ = score
 

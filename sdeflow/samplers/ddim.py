@@ -18,4 +18,4 @@ class DDIM(Sampler):
     stochastic = False
 
     def step(self, score, sde, x, i, state, noise):
-        return ddim_step(x, score.x0(x, state.sched.t[i]), state.sched, i), state
+        return ddim_step(x, score.x0(x, state.sched.t[i], state.sched.coef[i]), state.sched, i), state

@@ -28,7 +28,7 @@ class DPMSolverPPSDE(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
-        m0 = score.x0(x, sched.t[i])
+        m0 = score.x0(x, sched.t[i], sched.coef[i])
         num = sched.num
         lam, s_s, a_t, s_t = num.lam, num.sigma[i], num.alpha[i + 1], num.sigma[i + 1]
         h = lam[i + 1] - lam[i]

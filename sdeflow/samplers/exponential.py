@@ -22,8 +22,10 @@ class Schedule:
         alpha, sigma, lam: alpha(t), sigma(t) and the half log-SNR lambda(t).
         nsr: sigma / alpha, the noise-to-signal ratio (EDM's sigma).
         h: lambda steps, h[i] = lambda(t[i + 1]) - lambda(t[i]) > 0 (one fewer entry).
+        coef: (alpha, sigma) of each grid point as 0-d tensors, passed to the score function so that it
+            does not recompute them at every evaluation.
         alpha64, sigma64, lam64: the same in float64, for coefficients that are solved rather than applied.
-        num: the same as lists of Python floats (float64), `num.t`, `num.alpha`, ... `num.h`: the
+        num: the same as tuples of Python floats (float64), `num.t`, `num.alpha`, ... `num.h`: the
             per-step coefficients of a solver are scalar arithmetic, which on Python numbers costs no
             tensor operations (nor, on a GPU, kernel launches or host syncs) inside the loop.
     """
@@ -38,21 +40,23 @@ class Schedule:
         self.nsr = (self.sigma64 / self.alpha64).to(dtype)
         self.h = (self.lam64[1:] - self.lam64[:-1]).to(dtype)
         h64 = self.lam64[1:] - self.lam64[:-1]
-        self.num = Numbers(*(v.tolist() for v in (t64, self.alpha64, self.sigma64, self.lam64, self.sigma64 / self.alpha64, h64)))
+        # (alpha, sigma) at each grid point, for the score function (`ScoreFunction.evaluate(..., coef=)`).
+        self.coef = list(zip(self.alpha.unbind(), self.sigma.unbind()))
+        self.num = Numbers(*(tuple(v.tolist()) for v in (t64, self.alpha64, self.sigma64, self.lam64, self.sigma64 / self.alpha64, h64)))
 
     def __len__(self) -> int:
         return len(self.t)
 
 
 class Numbers(NamedTuple):
-    """A grid's coefficients as Python floats (see `Schedule.num`)."""
+    """A grid's coefficients as tuples of Python floats (see `Schedule.num`); hashable, so solvers can cache by grid."""
 
-    t: list
-    alpha: list
-    sigma: list
-    lam: list
-    nsr: list
-    h: list
+    t: tuple
+    alpha: tuple
+    sigma: tuple
+    lam: tuple
+    nsr: tuple
+    h: tuple
 
 
 def ddim_step(x: torch.Tensor, x0: torch.Tensor, sched: Schedule, i: int) -> torch.Tensor:

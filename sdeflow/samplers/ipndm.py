@@ -31,7 +31,7 @@ class IPNDM(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
-        ds = ([score.eps(x, sched.t[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
+        ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
         slope = sum(w * d for w, d in zip(AB_WEIGHTS[len(ds)], ds))
         num = sched.num
         x = (num.alpha[i + 1] / num.alpha[i]) * x + (num.alpha[i + 1] * (num.nsr[i + 1] - num.nsr[i])) * slope

@@ -49,7 +49,7 @@ class LMS(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched, sigmas = state.sched, state.sigmas
-        ds = ([score.eps(x, sched.t[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
+        ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
         nodes = np.asarray(sigmas[i - len(ds) + 1 : i + 1][::-1], dtype=np.float64)
         w = lms_weights(nodes, sigmas[i], sigmas[i + 1])
         x = sched.alpha[i + 1] * (x / sched.alpha[i] + sum(float(wj) * d for wj, d in zip(w, ds)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -57,7 +58,7 @@ class UniPC(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched, n = state.sched, len(state.sched) - 1
-        m = score.x0(x, sched.t[i])
+        m = score.x0(x, sched.t[i], sched.coef[i])
         if self.corrector and state.x_last is not None:
             # UniC: recompute the last step with the new model output included.
             x = self._update(state.x_last, state.history, sched, i - 1, state.last_order, m_new=m)
@@ -76,28 +77,33 @@ class UniPC(Sampler):
             x_t = x_t + w * (m - m0)
         return x_t if m_new is None else x_t + c_new * (m_new - m0)
 
-    def _coefficients(self, num, i: int, order: int, corrector: bool) -> tuple[float, float, list, float]:
-        """The step's scalars: x_t = c_x x + c_m0 m0 + sum_k w_k (m_{-k} - m0) [+ c_new (m_new - m0)].
+    def _coefficients(self, num, i: int, order: int, corrector: bool) -> tuple[float, float, tuple, float]:
+        return unipc_coefficients(num.lam, num.alpha, num.sigma, i, order, self.variant, corrector)
 
-        They depend only on the grid, so they are solved in float64 on Python numbers and numpy
-        (a 3 x 3 system at most): no tensor operation, kernel launch or host sync per step.
-        """
-        lam = num.lam
-        h = lam[i + 1] - lam[i]
-        hh = -h
-        rks = [(lam[i - k] - lam[i]) / h for k in range(1, order)] + [1.0]
-        h_phi_1 = math.expm1(hh)
-        h_phi_k = h_phi_1 / hh - 1
-        b_h = hh if self.variant == "bh1" else math.expm1(hh)
-        R, b = [], []
-        for k in range(1, order + 1):
-            R.append([rk ** (k - 1) for rk in rks])
-            b.append(h_phi_k * math.factorial(k) / b_h)
-            h_phi_k = h_phi_k / hh - 1 / math.factorial(k + 1)
-        scale = -num.alpha[i + 1] * b_h
-        c_x, c_m0 = num.sigma[i + 1] / num.sigma[i], -num.alpha[i + 1] * h_phi_1
-        if not corrector:
-            rhos = [] if order == 1 else [0.5] if order == 2 else np.linalg.solve(np.array(R)[:-1, :-1], b[:-1]).tolist()
-            return c_x, c_m0, [scale * r / rk for r, rk in zip(rhos, rks)], 0.0
-        rhos = [0.5] if order == 1 else np.linalg.solve(np.array(R), b).tolist()
-        return c_x, c_m0, [scale * r / rk for r, rk in zip(rhos[:-1], rks)], scale * rhos[-1]
+
+@functools.lru_cache(maxsize=4096)
+def unipc_coefficients(lam: tuple, alpha: tuple, sigma: tuple, i: int, order: int, variant: str, corrector: bool):
+    """The scalars of UniPC's step from grid point i: x_t = c_x x + c_m0 m0 + sum_k w_k (m_{-k} - m0) [+ c_new (m_new - m0)].
+
+    They depend only on the grid, so they are solved in float64 on Python numbers and numpy (a
+    3 x 3 system at most) and cached by grid: a benchmark or grid search that reruns a grid pays
+    nothing, and no step makes a tensor operation, kernel launch or host sync for them.
+    """
+    h = lam[i + 1] - lam[i]
+    hh = -h
+    rks = [(lam[i - k] - lam[i]) / h for k in range(1, order)] + [1.0]
+    h_phi_1 = math.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    R, b = [], []
+    for k in range(1, order + 1):
+        R.append([rk ** (k - 1) for rk in rks])
+        b.append(h_phi_k * math.factorial(k) / b_h)
+        h_phi_k = h_phi_k / hh - 1 / math.factorial(k + 1)
+    scale = -alpha[i + 1] * b_h
+    c_x, c_m0 = sigma[i + 1] / sigma[i], -alpha[i + 1] * h_phi_1
+    if not corrector:
+        rhos = [] if order == 1 else [0.5] if order == 2 else np.linalg.solve(np.array(R)[:-1, :-1], b[:-1]).tolist()
+        return c_x, c_m0, tuple(scale * r / rk for r, rk in zip(rhos, rks)), 0.0
+    rhos = [0.5] if order == 1 else np.linalg.solve(np.array(R), b).tolist()
+    return c_x, c_m0, tuple(scale * r / rk for r, rk in zip(rhos[:-1], rks)), scale * rhos[-1]
