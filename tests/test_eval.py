@@ -185,6 +185,9 @@ def test_eval_command_scores_solvers_against_the_floor(tmp_path):
     assert ev.returncode == 0, ev.stderr
     rows = list(csv.DictReader(open(tmp_path / "eval" / "results.csv")))
     assert [r["solver"] for r in rows] == ["floor (held-out real data)", "ddim", "unipc_2_bh2"]
+    # Samples and floor scored at the same n (digits keep 359 held out; 200 samples were asked for).
+    assert {r["n"] for r in rows} == {"200"}
+    assert all(float(r["fd_lo"]) <= float(r["fd"]) <= float(r["fd_hi"]) for r in rows)
     assert all(float(r["fd"]) >= 0 and 0 <= float(r["precision"]) <= 1 for r in rows)
     # A barely trained model is far from the data: worse than the floor.
     assert float(rows[1]["fd"]) > float(rows[0]["fd"])
@@ -209,3 +212,24 @@ def test_eval_command_on_an_exact_problem_with_likelihood(tmp_path):
     both = subprocess.run([sys.executable, "-m", "sdeflow.apps.evaluate", "problem=gmm16", "checkpoint=x.pt", f"hydra.run.dir={tmp_path / 'f'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert both.returncode != 0 and "exactly one of checkpoint" in both.stderr
+
+
+def test_every_row_is_scored_at_the_same_n():
+    # The Frechet distance of a small set is biased upwards: 300 real points score worse than 3,000 from the same
+    # distribution. Scored at a common n, a larger set loses that advantage, and the bootstrap interval covers it.
+    from sdeflow.apps.evaluate import score_features
+
+    g = torch.Generator().manual_seed(0)
+    ref_feats = torch.randn(5000, 8, generator=g, dtype=torch.float64)
+    ref = FeatureStats(8).update(ref_feats)
+    small, big = torch.randn(300, 8, generator=g, dtype=torch.float64), torch.randn(3000, 8, generator=g, dtype=torch.float64)
+    unequal = score_features(small, ref, ref_feats, ["fd"])["fd"], score_features(big, ref, ref_feats, ["fd"])["fd"]
+    assert unequal[0] > 3 * unequal[1]  # the bias the common n removes: E[FD] grows like d(d+1)/(2n) here
+    row_small = score_features(small, ref, ref_feats, ["fd", "kid"], n=300, intervals=40)
+    row_big = score_features(big, ref, ref_feats, ["fd", "kid"], n=300, intervals=40)
+    assert row_small["n"] == row_big["n"] == 300 and row_big["fd_full"] == pytest.approx(unequal[1])
+    assert row_big["fd"] > 3 * unequal[1]
+    assert row_small["fd_lo"] <= row_small["fd"] <= row_small["fd_hi"]
+    # Same distribution, same n: the two 90% intervals overlap, and KID (unbiased) is near zero for both.
+    assert row_big["fd_lo"] <= row_small["fd_hi"] and row_small["fd_lo"] <= row_big["fd_hi"]
+    assert abs(row_small["kid"]) < 4 * row_small["kid_std"] and abs(row_big["kid"]) < 4 * row_big["kid_std"]

@@ -39,11 +39,30 @@ METRICS = ("fd", "kid", "pr", "bpd")
 
 
 def score_features(feats: torch.Tensor, ref_stats, ref_feats: torch.Tensor | None, metrics, seed: int = 0,
-                   stats: FeatureStats | None = None) -> dict:
-    """The chosen metrics of sample features against the reference (`stats`: their statistics, if already reduced)."""
-    out = {}
+                   stats: FeatureStats | None = None, n: int | None = None, intervals: int = 0) -> dict:
+    """The chosen metrics of sample features against the reference (`stats`: their statistics, if already reduced).
+
+    The Frechet distance is biased upwards by a small sample, so rows compared with each other must be
+    scored on the same number of samples: with `n`, a larger set is scored on a seeded subset of n
+    (its full-size distance is kept as `fd_full`). `intervals` > 0 adds a 90% interval from that many
+    bootstrap resamples (`fd_lo`, `fd_hi`); KID, unbiased, comes with its standard deviation over subsets.
+    """
+    out = {"n": len(feats)}
+    if n is not None and len(feats) > n:
+        if "fd" in metrics:
+            out["fd_full"] = (stats or FeatureStats(feats.shape[1]).update(feats)).frechet(ref_stats)
+        feats, stats = feats[torch.randperm(len(feats), generator=seeded_generator(seed, SUBSETS))[:n]], None
+        out["n"] = n
     if "fd" in metrics:
         out["fd"] = (stats or FeatureStats(feats.shape[1]).update(feats)).frechet(ref_stats)
+        if intervals > 0:
+            g = seeded_generator(seed, SUBSETS, 1)
+            boot = torch.tensor([FeatureStats(feats.shape[1]).update(feats[torch.randint(len(feats), (len(feats),), generator=g)])
+                                 .frechet(ref_stats) for _ in range(intervals)], dtype=torch.float64)
+            # Resampling with replacement repeats points, which inflates the distance itself: the interval is the
+            # resamples' 5-95% spread, moved by their mean offset so that it is centred on this estimate.
+            shift = float(boot.mean()) - out["fd"]
+            out["fd_lo"], out["fd_hi"] = float(torch.quantile(boot, 0.05)) - shift, float(torch.quantile(boot, 0.95)) - shift
     if ref_feats is not None:
         g = seeded_generator(seed, SUBSETS)
         if "kid" in metrics:
@@ -71,7 +90,8 @@ def held_out_bpd(score, sde, held, cfg) -> dict:
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    check_settings(cfg, n="count", nfe="count", batch_size="count", seed="index", use_ema="flag", progress="flag", held_out="fraction")
+    check_settings(cfg, n="count", nfe="count", batch_size="count", seed="index", use_ema="flag", progress="flag", held_out="fraction",
+                   intervals="index")
     unknown = set(cfg.metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {list(METRICS)}")
@@ -97,6 +117,9 @@ def run(cfg: DictConfig) -> list[dict]:
     else:
         ref_stats, ref_feats = FeatureStats(train_feats.shape[1]).update(train_feats), train_feats
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
+    # Every row, the floor included, is scored on the same number of samples: the held-out set's size
+    # bounds it (a reference file brings no held-out features to subsample, so its rows keep their n).
+    common = min(cfg.n, len(held)) if ref_feats is not None else None
     rows = []
     grid = instantiate(cfg.timesteps)
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
@@ -110,19 +133,21 @@ def run(cfg: DictConfig) -> list[dict]:
         feats = distributed.gather_rows(feats) if ref_feats is not None and {"kid", "pr"} & set(cfg.metrics) else feats
         if not main:
             continue
-        row = {"solver": name, "kind": "eval", "nfe": gen.nfe, "n": cfg.n,
-               **score_features(feats, ref_stats, ref_feats, cfg.metrics, cfg.seed, stats=stats), "seconds": time.perf_counter() - start}
+        row = {"solver": name, "kind": "eval", "nfe": gen.nfe,
+               **score_features(feats, ref_stats, ref_feats, cfg.metrics, cfg.seed, stats=stats, n=common, intervals=cfg.intervals),
+               "seconds": time.perf_counter() - start}
         rows.append(row)
         tracker.log({f"{name}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
     if not main:
         return rows
     # The floor and the likelihood are rank 0's work, done last so that no rank waits for it at a collective.
-    floor = {"solver": "floor (held-out real data)", "kind": "eval", "nfe": 0, "n": len(held),
-             **score_features(extractor(held.all()), ref_stats, ref_feats, cfg.metrics, cfg.seed)}
+    floor = {"solver": "floor (held-out real data)", "kind": "eval", "nfe": 0,
+             **score_features(extractor(held.all()), ref_stats, ref_feats, cfg.metrics, cfg.seed, n=common, intervals=cfg.intervals)}
     if "bpd" in cfg.metrics:
         floor.update(held_out_bpd(score, sde, held, cfg))
     rows.insert(0, floor)
-    columns = ["solver", "nfe", "n", *[c for c in ("fd", "kid", "precision", "recall", "bpd", "bpd_std") if any(c in r for r in rows)]]
+    columns = ["solver", "nfe", "n", *[c for c in ("fd", "fd_lo", "fd_hi", "fd_full", "kid", "kid_std", "precision", "recall", "bpd", "bpd_std")
+                                       if any(c in r for r in rows)]]
     print(f"features: {extractor.name}" + (f" (held-out accuracy {extractor.accuracy:.3f})" if getattr(extractor, "accuracy", None) else ""))
     print(markdown_table(rows, columns))
     write_csv(out / "results.csv", rows)
