@@ -30,7 +30,7 @@ import sdeflow as sf
 from sdeflow.data import Dataset, digits
 from sdeflow.io import write_json
 from sdeflow.losses import DSMLoss
-from sdeflow.nets import NCSNpp
+from sdeflow.nets import NCSNpp, SinusoidalEmbedding
 from sdeflow.trainer import Trainer
 
 MODELS = {
@@ -38,9 +38,15 @@ MODELS = {
     "tiny": (lambda: NCSNpp(in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0),
              lambda: digits()),
     # conf/model/ncsnpp_cifar10.yaml (Song et al.'s NCSN++), on random images of CIFAR-10's shape: nothing is downloaded
-    "cifar": (lambda: NCSNpp(in_channels=3, resolution=32, dropout=0.1),
-              lambda: Dataset(torch.rand(4096, 3, 32, 32, generator=torch.Generator().manual_seed(0)), name="random 3x32x32")),
+    "cifar": (lambda: NCSNpp(in_channels=3, resolution=32, dropout=0.1), lambda: _random_images()),
+    # conf/model/ddpmpp_cifar10.yaml (DDPM++: no FIR resampling, sinusoidal time embedding)
+    "ddpmpp": (lambda: NCSNpp(in_channels=3, resolution=32, dropout=0.1, fir=False, embedding=SinusoidalEmbedding(128)),
+               lambda: _random_images()),
 }
+
+
+def _random_images():
+    return Dataset(torch.rand(4096, 3, 32, 32, generator=torch.Generator().manual_seed(0)), name="random 3x32x32")
 SETTINGS = dict(lr=2e-4, warmup=5000, grad_clip=1.0, ema_decay=0.9999)
 
 

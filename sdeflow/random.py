@@ -105,25 +105,27 @@ class PerSampleNoise:
         return words.reshape(self.n, -1)[:, :per_sample].reshape(shape)
 
     def randn(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
-        w = self.words(_even(shape), device)
+        place = _where_to_draw(shape, device)
+        w = self.words(_even(shape), place)
         # Box-Muller on pairs of words, in float64 (open interval (0, 1), so the logarithm is finite).
         u = (w.reshape(self.n, -1, 2).to(torch.float64) + 0.5) * 2.0**-32  # int64 + 0.5 would be float32
         r = torch.sqrt(-2.0 * torch.log(u[..., 0]))
         angle = (2 * math.pi) * u[..., 1]
         z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=-1)
-        return z.reshape(self.n, -1)[:, : _per_sample(shape)].reshape(tuple(shape)).to(dtype)
+        return to_device(z.reshape(self.n, -1)[:, : _per_sample(shape)].reshape(tuple(shape)).to(dtype), device)
 
     def rand(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
         """Uniform on [0, 1), with as many random bits as `dtype` holds (at most 32)."""
         bits = min(round(-math.log2(torch.finfo(dtype).eps)) + 1, 32)
-        return ((self.words(shape, device) >> (32 - bits)).to(torch.float64) * 2.0**-bits).to(dtype)
+        w = self.words(shape, _where_to_draw(shape, device))
+        return to_device(((w >> (32 - bits)).to(torch.float64) * 2.0**-bits).to(dtype), device)
 
     def randint(self, low: int, high: int, shape, device=None) -> torch.Tensor:
         """Integers in [low, high) by Lemire's multiply-shift: bias below (high - low) / 2^32, so ranges stay under 2^24."""
         span = int(high) - int(low)
         if not 0 < span <= 2**24:
             raise ValueError(f"randint needs 0 < high - low <= 2**24, got low={low}, high={high}")
-        return ((self.words(shape, device) * span) >> 32) + int(low)
+        return to_device(((self.words(shape, _where_to_draw(shape, device)) * span) >> 32) + int(low), device)
 
 
 # Philox4x32-10 constants (Salmon et al. 2011; Random123's philox.h).
@@ -161,6 +163,18 @@ def philox4x32(c0, c1, c2, c3, k0: int, k1: int, rounds: int = 10, mulhilo=_mulh
     return c0, c1, c2, c3
 
 
+# Below this many numbers a draw is made on the CPU and copied: the ~200 small kernels of Philox and
+# Box-Muller on a GPU cost more launch time than numpy takes (batch-1 sampling, small training batches).
+# The numbers are the same either way.
+DEVICE_DRAW_MIN = 2**17
+
+
+def _where_to_draw(shape, device) -> torch.device | None:
+    if device is None or torch.device(device).type == "cpu" or int(np.prod(tuple(shape), dtype=np.int64)) < DEVICE_DRAW_MIN:
+        return None
+    return torch.device(device)
+
+
 def _per_sample(shape) -> int:
     return int(np.prod(tuple(shape)[1:], dtype=np.int64))
 
@@ -172,9 +186,9 @@ def _even(shape):
 
 
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A CPU tensor moved to `device`; to a GPU through pinned memory and without blocking, since a copy from
+    """t moved to `device`; from the CPU to a GPU through pinned memory and without blocking, since a copy from
     pageable memory first waits for every kernel queued on the stream (a host sync per copy)."""
-    if device is None or torch.device(device).type != "cuda":
+    if device is None or t.device.type != "cpu" or torch.device(device).type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
 

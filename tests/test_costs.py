@@ -52,3 +52,20 @@ def test_import_sdeflow_leaves_the_heavy_modules_out():
     code = f"import sys, sdeflow; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_overhead_benchmark_runs_on_a_tiny_setting(tmp_path):
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sampler_overhead.py"
+    proc = subprocess.run([sys.executable, str(script), "--tiny", "--networks", "mlp", "--solvers", "ddim", "euler_maruyama",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "overhead_cpu.json").read_text())["rows"]
+    ours = {(r["solver"], r["mode"]) for r in rows}
+    assert {("ddim", "sf.sample"), ("ddim", "shared generator"), ("euler_maruyama", "sf.sample"),
+            ("hand-written DDIM", "floor")} <= ours
+    # The replayed baseline saw exactly the counted evaluations (the script checks it), and every ratio is a number.
+    assert all(r["nfe"] == 4 and r["min"] <= r["overhead"] <= r["max"] and r["forward_ms"] > 0 for r in rows)
+    assert (tmp_path / "overhead_cpu.md").read_text().count("| mlp |") == len(rows)
