@@ -215,6 +215,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--tiny", action="store_true", help="small networks, one NFE, two rounds: a check that it runs")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default=None, help="file name stem (default: overhead_<device type>)")
     args = p.parse_args(argv)
     if args.tiny:
         args.nfe, args.rounds = [4], 2
@@ -229,7 +230,7 @@ def main(argv=None):
     meta = {"command": "python " + " ".join(sys.argv), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "python": platform.python_version()}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"overhead_{device.type}"
+    stem = args.name or f"overhead_{device.type}"
     write_json(args.out / f"{stem}.json", {**meta, "rows": rows})
     atomic_write_bytes(args.out / f"{stem}.md", (f"Command: `{meta['command']}`; device {meta['device']}, {args.threads} thread(s), "
                                                 f"{args.rounds} rounds, torch {meta['torch']}.\n\n" + table(rows)).encode())
