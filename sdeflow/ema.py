@@ -20,10 +20,20 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        ema_params, params, ema_buffers, buffers = self._tensors(model)
         # One fused update over all parameters rather than a Python loop of small kernels.
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
-        for e, b in zip(self.model.buffers(), model.buffers()):
-            e.copy_(b)
+        torch._foreach_lerp_(ema_params, params, 1 - d)
+        if buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
+
+    def _tensors(self, model: nn.Module):
+        # Walking the module tree for its parameters costs milliseconds on a deep network, every step:
+        # the lists are made once per source model (load_state_dict copies in place, so they stay valid).
+        if getattr(self, "_source", None) is not model:
+            self._source = model
+            self._lists = ([p for p in self.model.parameters()], [p.detach() for p in model.parameters()],
+                           [b for b in self.model.buffers()], [b for b in model.buffers()])
+        return self._lists
 
     def state_dict(self) -> dict:
         return self.model.state_dict()

@@ -148,10 +148,12 @@ class Trainer:
             parallel = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loss, self.data = loss, data
         self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = int(steps), int(batch_size), float(lr), int(warmup), float(grad_clip)
-        # The fused kernel on a GPU: one launch for all parameters instead of several per tensor.
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                    fused=self.device.type == "cuda")
+        # The fused kernel on a GPU (one launch for all parameters); on a CPU the multi-tensor one, which
+        # torch leaves off there by default (a Python loop of small ops per parameter).
+        kernel = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **kernel)
         self.ema = EMA(self.model, ema_decay, ema_warmup)
+        self._params = list(self.model.parameters())  # walked once: a deep network's module tree costs milliseconds
         use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
         self.forward = torch.compile(parallel) if compile else parallel
@@ -162,7 +164,8 @@ class Trainer:
 
     def train_step(self) -> torch.Tensor:
         """One optimisation step; returns the detached loss (not synchronised, so a GPU is never stalled here)."""
-        self.model.train()
+        if not self.model.training:  # train() walks every module: only when sampling left it in eval mode
+            self.model.train()
         noise = PerSampleNoise.for_step(self.seed, self.step, self.local_batch, offset=self.world.rank * self.local_batch)
         x0 = to_device(self.data.batch(self.local_batch, noise), self.device)
         # Dropout draws from torch's global generator: seeded per (seed, step, rank), so nothing needs saving, inside
@@ -176,7 +179,7 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup))
         if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            nn.utils.clip_grad_norm_(self._params, self.grad_clip)
         self.opt.step()
         self.ema.update(self.model, self.step)
         self.step += 1
@@ -277,7 +280,7 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
             for group in self.opt.param_groups:
                 # The kernel follows this run's device, not the device of the run that wrote the checkpoint.
-                group["fused"] = self.device.type == "cuda"
+                group["fused"], group["foreach"] = (True, None) if self.device.type == "cuda" else (None, True)
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(f"{path} does not fit this model: {first_line(e)}") from e
         self.step = int(state["step"])

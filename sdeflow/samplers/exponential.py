@@ -38,8 +38,8 @@ class Schedule:
         self.t = timesteps
         self.alpha, self.sigma, self.lam = self.alpha64.to(dtype), self.sigma64.to(dtype), self.lam64.to(dtype)
         self.nsr = (self.sigma64 / self.alpha64).to(dtype)
-        self.h = (self.lam64[1:] - self.lam64[:-1]).to(dtype)
         h64 = self.lam64[1:] - self.lam64[:-1]
+        self.h = h64.to(dtype)
         # (alpha, sigma) at each grid point, for the score function (`ScoreFunction.evaluate(..., coef=)`).
         self.coef = list(zip(self.alpha.unbind(), self.sigma.unbind()))
         self.num = Numbers(*(tuple(v.tolist()) for v in (t64, self.alpha64, self.sigma64, self.lam64, self.sigma64 / self.alpha64, h64)))
