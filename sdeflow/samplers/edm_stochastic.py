@@ -42,7 +42,8 @@ class EDMStochastic(EDMHeun):
     def step(self, score, sde, x, i, state, noise):
         t = state.sched.t[i]
         sig, a = sde.nsr(t), sde.alpha(t)
-        gamma = state.gamma_max if self.S_tmin <= float(sig) <= self.S_tmax else 0.0
+        # The gate reads the schedule's Python number: float(sig) would wait for the GPU at every step.
+        gamma = state.gamma_max if self.S_tmin <= state.sched.num.nsr[i] <= self.S_tmax else 0.0
         if gamma > 0:
             # Increase the noise level: sigma^ = (1 + gamma) sigma~, never above sigma~(T).
             sig_hat = torch.minimum(sig * (1 + gamma), state.sig_T)
