@@ -16,6 +16,7 @@ class EMA:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay, self.warmup = float(decay), bool(warmup)
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._source, self._lists = None, None
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
@@ -29,7 +30,7 @@ class EMA:
     def _tensors(self, model: nn.Module):
         # Walking the module tree for its parameters costs milliseconds on a deep network, every step:
         # the lists are made once per source model (load_state_dict copies in place, so they stay valid).
-        if getattr(self, "_source", None) is not model:
+        if self._source is not model:
             self._source = model
             self._lists = ([p for p in self.model.parameters()], [p.detach() for p in model.parameters()],
                            [b for b in self.model.buffers()], [b for b in model.buffers()])

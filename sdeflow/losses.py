@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.random import as_noise, to_device
+from sdeflow.random import as_noise
 from sdeflow.score import ScoreFunction
-from sdeflow.utils import append_dims
+from sdeflow.utils import append_dims, to_device
 
 
 class SigmaSquared:
@@ -68,14 +68,14 @@ class DSMLoss:
         u = noise.rand((n,), dtype=torch.float64)
         if self.discrete_steps is not None:
             i = noise.randint(1, self.discrete_steps + 1, (n,))
-            t = self.sde.T * i.double() / self.discrete_steps
-            return to_device(t.clamp_min(self.t_min), device)
-        if self.importance_sampling:
+            t = (self.sde.T * i.double() / self.discrete_steps).clamp_min(self.t_min)
+        elif self.importance_sampling:
             k = torch.searchsorted(self._cdf, u).clamp(1, len(self._cdf) - 1)
             c0, c1 = self._cdf[k - 1], self._cdf[k]
             t = self._grid[k - 1] + (u - c0) / (c1 - c0).clamp_min(1e-300) * (self._grid[k] - self._grid[k - 1])
-            return to_device(t, device)
-        return to_device(self.t_min + u * (self.sde.T - self.t_min), device)
+        else:
+            t = self.t_min + u * (self.sde.T - self.t_min)
+        return to_device(t, device)
 
     def __call__(self, model, x0: torch.Tensor, generator=None) -> torch.Tensor:
         """The mean loss over the batch; the noise and times come from `generator` (a torch.Generator or noise source)."""

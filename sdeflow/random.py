@@ -15,6 +15,8 @@ import math
 import numpy as np
 import torch
 
+from sdeflow.utils import to_device
+
 
 class SharedNoise:
     """Noise for the whole batch from one `torch.Generator` (None: torch's global generator)."""
@@ -86,7 +88,7 @@ class PerSampleNoise:
             got = shape[0] if shape else "a scalar"
             raise ValueError(f"this noise source serves {self.n} samples, asked for a batch of {got}")
         device = torch.device("cpu") if device is None else torch.device(device)
-        per_sample = int(np.prod(shape[1:], dtype=np.int64))
+        per_sample = _per_sample(shape)
         blocks = -(-per_sample // 4)
         keys = (self.key & 0xFFFFFFFF, self.key >> 32)
         # The counter: (block within the sample, draw index, sample index low word, high word).
@@ -183,14 +185,6 @@ def _even(shape):
     """The shape of the words a normal draw needs: an even number per sample (Box-Muller makes pairs)."""
     m = _per_sample(shape)
     return (tuple(shape)[0], m + m % 2)
-
-
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """t moved to `device`; from the CPU to a GPU through pinned memory and without blocking, since a copy from
-    pageable memory first waits for every kernel queued on the stream (a host sync per copy)."""
-    if device is None or t.device.type != "cpu" or torch.device(device).type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
 
 
 def stream_seed(seed: int, *key: int) -> int:

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from sdeflow import distributed
 from sdeflow.checkpoint import CheckpointError, check_model_config, first_line, load_checkpoint, peek_step, save_checkpoint
 from sdeflow.ema import EMA
-from sdeflow.random import PerSampleNoise, to_device
+from sdeflow.random import PerSampleNoise
+from sdeflow.utils import to_device
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -150,8 +151,8 @@ class Trainer:
         self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = int(steps), int(batch_size), float(lr), int(warmup), float(grad_clip)
         # The fused kernel on a GPU (one launch for all parameters); on a CPU the multi-tensor one, which
         # torch leaves off there by default (a Python loop of small ops per parameter).
-        kernel = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **kernel)
+        self.kernel = {"fused": True, "foreach": None} if self.device.type == "cuda" else {"fused": None, "foreach": True}
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **self.kernel)
         self.ema = EMA(self.model, ema_decay, ema_warmup)
         self._params = list(self.model.parameters())  # walked once: a deep network's module tree costs milliseconds
         use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
@@ -280,7 +281,7 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
             for group in self.opt.param_groups:
                 # The kernel follows this run's device, not the device of the run that wrote the checkpoint.
-                group["fused"], group["foreach"] = (True, None) if self.device.type == "cuda" else (None, True)
+                group.update(self.kernel)
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(f"{path} does not fit this model: {first_line(e)}") from e
         self.step = int(state["step"])

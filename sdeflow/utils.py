@@ -25,3 +25,11 @@ def batch_times(t, x: torch.Tensor) -> torch.Tensor:
     if t.shape != (x.shape[0],):
         raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
     return t
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """t moved to `device`; from the CPU to a GPU through pinned memory and without blocking, since a copy from
+    pageable memory first waits for every kernel queued on the stream (a host sync per copy)."""
+    if device is None or t.device.type != "cpu" or torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -15,7 +15,7 @@ import torch
 
 
 class Schedule:
-    """A grid's coefficients, computed once in float64 and kept in the grid's dtype, as named fields.
+    """A grid's coefficients, computed once in float64 and kept in the grid's dtype and as Python numbers.
 
     Attributes (one entry per grid point, in the grid's dtype):
         t: the grid times.
@@ -24,7 +24,6 @@ class Schedule:
         h: lambda steps, h[i] = lambda(t[i + 1]) - lambda(t[i]) > 0 (one fewer entry).
         coef: (alpha, sigma) of each grid point as 0-d tensors, passed to the score function so that it
             does not recompute them at every evaluation.
-        alpha64, sigma64, lam64: the same in float64, for coefficients that are solved rather than applied.
         num: the same as tuples of Python floats (float64), `num.t`, `num.alpha`, ... `num.h`: the
             per-step coefficients of a solver are scalar arithmetic, which on Python numbers costs no
             tensor operations (nor, on a GPU, kernel launches or host syncs) inside the loop.
@@ -33,16 +32,14 @@ class Schedule:
     def __init__(self, sde, timesteps: torch.Tensor):
         t64 = timesteps.to(torch.float64)
         dtype = timesteps.dtype
-        self.alpha64, self.sigma64 = sde.alpha(t64), sde.sigma(t64)
-        self.lam64 = torch.log(self.alpha64) - torch.log(self.sigma64)
+        alpha, sigma = sde.alpha(t64), sde.sigma(t64)
+        lam = torch.log(alpha) - torch.log(sigma)
+        nsr, h = sigma / alpha, lam[1:] - lam[:-1]
         self.t = timesteps
-        self.alpha, self.sigma, self.lam = self.alpha64.to(dtype), self.sigma64.to(dtype), self.lam64.to(dtype)
-        self.nsr = (self.sigma64 / self.alpha64).to(dtype)
-        h64 = self.lam64[1:] - self.lam64[:-1]
-        self.h = h64.to(dtype)
+        self.alpha, self.sigma, self.lam, self.nsr, self.h = (v.to(dtype) for v in (alpha, sigma, lam, nsr, h))
         # (alpha, sigma) at each grid point, for the score function (`ScoreFunction.evaluate(..., coef=)`).
         self.coef = list(zip(self.alpha.unbind(), self.sigma.unbind()))
-        self.num = Numbers(*(tuple(v.tolist()) for v in (t64, self.alpha64, self.sigma64, self.lam64, self.sigma64 / self.alpha64, h64)))
+        self.num = Numbers(*(tuple(v.tolist()) for v in (t64, alpha, sigma, lam, nsr, h)))
 
     def __len__(self) -> int:
         return len(self.t)

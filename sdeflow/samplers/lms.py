@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from sdeflow.samplers.base import Multistep, Sampler
@@ -18,13 +16,6 @@ def lms_weights(nodes: np.ndarray, lo: float, hi: float) -> np.ndarray:
         integral = np.polyint(basis)
         weights.append(np.polyval(integral, hi) - np.polyval(integral, lo))
     return np.asarray(weights)
-
-
-@dataclass
-class LMSState(Multistep):
-    """LMS's state: the history, and the grid's sigma~ as floats for the weights' integrals."""
-
-    sigmas: list = field(default_factory=list)
 
 
 class LMS(Sampler):
@@ -45,12 +36,13 @@ class LMS(Sampler):
 
     def init(self, score, sde, x, sched):
         self.require_steps(sched, self.order)
-        return LMSState(sched, sigmas=(sched.sigma64 / sched.alpha64).tolist())
+        return Multistep(sched)
 
     def step(self, score, sde, x, i, state, noise):
-        sched, sigmas = state.sched, state.sigmas
+        sched = state.sched
+        sigmas, alpha = sched.num.nsr, sched.num.alpha  # sigma~ as floats, for the weights' integrals
         ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
         nodes = np.asarray(sigmas[i - len(ds) + 1 : i + 1][::-1], dtype=np.float64)
         w = lms_weights(nodes, sigmas[i], sigmas[i + 1])
-        x = sched.alpha[i + 1] * (x / sched.alpha[i] + sum(float(wj) * d for wj, d in zip(w, ds)))
-        return x, LMSState(sched, ds, sigmas)
+        x = alpha[i + 1] * (x / alpha[i] + sum(float(wj) * d for wj, d in zip(w, ds)))
+        return x, Multistep(sched, ds)

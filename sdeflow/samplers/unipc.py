@@ -70,15 +70,13 @@ class UniPC(Sampler):
 
     def _update(self, x, history, sched: Schedule, i: int, order: int, m_new=None):
         """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order."""
-        c_x, c_m0, weights, c_new = self._coefficients(sched.num, i, order, corrector=m_new is not None)
+        num = sched.num
+        c_x, c_m0, weights, c_new = unipc_coefficients(num.lam, num.alpha, num.sigma, i, order, self.variant, m_new is not None)
         m0 = history[-1]
         x_t = c_x * x + c_m0 * m0
         for w, m in zip(weights, history[-2::-1]):
             x_t = x_t + w * (m - m0)
         return x_t if m_new is None else x_t + c_new * (m_new - m0)
-
-    def _coefficients(self, num, i: int, order: int, corrector: bool) -> tuple[float, float, tuple, float]:
-        return unipc_coefficients(num.lam, num.alpha, num.sigma, i, order, self.variant, corrector)
 
 
 @functools.lru_cache(maxsize=4096)
