@@ -5,8 +5,12 @@ Problem: Gaussian mixture, d = 16, 8 components, stds in [0.05, 0.2]; VE with si
 sigma = 0.002 (dopri8, rtol = atol = 1e-10, checked against a 1e-8 solve). NFE counted.
 
     pip install -e ".[bench]" && python benchmarks/solver_accuracy.py
+    python benchmarks/solver_accuracy.py --stochastic
 
-Writes solver_accuracy.{csv,json,md,png} and the optimised grids under benchmarks/results/.
+Writes solver_accuracy.{csv,json,md,png} and the optimised grids under benchmarks/results/. With
+--stochastic it instead runs the stochastic samplers against their diffusers peers (equal NFE, the
+same Karras grid), scored by sliced W2 and Frechet distance to exact samples, beside the floor of two
+exact sets, and writes solver_accuracy_stochastic.{csv,md}.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def peers():
     """diffusers schedulers sharing an algorithm with ours, on our Karras grid (rho = 7): name -> (ours, make, runner)."""
-    from diffusers import (EDMDPMSolverMultistepScheduler, EDMEulerScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
-                           UniPCMultistepScheduler)
+    from diffusers import (DEISMultistepScheduler, EDMDPMSolverMultistepScheduler, EDMEulerScheduler, HeunDiscreteScheduler,
+                           LMSDiscreteScheduler, SASolverScheduler, UniPCMultistepScheduler)
 
     common = dict(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, final_sigmas_type="zero")
     return {
@@ -43,7 +47,62 @@ def peers():
                                   run_vp_scaled_peer),
         "diffusers LMS (order 4)": ("lms", LMSDiscreteScheduler, run_ve_scaled_peer),
         "diffusers Heun": ("edm_heun", HeunDiscreteScheduler, run_heun_peer),
+        # diffusers' DEIS is the log-rho variant (a polynomial in lambda); ours is tAB (a polynomial in t).
+        "diffusers DEIS-3 (log-rho)": ("deis_3", lambda: DEISMultistepScheduler(solver_order=3), run_vp_scaled_peer),
+        "diffusers SA-Solver 3/3, tau = 0": ("sa_solver_3_3_ode", lambda: SASolverScheduler(predictor_order=3, corrector_order=3,
+                                                                                            tau_func=lambda t: 0), run_vp_scaled_peer),
     }
+
+
+def stochastic_peers():
+    """diffusers' stochastic schedulers and ours: name -> (ours, make(seed), runner)."""
+    from diffusers import DPMSolverSDEScheduler, EulerAncestralDiscreteScheduler, SASolverScheduler
+
+    return {
+        "diffusers EulerAncestral": ("euler_ancestral", lambda seed: EulerAncestralDiscreteScheduler(), run_ve_scaled_stochastic_peer),
+        "diffusers DPMSolverSDE (BrownianTree)": ("dpmpp_sde", lambda seed: DPMSolverSDEScheduler(noise_sampler_seed=seed),
+                                                  run_dpmsolver_sde_peer),
+        "diffusers SA-Solver 3/3, tau = 1": ("sa_solver", lambda seed: SASolverScheduler(predictor_order=3, corrector_order=3,
+                                                                                         tau_func=lambda t: 1), run_vp_scaled_stochastic_peer),
+    }
+
+
+def run_ve_scaled_stochastic_peer(make, nfe, score, sde, x_T, seed):
+    """A k-diffusion-style stochastic scheduler (samples in sigma space) on our sigmas, its noise from a seeded generator."""
+    sched, g = make(seed), torch.Generator().manual_seed(seed)
+    sched.set_timesteps(nfe + 1)
+    s = _override_sigmas(sched, _karras_sigmas(sde, nfe))
+    x = x_T.clone()
+    for i, t in enumerate(sched.timesteps[:nfe]):
+        x = sched.step(score.eps(x, _t(sde, s[i])), t, x, generator=g).prev_sample.to(torch.float64)
+    return x
+
+
+def run_vp_scaled_stochastic_peer(make, nfe, score, sde, x_T, seed):
+    """A stochastic multistep scheduler in VP scaling x / sqrt(1 + sigma^2), on our sigmas."""
+    sched, g = make(seed), torch.Generator().manual_seed(seed)
+    sched.set_timesteps(nfe + 1)
+    s = _override_sigmas(sched, _karras_sigmas(sde, nfe))
+    x = x_T / torch.sqrt(1 + s[0] ** 2)
+    for i, t in enumerate(sched.timesteps[:nfe]):
+        eps = score.eps(x * torch.sqrt(1 + s[i] ** 2), _t(sde, s[i]))
+        x = sched.step(eps, t, x, generator=g).prev_sample.to(torch.float64)
+    return x * torch.sqrt(1 + s[nfe] ** 2)
+
+
+def run_dpmsolver_sde_peer(make, nfe, score, sde, x_T, seed):
+    """k-diffusion's DPM++ SDE as diffusers runs it: two stages a step, sigmas interleaved like Heun's, torchsde noise."""
+    steps = nfe // 2
+    sched = make(seed)
+    sched.set_timesteps(steps + 1)
+    sig = _karras_sigmas(sde, steps)
+    sched.sigmas = torch.cat([sig[:1], sig[1:].repeat_interleave(2), torch.zeros(1, dtype=sig.dtype)]).to(sched.sigmas.dtype)
+    x = x_T.clone()
+    for t in sched.timesteps[: 2 * steps]:
+        first = sched.sample is None  # the scheduler's own flag: the next call is a step's first stage
+        s = sched.sigmas[sched.step_index if sched.step_index is not None else 0] if first else sched.mid_point_sigma
+        x = sched.step(score.eps(x, _t(sde, s.to(torch.float64))), t, x).prev_sample.to(torch.float64)
+    return x
 
 
 def _t(sde, sig):
@@ -125,8 +184,13 @@ def main(argv=None):
     ap.add_argument("--optimize-up-to", type=int, default=20, help="optimise grids for budgets up to this NFE")
     ap.add_argument("--maxiter", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--peers-only", action="store_true", help="reuse the sdeflow rows of an earlier run's CSV; rerun the peers")
+    ap.add_argument("--peers-only", action="store_true",
+                    help="reuse the sdeflow rows of an earlier run's CSV (running only solvers it lacks); rerun the peers")
+    ap.add_argument("--stochastic", action="store_true", help="run the stochastic samplers against their diffusers peers instead")
+    ap.add_argument("--n-stochastic", type=int, default=10_000, help="samples per stochastic row")
     args = ap.parse_args(argv)
+    if args.stochastic:
+        return stochastic_main(args)
     warnings.filterwarnings("ignore", message=".*scale_model_input.*")
     start = time.perf_counter()
 
@@ -145,6 +209,8 @@ def main(argv=None):
         "dpmpp_2m": sf.DPMSolverPP(2), "dpmpp_3m": sf.DPMSolverPP(3),
         "unipc_2_bh1": sf.UniPC(2, "bh1"), "unipc_2_bh2": sf.UniPC(2, "bh2"), "unipc_3_bh2": sf.UniPC(3, "bh2"),
         "edm_heun": sf.EDMHeun(), "ipndm": sf.IPNDM(4), "lms": sf.LMS(4),
+        "deis_3": sf.DEIS(3), "sa_solver_3_3_ode": sf.SASolver(3, 3, tau=0.0), "er_sde_3_ode": sf.ERSDE(3, sf.ODEScaler()),
+        "dpmpp_3m_sde_eta0": sf.DPMSolverPP3MSDE(eta=0.0), "dpmpp_2s": sf.DPMSolverPPSDESinglestep(eta=0.0),
     }
     grids = {"karras": sf.KarrasGrid(7.0), "logsnr": sf.LogSNRGrid()}
     jumps = {"unipc_2_bh2+jump": sf.AnalyticJump(sf.UniPC(2, "bh2"), stats, sigma_jump=3.0),
@@ -165,7 +231,8 @@ def main(argv=None):
 
         rows = [{**r, "budget": int(r["budget"]), "nfe": int(r["nfe"]), "rms_median": float(r["rms_median"]),
                  "rms_p90": float(r["rms_p90"])} for r in read_csv(args.out / "solver_accuracy.csv") if r["source"] == "sdeflow"]
-        jobs = []
+        have = {r["solver"] for r in rows}
+        jobs = [job for job in jobs if job[1] not in have]
     for nfe, name, gname in tqdm(jobs, desc="sdeflow solvers"):
         solver = {**solvers, **jumps}[name]
         try:
@@ -242,6 +309,70 @@ def main(argv=None):
             if r is not None:
                 best_rows.append({**r, "kind": "deterministic", "solver": name if r["source"] == "sdeflow" else f"diffusers:{name[10:]}"})
     plot(best_rows, args.out / "solver_accuracy.png", title="median RMS error vs exact PF-ODE (VE, GMM d=16); best grid per solver")
+    print("\n".join(lines))
+
+
+def stochastic_main(args):
+    """Stochastic samplers against diffusers' on the same VE problem, equal NFE, the same Karras grid."""
+    from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats
+
+    start = time.perf_counter()
+    sde = sf.VESDE(sigma_min=0.002, sigma_max=80.0, eps=0.0)
+    gm = sf.GaussianMixture.random(dim=16, components=8, std_range=(0.05, 0.2), seed=0)
+    score = sf.ScoreFunction(gm.score_fn(sde), sde)
+    n = args.n_stochastic
+    x_T = sde.prior_sampling((n, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    exact, other = gm.sample(n, g, t=0.0, sde=sde), gm.sample(n, g, t=0.0, sde=sde)
+    sw2 = SlicedWasserstein(exact, 256, torch.Generator().manual_seed(2))
+    exact_stats = gaussian_stats(exact)
+    floor = {"sw2": sw2(other), "frechet": frechet_distance(*gaussian_stats(other), *exact_stats)}
+    ours = {"euler_ancestral": sf.EulerAncestral(), "dpmpp_sde": sf.DPMSolverPPSDESinglestep(), "sa_solver": sf.SASolver(3, 3, tau=1.0),
+            "er_sde_3": sf.ERSDE(3), "dpmpp_3m_sde": sf.DPMSolverPP3MSDE(), "dpmpp_2m_sde": sf.DPMSolverPPSDE(),
+            "ddim_eta1": sf.StochasticDDIM(1.0), "restart": sf.Restart(), "edm_stochastic": sf.EDMStochastic()}
+    rows = []
+
+    def record(name, nfe_budget, out_nfe, x, source):
+        rows.append({"solver": name, "budget": nfe_budget, "nfe": out_nfe, "sw2": sw2(x), "frechet": frechet_distance(*gaussian_stats(x), *exact_stats),
+                     "source": source})
+
+    for nfe in tqdm(args.nfe, desc="stochastic samplers"):
+        for name, solver in ours.items():
+            try:
+                grid = solver.plan(sde, sf.KarrasGrid(7.0), nfe=nfe)
+            except sf.BudgetError:
+                continue
+            # One Brownian path per sample, shared by every row (common random numbers).
+            noise = sf.BrownianNoise(3, n, t0=float(grid[-1]) if float(grid[-1]) > 0 else 1e-9, t1=sde.T)
+            out = solver.sample(score, sde, x_T, grid, generator=noise)
+            record(name, nfe, out.nfe, out.samples, "sdeflow")
+        for name, (_, make, runner) in stochastic_peers().items():
+            used = 2 * (nfe // 2) if runner is run_dpmsolver_sde_peer else nfe
+            record(name, nfe, used, runner(make, nfe, score, sde, x_T, 3), "diffusers")
+    pairs = []
+    for peer, (mine, _, _) in stochastic_peers().items():
+        for nfe in args.nfe:
+            p = next(r for r in rows if r["solver"] == peer and r["budget"] == nfe)
+            o = next((r for r in rows if r["solver"] == mine and r["budget"] == nfe), None)
+            if o is not None:
+                pairs.append({"nfe": nfe, "ours": mine, "peer": peer, "ours_sw2": o["sw2"], "peer_sw2": p["sw2"],
+                              "ours_frechet": o["frechet"], "peer_frechet": p["frechet"]})
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / "solver_accuracy_stochastic.csv", rows)
+    lines = [f"# Stochastic samplers, VE sigma in [0.002, 80], GMM d=16 K=8, n={n}, Karras grid (rho = 7)", "",
+             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
+             f"floor (two exact sets of n={n}): sliced W2 {floor['sw2']:.3e}, Frechet {floor['frechet']:.3e}. sdeflow rows share one "
+             "Brownian path per sample (`BrownianNoise`); the peers draw their own noise.", "",
+             "## Same algorithm as a diffusers scheduler, equal NFE, same grid", "",
+             "| NFE | sdeflow | diffusers | sdeflow SW2 | diffusers SW2 | sdeflow Frechet | diffusers Frechet |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_sw2']:.3e} | {p['peer_sw2']:.3e} | {p['ours_frechet']:.3e} | "
+              f"{p['peer_frechet']:.3e} |" for p in pairs]
+    lines += ["", "## Every stochastic row, by NFE (Frechet, then sliced W2)", "", "| NFE | solver | nfe | sliced W2 | Frechet |", "|---|---|---|---|---|"]
+    for nfe in args.nfe:
+        for r in sorted([r for r in rows if r["budget"] == nfe], key=lambda r: r["frechet"]):
+            lines.append(f"| {nfe} | {r['solver']} | {r['nfe']} | {r['sw2']:.3e} | {r['frechet']:.3e} |")
+    lines += ["", f"wall time {time.perf_counter() - start:.0f} s on {platform.platform()}, torch {torch.__version__}"]
+    (args.out / "solver_accuracy_stochastic.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

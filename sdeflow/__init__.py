@@ -14,25 +14,32 @@ from sdeflow.samplers import (
     EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
     BudgetError, Multistep, NonFiniteError, PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler, Schedule,
     SolverError, State, UniPC,
+    DEIS, DPMSolverPP3MSDE, DPMSolverPPSDESinglestep, ERScaler, ERSDE, EulerAncestral, ODEScaler, Restart, SASolver, SDEScaler,
+    StochasticDDIM,
 )
+from sdeflow.brownian import BrownianNoise
+from sdeflow.inversion import decode, encode
+from sdeflow.sdedit import sdedit
 from sdeflow.score import EpsPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
 from sdeflow.sde import SDE, SubVPSDE, VESDE, VPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "generate", "Generated",
+    "sample", "generate", "Generated", "encode", "decode", "sdedit",
     "SDE", "VPSDE", "SubVPSDE", "VESDE",
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
     "GaussianMixture",
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",
     "optimize_grid", "save_grid",
-    "PerSampleNoise", "SharedNoise",
+    "PerSampleNoise", "SharedNoise", "BrownianNoise",
     "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError",
     "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",
     "DDIM", "DPMSolver", "DPMSolverAdaptive", "DPMSolverPP", "UniPC", "EDMHeun", "IPNDM", "LMS",
     "EDMStochastic", "DPMSolverPPSDE", "GottaGoFast",
+    "DEIS", "StochasticDDIM", "EulerAncestral", "DPMSolverPP3MSDE", "DPMSolverPPSDESinglestep", "SASolver",
+    "ERSDE", "ERScaler", "ODEScaler", "SDEScaler", "Restart",
     "AnalyticJump", "GaussianStats",
 ]

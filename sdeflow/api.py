@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sdeflow.brownian import brownian_span
 from sdeflow.random import streams
 from sdeflow.samplers.base import SampleResult
 from sdeflow.score import ScoreFunction
@@ -26,6 +27,7 @@ def sample(
     hook=None,
     progress=None,
     grad: bool = False,
+    brownian: bool = False,
 ) -> SampleResult:
     """Draw `shape[0]` samples: a prior draw, then `sampler` along the grid it plans (`sampler.plan`).
 
@@ -46,12 +48,16 @@ def sample(
         hook: `hook(x, t) -> x` applied at every grid point after the first (see `Sampler.sample`).
         progress: `progress(i, n)` called at every grid point.
         grad: record the autograd graph through sampling (off by default; see `Sampler.sample`).
+        brownian: take the solver noise from one Brownian path per sample (`BrownianNoise` on [eps, T]):
+            the same seed then gives the same path whatever the grid or the step count, so runs at
+            different NFE differ by their discretisation only (with `seed`; a `generator` is used as it is).
     """
     if not isinstance(score, ScoreFunction):
         score = ScoreFunction(score, sde)
     if generator is None and seed is None:
         raise ValueError("give a seed or a generator")
-    prior, noise = streams(seed, shape[0], offset) if generator is None else (generator, generator)
+    span = brownian_span(sde) if brownian else None
+    prior, noise = streams(seed, shape[0], offset, brownian=span) if generator is None else (generator, generator)
     timesteps = sampler.plan(sde, grid, nfe=nfe, steps=steps)
     x = sde.prior_sampling(shape, prior, dtype=dtype, device=device)
     return sampler.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook, progress=progress, grad=grad)

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdeflow import distributed
+from sdeflow.brownian import brownian_span
 from sdeflow.random import streams
 
 
@@ -28,7 +29,7 @@ class Generated:
 
 
 def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
-             progress: bool = True, indices: range | None = None) -> Generated:
+             progress: bool = True, indices: range | None = None, brownian: bool = False) -> Generated:
     """Draw samples `indices` (default: this rank's share of 0..n-1) of a run of n samples.
 
     Args:
@@ -42,6 +43,7 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
         device: where to sample (default: the score model's device is not guessed: CPU).
         progress: show a progress bar (rank 0 only).
         indices: the sample indices to draw, for manual sharding (default `shard(n, unit=batch_size)`).
+        brownian: the solver noise of sample i is one Brownian path, the same for any grid or NFE (`BrownianNoise`).
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
@@ -52,7 +54,7 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
     for start in tqdm(starts, desc=type(solver).__name__, disable=not (progress and distributed.is_main()), dynamic_ncols=True):
         b = min(batch_size, indices.stop - start)
         with torch.no_grad():
-            prior, noise = streams(seed, b, start)
+            prior, noise = streams(seed, b, start, brownian=brownian_span(sde) if brownian else None)
             x = sde.prior_sampling((b, *shape), prior, device=device)
             out = solver.sample(score, sde, x, ts, generator=noise)
         chunks.append(out.samples.cpu())

@@ -25,10 +25,28 @@ DETERMINISTIC = {
     "edm_heun": sf.EDMHeun(),
     "ipndm": sf.IPNDM(4),
     "lms": sf.LMS(4),
+    "deis_2": sf.DEIS(2),
+    "deis_3": sf.DEIS(3),
+    "sa_solver_p2c3": sf.SASolver(2, 3, tau=0.0),
+    "sa_solver_p3c4": sf.SASolver(3, 4, tau=0.0),
+    "er_sde_2_ode": sf.ERSDE(2, sf.ODEScaler()),
+    "er_sde_3_ode": sf.ERSDE(3, sf.ODEScaler()),
+    "dpmpp_3m_sde_eta0": sf.DPMSolverPP3MSDE(eta=0.0),
+    "dpmpp_2s": sf.DPMSolverPPSDESinglestep(eta=0.0),
+    "euler": sf.EulerAncestral(eta=0.0),
+    "restart_none": sf.Restart(restarts=[]),
 }
 STOCHASTIC = {
     "edm_stochastic": sf.EDMStochastic(S_churn=10.0, S_tmin=0.0, S_tmax=1e3),
     "dpmpp_2m_sde": sf.DPMSolverPPSDE(),
+    "dpmpp_3m_sde": sf.DPMSolverPP3MSDE(),
+    "dpmpp_sde": sf.DPMSolverPPSDESinglestep(),
+    "ddim_eta1": sf.StochasticDDIM(eta=1.0),
+    "euler_ancestral": sf.EulerAncestral(),
+    "sa_solver": sf.SASolver(),
+    "er_sde": sf.ERSDE(),
+    "er_sde_reverse": sf.ERSDE(1, sf.SDEScaler()),
+    "restart": sf.Restart(),
 }
 
 
@@ -73,7 +91,8 @@ def test_unip_2_bh2_is_dpm_solver_pp_2m(sde):
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc_2_bh2", "ddim", "edm_heun"])
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc_2_bh2", "ddim", "edm_heun", "sa_solver_p2c3", "er_sde_3_ode",
+                                  "dpmpp_3m_sde_eta0", "dpmpp_2s", "restart_none"])
 def test_invariant_to_the_time_parameterisation(name):
     # The probability-flow ODE of VP, written in x / alpha and sigma / alpha, is VE's: a solver that
     # works in lambda gives the same answer on a VP grid and on the VE grid with the same log-SNRs.
@@ -217,7 +236,7 @@ def test_every_solver_keeps_dtype_and_counts_nfe(name, dtype):
     assert out.samples.dtype == dtype and torch.isfinite(out.samples).all()
     assert out.nfe == len(calls)
     if steps is not None:
-        assert out.nfe == steps * solver.nfe_per_step
+        assert out.nfe == steps * solver.nfe_per_step + getattr(solver, "restart_nfe", 0)
 
 
 def test_impossible_combinations_are_refused():

@@ -18,7 +18,7 @@ def _score(sde):
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_every_sampler_returns_a_state_for_every_grid_point(name):
     solver, sde = SOLVERS[name], sf.VPSDE()
-    timesteps = solver.plan(sde, sf.LogSNRGrid(), nfe=12)
+    timesteps = solver.plan(sde, sf.LogSNRGrid(), nfe=20)
     x = sde.prior_sampling((8, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
     out = solver.sample(_score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1), return_trajectory=True)
     assert out.trajectory.shape == (len(timesteps), 8, 16)
@@ -31,7 +31,7 @@ def test_every_sampler_returns_a_state_for_every_grid_point(name):
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_the_hook_sees_every_grid_point_and_its_result_is_used(name):
     solver, sde = SOLVERS[name], sf.VPSDE()
-    timesteps = solver.plan(sde, sf.LogSNRGrid(), nfe=12)
+    timesteps = solver.plan(sde, sf.LogSNRGrid(), nfe=20)
     x = sde.prior_sampling((8, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
     seen = []
 

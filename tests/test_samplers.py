@@ -228,7 +228,7 @@ def test_bad_sampler_arguments():
         sf.PCSampler(sf.NonePredictor(), sf.NoneCorrector())
     with pytest.raises(TypeError, match="Predictor"):
         sf.PCSampler("euler_maruyama")
-    with pytest.raises(ValueError, match="strictly decreasing"):
+    with pytest.raises(ValueError, match="decreasing grid"):
         sf.PCSampler(sf.EulerMaruyama()).sample(score, sde, x, torch.tensor([0.5, 0.9]))
     with pytest.raises(ValueError, match=r"inside|lie in \[eps, T\]"):
         sf.PCSampler(sf.EulerMaruyama()).sample(score, sde, x, torch.tensor([1.5, 0.5]))

@@ -126,7 +126,8 @@ def run(cfg: DictConfig) -> list[dict]:
     solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
     for name, solver in solvers.items():
         start = time.perf_counter()
-        gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress)
+        gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
+                       brownian=bool(cfg.get("brownian", False)))
         feats = torch.cat([torch.empty(0, train_feats.shape[1]), *[extractor(chunk) for chunk in gen.samples.split(cfg.batch_size)]])
         stats = FeatureStats(train_feats.shape[1]).update(feats).all_reduce()
         # KID and precision/recall need the features themselves: rank 0 gathers them (n x d, small next to the images).

@@ -38,7 +38,8 @@ def run(cfg: DictConfig) -> list[dict]:
     solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
     for name, solver in solvers.items():
         start = time.perf_counter()
-        gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress)
+        gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
+                       brownian=bool(cfg.get("brownian", False)))
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
         seconds = time.perf_counter() - start
         if x is None:  # not rank 0: rank 0 writes the files

@@ -38,6 +38,9 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
     if not cfg.solver:
         raise ValueError("no solver selected: pick one or more from conf/solver, e.g. solver=ode_euler or solver=all")
+    depth = cfg.get("brownian_depth", 16)
+    if not isinstance(depth, int) or not 1 <= depth <= 29:
+        raise ValueError(f"brownian_depth must be an integer in [1, 29], got {depth!r}")
     for key in ("n_trajectory", "n_distribution", "n_directions"):
         if not isinstance(cfg[key], int) or cfg[key] < 2:
             raise ValueError(f"{key} must be an integer >= 2, got {cfg[key]!r}")
@@ -56,7 +59,7 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     start = time.perf_counter()
     rows, bench = runner.run(problem, sde, solvers, grid, nfe_list, cfg.n_trajectory, cfg.n_distribution, cfg.n_directions,
                              cfg.seed, DTYPES[cfg.dtype], OmegaConf.to_container(cfg.reference), cfg.progress,
-                             on_row=lambda row: _on_row(row, out_dir, tracker), device=device)
+                             on_row=lambda row: _on_row(row, out_dir, tracker), device=device, brownian_depth=cfg.get("brownian_depth", 16))
     wall = time.perf_counter() - start
     if all(row.get("skipped") for row in rows):
         tracker.finish()

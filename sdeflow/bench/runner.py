@@ -2,7 +2,9 @@
 
 Deterministic samplers are scored by the per-sample RMS error against the exact probability-flow
 solution from the same prior draws; stochastic ones by distribution distances (sliced Wasserstein-2,
-Frechet) to exact samples of p_eps, printed beside the floor of two independent exact sets.
+Frechet) to exact samples of p_eps, printed beside the floor of two independent exact sets. Every
+stochastic row integrates the same Brownian path per sample (`BrownianNoise`): the rows differ by
+their discretisation, not by their draws, so the curves against NFE are common-random-number curves.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from sdeflow.brownian import BrownianNoise
 from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats, rms_error
-from sdeflow.random import DIRECTIONS, EXACT, NOISE, PRIOR, seeded_generator
+from sdeflow.random import DIRECTIONS, EXACT, PRIOR, seeded_generator
 from sdeflow.samplers.base import BudgetError, NonFiniteError
 from sdeflow.score import ScoreFunction
 
@@ -49,15 +52,20 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
                         sw2, stats)
 
 
-def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None) -> dict:
-    """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row."""
+def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None,
+               noise: BrownianNoise | None = None) -> dict:
+    """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row.
+
+    `noise`: the stochastic rows' Brownian path (default: `BrownianNoise(seed, n)` on [eps, T]).
+    """
     score = ScoreFunction(problem.score_fn(sde), sde)
     timesteps = solver.plan(sde, grid, nfe=nfe)
     steps = None if solver.nfe_per_step is None else len(timesteps) - 1
     row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "steps": steps}
     start = time.perf_counter()
     if solver.stochastic:
-        out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=seeded_generator(seed, NOISE))
+        noise = noise.restarted() if noise is not None else BrownianNoise(seed, len(bench.x_T_dist), t0=sde.eps, t1=sde.T)
+        out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=noise)
         # Samplers raise on NaN or infinity (a "diverged" row below), so these samples are finite.
         x = out.samples.to("cpu", torch.float64)
         row.update(
@@ -75,17 +83,26 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
 
 
 def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distribution=10000, n_directions=256, seed=0,
-        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None) -> tuple[list[dict], BenchProblem]:
-    """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result arrives."""
+        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None, brownian_depth: int = 16
+        ) -> tuple[list[dict], BenchProblem]:
+    """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result arrives.
+
+    `brownian_depth`: the levels of the stochastic rows' Brownian tree (`BrownianNoise`); fewer are
+    cheaper, and enough while the grids' times stay apart by more than a leaf.
+    """
     bench = prepare(problem, sde, n_trajectory, n_distribution, n_directions, seed, dtype, reference or {})
+    # Budget by budget, so that the stochastic rows of one grid follow each other and the shared path's
+    # values at its points are computed once (the cache holds the largest grid and its stages).
     jobs = [(name, s, None) for name, s in solvers.items() if s.nfe_per_step is None]
-    jobs += [(name, s, n) for name, s in solvers.items() if s.nfe_per_step is not None for n in nfe_list]
+    jobs += [(name, s, n) for n in nfe_list for name, s in solvers.items() if s.nfe_per_step is not None]
+    path = BrownianNoise(seed, n_distribution, t0=sde.eps, t1=sde.T, depth=brownian_depth,
+                         cache_size=4 * max([int(n) for n in nfe_list] + [1]) + 8)
     rows = []
     bar = tqdm(jobs, desc="bench", disable=not progress, dynamic_ncols=True)
     for name, solver, nfe in bar:
         bar.set_postfix_str(f"{name} nfe={nfe if nfe is not None else 'adaptive'}")
         try:
-            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions, device)
+            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions, device, path)
         except NonFiniteError as e:
             # A solver that blows up at this budget is a result (it diverged), reported without a number.
             row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "diverged": True,
@@ -97,4 +114,7 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
         rows.append(row)
         if on_row is not None:
             on_row(row)
+    # Reported solver by solver, in the order given, each by budget.
+    order = {name: k for k, name in enumerate(solvers)}
+    rows.sort(key=lambda r: (order[r["solver"]], -1 if r["budget"] is None else r["budget"]))
     return rows, bench

@@ -17,7 +17,8 @@ from sdeflow.score import ScoreFunction
 
 
 def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "rademacher", eps: float | None = None,
-                   rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5", generator: torch.Generator | None = None):
+                   rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5", generator: torch.Generator | None = None,
+                   return_code: bool = False):
     """(log p_eps(x) per sample, NFE) by integrating the probability-flow ODE from eps to T.
 
     Args:
@@ -25,6 +26,7 @@ def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "r
         probes: Hutchinson probe vectors per sample, fixed along the path (averaged).
         noise: "rademacher" or "gaussian" probes.
         eps: start time (default sde.eps; must be > 0 where sigma(0) = 0).
+        return_code: also return z, the ODE's solution at T (the code `sdeflow.encode` computes).
     """
     import torchdiffeq  # imported where it is used: it brings scipy.integrate with it
 
@@ -64,7 +66,8 @@ def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "r
         raise SolverError(f"the likelihood ODE failed in torchdiffeq's {method} ({e}); try looser rtol/atol") from e
     z = out[: x.numel()].reshape(x.shape)
     delta = out[x.numel():]
-    return sde.prior_logp(z) + delta, score.nfe - nfe0
+    logp, nfe = sde.prior_logp(z) + delta, score.nfe - nfe0
+    return (logp, nfe, z) if return_code else (logp, nfe)
 
 
 def bits_per_dim(logp: torch.Tensor, dim: int, bits: int = 8, centered: bool = True) -> torch.Tensor:

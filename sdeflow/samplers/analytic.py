@@ -103,6 +103,7 @@ class AnalyticJump(Sampler):
 
     # The first interval, [t_jump, T], is the jump's own: a grid search moves only the inner solver's grid.
     fixed_head = 1
+    reversible = False  # its first step is a jump from T, not a step of the ODE
 
     def t_jump(self, sde) -> float:
         """The SDE time at which sigma / alpha = sigma_jump."""

@@ -96,6 +96,8 @@ class Sampler(abc.ABC):
     warmup_order: ClassVar[int | None] = None
     # Leading grid points the solver places itself (an analytic jump's first interval): grid searches leave them alone.
     fixed_head: ClassVar[int] = 0
+    # Whether a deterministic solver also integrates forwards, on an increasing grid (ODE inversion, `sdeflow.encode`).
+    reversible: ClassVar[bool] = True
 
     def __init__(self, denoise: bool = False):
         self.denoise = bool(denoise)
@@ -186,7 +188,9 @@ class Sampler(abc.ABC):
                 losses that differentiate through sampling). Off by default: sampling then keeps
                 no activations, and the samples come back without `requires_grad`.
         """
-        timesteps = check_timesteps(timesteps, sde, x)
+        timesteps = check_timesteps(timesteps, sde, x, forward_ok=True)
+        if timesteps[-1] > timesteps[0]:
+            self.check_forward()
         check_score_input(score, sde, x)
         noise = as_noise(generator)
         name = type(self).__name__
@@ -236,6 +240,19 @@ class Sampler(abc.ABC):
                     raise non_finite(name, f"after the final denoising step (t = {float(timesteps[-1]):.6g})")
         return SampleResult(samples=x, nfe=score.nfe - nfe0, timesteps=timesteps, trajectory=trajectory)
 
+    def check_forward(self) -> None:
+        """Refuse, at the door, an increasing grid for a solver that cannot integrate forwards in time."""
+        name = type(self).__name__
+        if self.stochastic:
+            raise ValueError(f"{name} is stochastic: it runs only from T towards eps (a decreasing grid); "
+                             "encode data with a deterministic solver")
+        if not self.reversible:
+            raise ValueError(f"{name} cannot integrate forwards in time; encode with a grid solver such as DDIM, "
+                             "DPMSolverPP, UniPC, EDMHeun or ProbabilityFlowODE")
+        if self.denoise:
+            raise ValueError(f"{name}(denoise=True) ends with a denoising step, which has no meaning on an increasing grid; "
+                             "use denoise=False to encode")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
@@ -269,14 +286,17 @@ def check_score_input(score, sde, x: torch.Tensor) -> None:
                          f"sample in {first.dtype} (dtype=...) or convert the model (e.g. model.to({x.dtype}))")
 
 
-def check_timesteps(timesteps, sde, x: torch.Tensor) -> torch.Tensor:
-    """Validate a grid at the door: 1-D, at least two points, strictly decreasing, inside [eps, T]."""
+def check_timesteps(timesteps, sde, x: torch.Tensor, forward_ok: bool = False) -> torch.Tensor:
+    """Validate a grid at the door: 1-D, at least two points, strictly decreasing (or, with `forward_ok`,
+    strictly increasing), inside [eps, T]."""
     timesteps = torch.as_tensor(timesteps, dtype=x.dtype, device=x.device)
     if timesteps.ndim != 1 or len(timesteps) < 2:
         raise ValueError(f"timesteps must be a 1-D grid of at least two times, got shape {tuple(timesteps.shape)}")
-    if not bool((timesteps[1:] < timesteps[:-1]).all()):
-        raise ValueError("timesteps must be strictly decreasing (from T towards eps)")
-    lo, hi = float(timesteps[-1]), float(timesteps[0])
+    decreasing = bool((timesteps[1:] < timesteps[:-1]).all())
+    if not decreasing and not (forward_ok and bool((timesteps[1:] > timesteps[:-1]).all())):
+        raise ValueError("timesteps must be strictly decreasing (from T towards eps)"
+                         + ("; or strictly increasing to encode data with a deterministic solver" if forward_ok else ""))
+    lo, hi = (float(timesteps[-1]), float(timesteps[0])) if decreasing else (float(timesteps[0]), float(timesteps[-1]))
     slack = 1e-6 * sde.T
     if lo < sde.eps - slack or hi > sde.T + slack:
         raise ValueError(f"timesteps must lie in [eps, T] = [{sde.eps}, {sde.T}], got [{lo}, {hi}]")

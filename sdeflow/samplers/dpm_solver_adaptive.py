@@ -22,6 +22,7 @@ class DPMSolverAdaptive(Sampler):
 
     nfe_per_step = None
     stochastic = False
+    reversible = False  # its step-size control runs from T towards eps
 
     def __init__(self, order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05, theta: float = 0.9,
                  max_steps: int = 10_000, denoise: bool = False):

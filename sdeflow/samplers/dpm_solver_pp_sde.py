@@ -36,6 +36,6 @@ class DPMSolverPPSDE(Sampler):
         if self.second_order and state.history:
             r = (lam[i] - lam[i - 1]) / h
             drift = m0 + 0.5 * (m0 - state.history[-1]) / r
-        z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
+        z = noise.increment(x.shape, num.t[i], num.t[i + 1], dtype=x.dtype, device=x.device)
         x = (s_t / s_s * math.exp(-h)) * x - (a_t * math.expm1(-2 * h)) * drift + (s_t * math.sqrt(-math.expm1(-2 * h))) * z
         return x, Multistep(sched, [m0])

@@ -66,7 +66,8 @@ class ProbabilityFlowODE(Sampler):
         # method takes exactly its one step per interval either way).
         for i in range(len(sched) - 1):
             span = sched.t[i : i + 2]
-            t_hi, t_lo = sched.num.t[i], sched.num.t[i + 1]
+            # The interval's ends; on an increasing grid (encoding) the ODE runs forwards in time.
+            t_lo, t_hi = sorted((sched.num.t[i], sched.num.t[i + 1]))
             slack = 1e-9 * max(1.0, abs(t_hi))
 
             def checked_velocity(t, y):

@@ -42,7 +42,7 @@ class EulerMaruyama(Predictor):
         dt = t_next - t
         drift, diffusion = sde.reverse(score).sde(x, t)
         x_mean = x + drift * dt
-        z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
+        z = noise.increment(x.shape, t, t_next, dtype=x.dtype, device=x.device)
         return x_mean + append_dims(diffusion, x.ndim) * torch.sqrt(-dt) * z, x_mean
 
 
@@ -52,7 +52,7 @@ class ReverseDiffusion(Predictor):
     def update(self, score, sde, x, t, t_next, noise):
         rev_f, rev_G = sde.reverse(score).discretize(x, t, t - t_next)
         x_mean = x - rev_f
-        z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
+        z = noise.increment(x.shape, t, t_next, dtype=x.dtype, device=x.device)
         return x_mean + append_dims(rev_G, x.ndim) * z, x_mean
 
 
@@ -70,5 +70,5 @@ class Ancestral(Predictor):
         x0 = score.x0(x, t)
         x_mean = (a_ts * s_s**2 / s_t**2) * x + (a_s * var_ts / s_t**2) * x0
         std = torch.sqrt(var_ts * s_s**2 / s_t**2)
-        z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
+        z = noise.increment(x.shape, t, t_next, dtype=x.dtype, device=x.device)
         return x_mean + std * z, x_mean
