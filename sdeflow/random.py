@@ -242,6 +242,8 @@ class FreshIncrements:
         self.source = source
 
     def __getattr__(self, name):
+        if name == "source":  # not yet set (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.source, name)
 
     def increment(self, shape, t0: float, t1: float, dtype=torch.float32, device=None) -> torch.Tensor:

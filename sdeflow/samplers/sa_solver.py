@@ -81,8 +81,8 @@ class SASolver(Sampler):
             tau2 = self.tau**2 if self.tau_min <= num.nsr[i] <= self.tau_max else 0.0
             h, lam_t = num.h[i], num.lam[i + 1]
 
-            def kernel(lam: np.ndarray, tau2=tau2, lam_t=lam_t) -> np.ndarray:
-                return (1 + tau2) * num.alpha[i + 1] * np.exp((1 + tau2) * (lam - lam_t))
+            def kernel(lam: np.ndarray, tau2=tau2, lam_t=lam_t, a_t=num.alpha[i + 1]) -> np.ndarray:
+                return (1 + tau2) * a_t * np.exp((1 + tau2) * (lam - lam_t))
 
             order = min(self.predictor_order, i + 1)
             if self.lower_order_final:
