@@ -189,9 +189,9 @@ def main(argv=None):
     ap.add_argument("--stochastic", action="store_true", help="run the stochastic samplers against their diffusers peers instead")
     ap.add_argument("--n-stochastic", type=int, default=10_000, help="samples per stochastic row")
     args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*scale_model_input.*")
     if args.stochastic:
         return stochastic_main(args)
-    warnings.filterwarnings("ignore", message=".*scale_model_input.*")
     start = time.perf_counter()
 
     sde = sf.VESDE(sigma_min=0.002, sigma_max=80.0, eps=0.0)
@@ -286,7 +286,8 @@ def main(argv=None):
     write_csv(args.out / "solver_accuracy_pairs.csv", pairs)
     lines = [f"# Solver accuracy, VE sigma in [0.002, 80], GMM d=16 K=8, n={args.n}", "",
              f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`"
-             + (" (sdeflow rows and optimised grids from the earlier full run in the same CSV)" if args.peers_only else ""), "",
+             + (" (sdeflow rows and optimised grids from the earlier full run in the same CSV; solvers it lacked were run now)"
+                if args.peers_only else ""), "",
              f"reference check (1e-10 vs 1e-8 solve, max RMS): {ref_check:.2e}", "", "## Ingredients of the gain", "",
              "| NFE | step | solver | grid | median RMS |", "|---|---|---|---|---|"]
     lines += [f"| {s['nfe']} | {s['ingredient']} | {s['solver']} | {s['grid']} | {s['rms_median']:.2e} |" for s in shares]

@@ -13,12 +13,12 @@ bridge between its ends, W(m) = W(a) + (m - a) / (b - a) (W(b) - W(a)) + sqrt((m
 an exact Brownian motion in t. The split points are dyadic in log t, where diffusion grids are
 about uniform (they crowd towards eps), so a few levels separate the points of any practical grid.
 Each z is a Philox draw keyed by the node and the sample (`PerSampleNoise.randn(..., draw=node)`,
-its fast float32 transform: the path itself is summed in float64), so any point of the path is computed directly, in any order, on any device. Below the `depth`-th
-level (leaves of 1.8e-4 in log t over [1e-5, 1] at the default depth 16) the value at t is drawn
-from the bridge across its leaf. Two different times inside one leaf would share that draw and get
-the wrong joint law, so that is refused with a clear error (raise `depth`). A query costs one
-normal draw per level below what the previous query shared: about depth - log2(steps) draws per
-step, against one for fresh noise.
+its fast float32 transform: the path itself is summed in float64), so any point of the path is
+computed directly, in any order, on any device. Below the `depth`-th level (leaves of 1.8e-4 in
+log t over [1e-5, 1] at the default depth 16) the value at t is drawn from the bridge across its
+leaf. Two different times inside one leaf would share that draw and get the wrong joint law, so that
+is refused with a clear error (raise `depth`). A query costs one normal draw per level below what
+the previous query shared: about depth - log2(steps) draws per step, against one for fresh noise.
 """
 
 from __future__ import annotations

@@ -85,8 +85,9 @@ class PerSampleNoise:
         """The next draw's random 32-bit words, shape (n, *shape[1:]), as int64 on `device` (one word per element).
 
         `draw`: read the words of this draw index (below 2^32) instead, without advancing the count
-        (random access, as a Brownian tree needs). On the CPU they are computed in numpy (cheapest for small arrays); on another device by the
-        same arithmetic in torch, there: the integers are identical on every device.
+        (random access, as a Brownian tree needs). On the CPU they are computed in numpy (cheapest
+        for small arrays); on another device by the same arithmetic in torch, there: the integers
+        are identical on every device.
         """
         shape = tuple(shape)
         if not shape or shape[0] != self.n:

@@ -8,6 +8,7 @@ import torch
 
 from sdeflow.samplers.base import Sampler
 from sdeflow.samplers.euler_ancestral import ancestral_split
+from sdeflow.samplers.exponential import check_noise_scale
 
 
 class DPMSolverPPSDESinglestep(Sampler):
@@ -28,9 +29,10 @@ class DPMSolverPPSDESinglestep(Sampler):
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5, denoise: bool = False):
         super().__init__(denoise=denoise)
-        if eta < 0 or s_noise < 0 or not 0 < r < 1:
-            raise ValueError(f"need eta >= 0, s_noise >= 0 and 0 < r < 1, got eta={eta}, s_noise={s_noise}, r={r}")
-        self.eta, self.s_noise, self.r = float(eta), float(s_noise), float(r)
+        self.eta, self.s_noise = check_noise_scale(eta, s_noise, "DPMSolverPPSDESinglestep")
+        if not 0 < r < 1:
+            raise ValueError(f"DPMSolverPPSDESinglestep needs 0 < r < 1, got r={r}")
+        self.r = float(r)
         self.stochastic = self.eta > 0 and self.s_noise > 0
         self.order = 1 if self.stochastic else 2
 

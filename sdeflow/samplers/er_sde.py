@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from sdeflow.samplers.base import Multistep, Sampler
 from sdeflow.samplers.exponential import check_order

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from sdeflow.samplers.base import Sampler
+from sdeflow.samplers.exponential import check_noise_scale
 
 
 def ancestral_split(sig: float, sig_next: float, eta: float) -> tuple[float, float]:
@@ -30,9 +31,7 @@ class EulerAncestral(Sampler):
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, denoise: bool = False):
         super().__init__(denoise=denoise)
-        if eta < 0 or s_noise < 0:
-            raise ValueError(f"eta and s_noise must be >= 0, got eta={eta}, s_noise={s_noise}")
-        self.eta, self.s_noise = float(eta), float(s_noise)
+        self.eta, self.s_noise = check_noise_scale(eta, s_noise, "EulerAncestral")
         self.stochastic = self.eta > 0 and self.s_noise > 0
 
     def step(self, score, sde, x, i, state, noise):

@@ -110,6 +110,13 @@ def check_order(order: int, allowed: tuple[int, ...], name: str) -> int:
     return int(order)
 
 
+def check_noise_scale(eta: float, s_noise: float, name: str) -> tuple[float, float]:
+    """(eta, s_noise) of an ancestral-type solver, refused at the door unless both are >= 0."""
+    if eta < 0 or s_noise < 0:
+        raise ValueError(f"{name} needs eta >= 0 and s_noise >= 0, got eta={eta}, s_noise={s_noise}")
+    return float(eta), float(s_noise)
+
+
 def time_at_lambda(sde, lam: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The SDE time with log-SNR `lam`, in `like`'s dtype (for intermediate stages)."""
     return sde.t_from_lambda(lam.to(torch.float64)).to(like.dtype)

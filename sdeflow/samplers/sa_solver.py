@@ -76,7 +76,7 @@ class SASolver(Sampler):
     def init(self, score, sde, x, sched):
         self.require_steps(sched, self.predictor_order)
         num, n = sched.num, len(sched) - 1
-        steps, last = [], 0
+        steps = []
         for i in range(n):
             tau2 = self.tau**2 if self.tau_min <= num.nsr[i] <= self.tau_max else 0.0
             h, lam_t = num.h[i], num.lam[i + 1]
