@@ -1,6 +1,7 @@
 """Training and command runs that lose nothing: seeds, signals, kills, resumes, locks, sweeps and bad input."""
 
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -306,6 +307,7 @@ def test_empty_inception_weights_get_one_clear_line(tmp_path):
 
 # --- Packaging -------------------------------------------------------------------------------------------------
 def test_torch_has_a_lower_bound_only():
-    torch_req = [r for r in requires("sdeflow") if r.replace(" ", "").startswith("torch") and not r.startswith("torchdiffeq")]
+    # The requirement named exactly torch (not torchdiffeq, torchsde), in any extra.
+    torch_req = [r for r in requires("sdeflow") if re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] == "torch"]
     assert torch_req and all("<" not in r and "==" not in r and "~=" not in r for r in torch_req), torch_req
     assert ">=" in torch_req[0]
