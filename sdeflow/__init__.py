@@ -5,6 +5,7 @@ The public API, re-exported in one place.
 
 from sdeflow.api import sample
 from sdeflow.generation import Generated, generate
+from sdeflow.guidance import Autoguidance, ClassifierFreeGuidance, ClassifierGuidance, DynamicThresholding, GuidedScore
 from sdeflow.grids import Grid, KarrasGrid, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from sdeflow.problems import GaussianMixture
 from sdeflow.random import PerSampleNoise, SharedNoise
@@ -18,6 +19,7 @@ from sdeflow.samplers import (
     StochasticDDIM,
 )
 from sdeflow.brownian import BrownianNoise
+from sdeflow import inverse
 from sdeflow.inversion import decode, encode
 from sdeflow.sdedit import sdedit
 from sdeflow.score import EpsPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
@@ -26,8 +28,9 @@ from sdeflow.sde import SDE, SubVPSDE, VESDE, VPSDE
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "generate", "Generated", "encode", "decode", "sdedit",
+    "sample", "generate", "Generated", "encode", "decode", "sdedit", "inverse",
     "SDE", "VPSDE", "SubVPSDE", "VESDE",
+    "GuidedScore", "ClassifierFreeGuidance", "ClassifierGuidance", "Autoguidance", "DynamicThresholding",
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
     "GaussianMixture",
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",

@@ -98,6 +98,10 @@ class VPrediction(Prediction):
 class ScoreFunction:
     """A model of grad log p_t read through an SDE, counting every model evaluation in `nfe`.
 
+    `nfe` counts the evaluations a solver asks for; `forwards` and `backwards` count the network's
+    forward and backward passes behind them (the same as `nfe` and 0 here; guidance that evaluates two
+    networks, or differentiates one, counts them apart: `sdeflow.guidance`).
+
     Args:
         model: callable `model(x, t, **cond)`; t is a (batch,) tensor of SDE times.
         sde: the forward SDE whose alpha(t), sigma(t) relate the parameterisations.
@@ -113,6 +117,8 @@ class ScoreFunction:
         self.prediction = prediction if prediction is not None else ScorePrediction()
         self.cond = cond
         self.nfe = 0
+        self.forwards = 0
+        self.backwards = 0
 
     def condition(self, **cond) -> "ScoreFunction":
         """A score function with extra conditioning bound; it shares nothing mutable with this one."""
@@ -129,6 +135,7 @@ class ScoreFunction:
         alpha, sigma = coef if coef is not None else (self.sde.alpha(t), self.sde.sigma(t))
         alpha, sigma = append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
         self.nfe += 1
+        self.forwards += 1
         out = self.model(x, batch_times(t, x), **self.cond)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

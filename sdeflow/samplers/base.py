@@ -51,12 +51,16 @@ class SampleResult:
         nfe: score-model evaluations actually made (counted on the score function, denoising included).
         timesteps: the grid the sampler ran on, from T down to its last time.
         trajectory: states at every grid point, shape (len(timesteps), *samples.shape), if asked for.
+        forwards, backwards: the network's forward and backward passes behind those evaluations
+            (guidance may make two forwards, or a forward and a backward, per evaluation).
     """
 
     samples: torch.Tensor
     nfe: int
     timesteps: torch.Tensor
     trajectory: torch.Tensor | None = None
+    forwards: int | None = None
+    backwards: int | None = None
 
 
 @dataclass
@@ -225,6 +229,7 @@ class Sampler(abc.ABC):
             return x_i
 
         nfe0 = score.nfe
+        passes0 = (getattr(score, "forwards", None), getattr(score, "backwards", None))
         # no_grad rather than inference_mode: the samples stay ordinary tensors that a caller may
         # later use in autograd (a loss on generated data), which inference tensors forbid.
         with torch.set_grad_enabled(grad):
@@ -238,7 +243,9 @@ class Sampler(abc.ABC):
                 x = score.x0(x, timesteps[-1])
                 if not bool(torch.isfinite(x).all()):
                     raise non_finite(name, f"after the final denoising step (t = {float(timesteps[-1]):.6g})")
-        return SampleResult(samples=x, nfe=score.nfe - nfe0, timesteps=timesteps, trajectory=trajectory)
+        passes = [None if p0 is None else getattr(score, k) - p0 for k, p0 in zip(("forwards", "backwards"), passes0)]
+        return SampleResult(samples=x, nfe=score.nfe - nfe0, timesteps=timesteps, trajectory=trajectory,
+                            forwards=passes[0], backwards=passes[1])
 
     def check_forward(self) -> None:
         """Refuse, at the door, an increasing grid for a solver that cannot integrate forwards in time."""
