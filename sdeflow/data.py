@@ -67,15 +67,20 @@ class Dataset:
             x = (x * (levels - 1) + noise.rand(x.shape)) / levels
         return x * 2 - 1 if self.centered else x
 
-    def batch(self, size: int, generator=None) -> torch.Tensor:
+    def batch(self, size: int, generator=None, labels: bool = False):
         """A random batch (with replacement), transformed; `generator` is a torch.Generator or a noise source.
 
         With `PerSampleNoise`, slot i of the batch (its index, flip and dequantisation) depends on
         slot i's stream only, which is how data-parallel ranks draw their parts of one global batch.
+        `labels`: return (samples, their class labels), for class-conditional training.
         """
+        if labels and self.labels is None:
+            raise DatasetError(f"{self.name} has no class labels; a class-conditional model needs a labelled dataset "
+                               "(digits, mnist5k, cifar10)")
         noise = as_noise(generator)
         idx = noise.randint(0, len(self.data), (size,))
-        return self.transform(self.data[idx], noise)
+        x = self.transform(self.data[idx], noise)
+        return (x, self.labels[idx]) if labels else x
 
     def all(self) -> torch.Tensor:
         """Every sample, scaled but neither flipped nor dequantised."""
@@ -142,16 +147,17 @@ def cifar10(root: str, train: bool = True, centered: bool = True, random_flip: b
             f"CIFAR-10: expected {', '.join(str(base / n) for n in missing)}. Download cifar-10-python.tar.gz from "
             "https://www.cs.toronto.edu/~kriz/cifar.html and extract it there; sdeflow never downloads data."
         )
-    arrays = []
+    arrays, labels = [], []
     for n in names:
         try:
             with open(base / n, "rb") as f:
                 batch = _ArrayUnpickler(f, encoding="bytes").load()
             arrays.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
         except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as e:
             raise DatasetError(f"CIFAR-10: {base / n} is not a CIFAR-10 python batch: {e}") from e
     images = torch.from_numpy(np.concatenate(arrays)).float() / 255.0
-    return Dataset(images, centered, random_flip, dequantize, bits=8, name="cifar10")
+    return Dataset(images, centered, random_flip, dequantize, bits=8, name="cifar10", labels=torch.from_numpy(np.concatenate(labels)))
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -29,7 +29,7 @@ class Generated:
 
 
 def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
-             progress: bool = True, indices: range | None = None, brownian: bool = False) -> Generated:
+             progress: bool = True, indices: range | None = None, brownian: bool = False, labels=None, condition=None) -> Generated:
     """Draw samples `indices` (default: this rank's share of 0..n-1) of a run of n samples.
 
     Args:
@@ -44,6 +44,10 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
         progress: show a progress bar (rank 0 only).
         indices: the sample indices to draw, for manual sharding (default `shard(n, unit=batch_size)`).
         brownian: the solver noise of sample i is one Brownian path, the same for any grid or NFE (`BrownianNoise`).
+        labels: class labels of a class-conditional model, cycled over the run: sample i gets
+            labels[i % len(labels)], whatever the batch or rank.
+        condition: `condition(score, batch_labels) -> score function` (e.g. classifier-free guidance);
+            default: the labels bound as `y`.
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
@@ -56,7 +60,12 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
         with torch.no_grad():
             prior, noise = streams(seed, b, start, brownian=brownian_span(sde) if brownian else None)
             x = sde.prior_sampling((b, *shape), prior, device=device)
-            out = solver.sample(score, sde, x, ts, generator=noise)
+            batch_score = score
+            if labels is not None:
+                index = torch.arange(start, start + b) % len(labels)
+                batch_labels = torch.as_tensor(labels, dtype=torch.int64)[index]
+                batch_score = condition(score, batch_labels) if condition is not None else score.condition(y=batch_labels)
+            out = solver.sample(batch_score, sde, x, ts, generator=noise)
         chunks.append(out.samples.cpu())
         nfe_counted = max(nfe_counted, out.nfe)
     # Every rank reports the same NFE, even one whose shard is empty.

@@ -40,10 +40,16 @@ class DSMLoss:
         reduce_mean: average over data dimensions (else sum).
         t_min: smallest training time (default: the SDE's eps, or 1e-5 if that is 0).
         discrete_steps: draw t from the N-point grid T i / N, i = 1..N (the discrete DDPM / SMLD losses).
+        label_dropout: for class-conditional models, the share of labels replaced by the null class -1
+            (EDM's label_dropout), drawn from the loss's own noise source; it trains the unconditional
+            branch that classifier-free guidance needs.
     """
 
     def __init__(self, sde, prediction=None, weighting=None, importance_sampling: bool = False, reduce_mean: bool = True,
-                 t_min: float | None = None, discrete_steps: int | None = None):
+                 t_min: float | None = None, discrete_steps: int | None = None, label_dropout: float = 0.0):
+        if not 0 <= label_dropout < 1:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
+        self.label_dropout = float(label_dropout)
         self.sde = sde
         self.prediction = prediction
         self.weighting = weighting if weighting is not None else SigmaSquared()
@@ -77,14 +83,24 @@ class DSMLoss:
             t = self.t_min + u * (self.sde.T - self.t_min)
         return to_device(t, device)
 
-    def __call__(self, model, x0: torch.Tensor, generator=None) -> torch.Tensor:
-        """The mean loss over the batch; the noise and times come from `generator` (a torch.Generator or noise source)."""
+    def __call__(self, model, x0: torch.Tensor, generator=None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean loss over the batch; the noise and times come from `generator` (a torch.Generator or noise source).
+
+        `labels`: the samples' classes, for a class-conditional model (passed to it as `y`, after label dropout).
+        """
         noise = as_noise(generator)
         t = self.sample_t(len(x0), noise, x0.device).to(x0.dtype)
         z = noise.randn(x0.shape, dtype=x0.dtype, device=x0.device)
         mean, std = self.sde.marginal_prob(x0, t)
         x_t = mean + append_dims(std, x0.ndim) * z
-        score = ScoreFunction(model, self.sde, self.prediction).score(x_t, t)
+        cond = {}
+        if labels is not None:
+            labels = labels.to(x0.device)
+            if self.label_dropout > 0:
+                drop = noise.rand((len(x0),), dtype=torch.float64).to(x0.device) < self.label_dropout
+                labels = torch.where(drop, torch.full_like(labels, -1), labels)
+            cond["y"] = labels
+        score = ScoreFunction(model, self.sde, self.prediction, **cond).score(x_t, t)
         sq = (score + z / append_dims(std, x0.ndim)).flatten(1).pow(2)
         per_sample = sq.mean(1) if self.reduce_mean else sq.sum(1)
         if self.importance_sampling:

@@ -148,6 +148,11 @@ class Trainer:
             # DDP broadcasts rank 0's weights now (before the EMA copies them) and averages the gradients in backward().
             parallel = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loss, self.data = loss, data
+        # A class-conditional network (label_dim > 0) trains on (sample, label) pairs: refused here if the data has none.
+        self.conditional = getattr(model, "label_dim", 0) > 0
+        if self.conditional and getattr(data, "labels", None) is None:
+            raise ValueError(f"the model is class-conditional (label_dim={model.label_dim}) but the dataset "
+                             f"{getattr(data, 'name', '')!r} has no labels; use digits, mnist5k or cifar10, or label_dim=0")
         self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = int(steps), int(batch_size), float(lr), int(warmup), float(grad_clip)
         # The fused kernel on a GPU (one launch for all parameters); on a CPU the multi-tensor one, which
         # torch leaves off there by default (a Python loop of small ops per parameter).
@@ -168,13 +173,17 @@ class Trainer:
         if not self.model.training:  # train() walks every module: only when sampling left it in eval mode
             self.model.train()
         noise = PerSampleNoise.for_step(self.seed, self.step, self.local_batch, offset=self.world.rank * self.local_batch)
-        x0 = to_device(self.data.batch(self.local_batch, noise), self.device)
+        if self.conditional:
+            x0, labels = self.data.batch(self.local_batch, noise, labels=True)
+            x0, labels = to_device(x0, self.device), to_device(labels, self.device)
+        else:
+            x0, labels = to_device(self.data.batch(self.local_batch, noise), self.device), None
         # Dropout draws from torch's global generator: seeded per (seed, step, rank), so nothing needs saving, inside
         # fork_rng, so the caller's global stream is left as it was.
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
             torch.manual_seed(int(np.random.SeedSequence(self.seed, spawn_key=(self.step, self.world.rank)).generate_state(1)[0]))
             with self.autocast():
-                loss = self.loss(self.forward, x0, noise)
+                loss = self.loss(self.forward, x0, noise, **({"labels": labels} if labels is not None else {}))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
         for group in self.opt.param_groups:

@@ -23,4 +23,4 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
 
 def test_there_are_notebooks():
-    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "train_digits"}
+    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "train_digits", "inpainting_digits"}

@@ -49,7 +49,8 @@ def build_network(cfg: DictConfig, shape):
         # One forward pass in eval mode (no dropout draw, no statistics updated) says whether the shapes fit.
         try:
             with torch.no_grad():
-                y = net.eval()(x, torch.full((2,), 0.5))
+                labels = {"y": torch.zeros(2, dtype=torch.int64)} if getattr(net, "label_dim", 0) else {}
+                y = net.eval()(x, torch.full((2,), 0.5), **labels)
         except (RuntimeError, ValueError, IndexError) as e:
             raise ValueError(f"{what}: {first_line(e)}") from e
         finally:
@@ -83,8 +84,10 @@ def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
     solver = build(cfg.sample.solver, "sample.solver")
     score = ScoreFunction(trainer.ema.model, sde, prediction)
     n = cfg.sample.n
+    label_dim = getattr(trainer.model, "label_dim", 0)
+    # A class-conditional model's picture shows the classes in turn.
     out = generate(score, sde, solver, instantiate(cfg.sample.grid), n, tuple(cfg.data.shape), cfg.sample.nfe, seed=0, batch_size=n,
-                   device=trainer.device, progress=False)
+                   device=trainer.device, progress=False, labels=list(range(label_dim)) if label_dim else None)
     samples = distributed.gather_rows(out.samples)
     if samples is not None:
         save_samples_png(samples, path, centered=centered, title=f"step {trainer.step}, {type(solver).__name__}, NFE {out.nfe}")

@@ -14,6 +14,9 @@ class DPS(GuidedScore):
     One forward and one backward through the network per evaluation (counted), with any sampler.
     zeta = 1 is the approximation as derived; Chung et al. step with zeta' / ||y - A x0|| instead
     (`normalised=True`, zeta then in their units). Biased where p(x0 | x_t) is far from a point mass.
+    The gradient passes through dx0/dx ~ 1 / alpha, large at high noise: with an explicit SDE step and
+    a small noise_std it can diverge (the sampler then names the step); the normalised form with an
+    exponential integrator (DDIM) is the robust choice on trained networks.
 
     Args:
         base: the (unconditional) score function.

@@ -1,8 +1,8 @@
 """Score networks in plain PyTorch."""
 
-from sdeflow.nets.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+from sdeflow.nets.embeddings import GaussianFourierEmbedding, LabelEmbedding, SinusoidalEmbedding
 from sdeflow.nets.mlp import ScoreMLP
 from sdeflow.nets.ncsnpp import NCSNpp
 from sdeflow.nets.precond import EDMPrecond
 
-__all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "ScoreMLP", "NCSNpp", "EDMPrecond"]
+__all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "LabelEmbedding", "ScoreMLP", "NCSNpp", "EDMPrecond"]

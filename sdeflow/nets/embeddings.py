@@ -41,3 +41,41 @@ class SinusoidalEmbedding(nn.Module):
         freqs = torch.exp(-math.log(self.max_positions) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1))
         args = (t.float() * self.scale)[:, None] * freqs[None]
         return torch.cat([torch.sin(args), torch.cos(args)], dim=-1).to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+class LabelEmbedding(nn.Module):
+    """Class labels to an embedding added to the time embedding (EDM's `map_label`): one-hot, then a linear map.
+
+    Label -1 is the null class (all-zero one-hot, so a zero embedding): what label dropout trains,
+    and what classifier-free guidance evaluates as the unconditional branch.
+    """
+
+    def __init__(self, label_dim: int, dim: int):
+        super().__init__()
+        if int(label_dim) != label_dim or label_dim < 1:
+            raise ValueError(f"label_dim must be a positive integer, got {label_dim}")
+        self.label_dim = int(label_dim)
+        self.map = nn.Linear(self.label_dim, dim, bias=False)
+        # One-hot inputs: unit-variance rows, as a time embedding's scale.
+        nn.init.normal_(self.map.weight, std=1.0)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        y = y.long()
+        onehot = nn.functional.one_hot(y.clamp_min(0), self.label_dim).to(self.map.weight.dtype) * (y >= 0)[:, None]
+        return self.map(onehot)
+
+
+def check_labels(label_dim: int, y, batch: int, name: str) -> None:
+    """Refuse, in one line, labels for an unconditional network, none for a conditional one, or labels out of range."""
+    if label_dim and y is None:
+        raise ValueError(f"{name} is class-conditional (label_dim={label_dim}): call it with labels y (a (batch,) tensor of "
+                         f"0..{label_dim - 1}, or -1 for no class), e.g. ScoreFunction(model, sde, prediction, y=labels) or "
+                         "sdeflow-sample labels=[...]")
+    if not label_dim and y is not None:
+        raise ValueError(f"{name} is unconditional (label_dim=0): it takes no labels")
+    if y is not None:
+        y = torch.as_tensor(y)
+        if y.shape != (batch,):
+            raise ValueError(f"{name}: need one label per sample, shape ({batch},), got {tuple(y.shape)}")
+        if bool(((y < -1) | (y >= label_dim)).any()):
+            raise ValueError(f"{name}: labels must lie in -1..{label_dim - 1} (-1: no class), got {y.unique().tolist()}")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdeflow.nets.embeddings import GaussianFourierEmbedding
+from sdeflow.nets.embeddings import GaussianFourierEmbedding, LabelEmbedding, check_labels
 from sdeflow.nets.layers import AttnBlock, ResBlockBigGAN, ResBlockDDPM, Resample, conv, group_norm
 
 
@@ -30,11 +30,14 @@ class NCSNpp(nn.Module):
         fir_kernel: the 1-D FIR kernel.
         skip_rescale: divide residual sums by sqrt(2).
         embedding: time-embedding module (default Gaussian Fourier features of width nf, scale 16).
+        label_dim: number of classes of a class-conditional network (0: unconditional); their embedding
+            is added to the time embedding before its MLP, as in EDM, and the network is called as
+            net(x, t, y=labels), label -1 meaning no class.
     """
 
     def __init__(self, in_channels: int = 3, resolution: int = 32, nf: int = 128, ch_mult=(1, 2, 2, 2), num_res_blocks: int = 4,
                  attn_resolutions=(16,), dropout: float = 0.1, biggan: bool = True, fir: bool = True, fir_kernel=(1, 3, 3, 1),
-                 skip_rescale: bool = True, embedding: nn.Module | None = None):
+                 skip_rescale: bool = True, embedding: nn.Module | None = None, label_dim: int = 0):
         super().__init__()
         levels = len(ch_mult)
         if resolution % (2 ** (levels - 1)):
@@ -44,6 +47,8 @@ class NCSNpp(nn.Module):
         self.resolution, self.in_channels = resolution, in_channels
         self.embed = embedding if embedding is not None else GaussianFourierEmbedding(nf, scale=16.0)
         temb_dim = 4 * nf
+        self.label_dim = int(label_dim)
+        self.label = LabelEmbedding(self.label_dim, self.embed.dim) if self.label_dim else None
         self.temb = nn.Sequential(nn.Linear(self.embed.dim, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         block = ResBlockBigGAN if biggan else ResBlockDDPM
         res_kw = dict(temb_dim=temb_dim, dropout=dropout, skip_rescale=skip_rescale)
@@ -78,10 +83,14 @@ class NCSNpp(nn.Module):
         self.norm_out = group_norm(c)
         self.conv_out = conv(c, in_channels, init_scale=0.0)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1:] != (self.in_channels, self.resolution, self.resolution):
             raise ValueError(f"expected images of shape ({self.in_channels}, {self.resolution}, {self.resolution}), got {tuple(x.shape[1:])}")
-        temb = self.temb(self.embed(t))
+        check_labels(self.label_dim, y, len(x), "NCSNpp")
+        emb = self.embed(t)
+        if self.label is not None:
+            emb = emb + self.label(y.to(x.device))
+        temb = self.temb(emb)
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

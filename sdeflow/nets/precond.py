@@ -25,7 +25,12 @@ class EDMPrecond(nn.Module):
             raise ValueError(f"sigma_data must be positive, got {sigma_data}")
         self.net, self.sde, self.sigma_data = net, sde, float(sigma_data)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def label_dim(self) -> int:
+        """The wrapped network's number of classes (0: unconditional)."""
+        return getattr(self.net, "label_dim", 0)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
         s = sigma / alpha
         sd2 = self.sigma_data**2
@@ -34,5 +39,5 @@ class EDMPrecond(nn.Module):
         c_in = 1 / (s**2 + sd2).sqrt()
         c_noise = s.log() / 4
         x_scaled = x / append_dims(alpha, x.ndim)
-        F_x = self.net(append_dims(c_in, x.ndim) * x_scaled, c_noise)
+        F_x = self.net(append_dims(c_in, x.ndim) * x_scaled, c_noise, **cond)  # labels pass through
         return append_dims(c_skip, x.ndim) * x_scaled + append_dims(c_out, x.ndim) * F_x
