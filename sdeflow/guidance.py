@@ -37,6 +37,10 @@ class GuidedScore(ScoreFunction):
             interval = (lo, hi)
         self.interval = interval
 
+    def condition(self, **cond) -> ScoreFunction:
+        raise TypeError(f"{type(self).__name__} is already built around its score function: bind conditioning into that "
+                        "one (score.condition(...)) before guiding it")
+
     def active(self, t: torch.Tensor) -> torch.Tensor:
         """Where guidance acts: a boolean per sample."""
         if self.interval is None:

@@ -55,6 +55,8 @@ def test_autoguidance_with_an_unconditional_guide_is_classifier_free_guidance(pr
     auto = sf.Autoguidance(base.condition(y=y), base, 2.0)
     torch.testing.assert_close(auto.score(x, 0.3), problem.guided_score(x, 0.3, SDE, y, 2.0), rtol=1e-12, atol=1e-12)
     assert auto.forwards == 2
+    with pytest.raises(TypeError, match="bind conditioning"):
+        auto.condition(y=y)
 
 
 @pytest.mark.parametrize("w", [0.0, 2.0])

@@ -33,6 +33,8 @@ class DPS(GuidedScore):
     def guided(self, x, t, alpha, sigma, active):
         a = append_dims(torch.as_tensor(alpha, dtype=x.dtype, device=x.device), x.ndim)
         s = append_dims(torch.as_tensor(sigma, dtype=x.dtype, device=x.device), x.ndim)
+        if not bool(active.any()):  # outside the guidance interval: the plain score, no backward
+            return self.base_score(self.base, x, t, alpha, sigma)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             score = self.base_score(self.base, xg, t, alpha, sigma)

@@ -27,6 +27,8 @@ class PiGDM(GuidedScore):
         sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         a, s = append_dims(alpha_t, x.ndim), append_dims(sigma_t, x.ndim)
         r2 = self.data_var * sigma_t**2 / (alpha_t**2 * self.data_var + sigma_t**2)
+        if not bool(active.any()):  # outside the guidance interval: the plain score, no backward
+            return self.base_score(self.base, x, t, alpha, sigma)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             score = self.base_score(self.base, xg, t, alpha, sigma)
