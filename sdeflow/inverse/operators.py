@@ -68,26 +68,24 @@ class Inpainting(Projection):
         return f"Inpainting(observed={int(self.mask.sum())} of {self.mask.numel()})"
 
 
-# score_sde's colour decoupling (controllable_generation.py): an orthonormal basis of RGB whose first
-# axis is the grey level (1, 1, 1) / sqrt(3).
-_DECOUPLE = torch.tensor([[0.5773502691896258, -0.4082482904638631, 0.7071067811865476],
-                          [0.5773502691896258, 0.8164965809277261, 0.0],
-                          [0.5773502691896258, -0.4082482904638631, -0.7071067811865476]], dtype=torch.float64)
+# The grey axis of RGB, (1, 1, 1) / sqrt(3): the first axis of score_sde's orthonormal colour decoupling
+# (controllable_generation.py), the only one colorisation observes.
+_GREY = torch.full((3,), 3 ** -0.5, dtype=torch.float64)
 
 
 class Colorization(Projection):
-    """Observe the grey level: A x = couple(mask * decouple(x)), the projection of each pixel's RGB on (1, 1, 1) / sqrt(3).
+    """Observe the grey level: A x is the projection of each pixel's RGB on (1, 1, 1) / sqrt(3).
 
-    Images are (B, 3, H, W); `decouple` is score_sde's orthonormal colour transform, so A is an
-    orthogonal projection and the observation keeps the image's shape.
+    That is score_sde's couple(mask * decouple(x)), with the mask keeping the first (grey) axis of its
+    orthonormal colour transform. Images are (B, 3, H, W); A is an orthogonal projection, and the
+    observation keeps the image's shape.
     """
 
     def A(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"colorisation needs RGB images (B, 3, H, W), got shape {tuple(x.shape)}")
-        m = _DECOUPLE.to(x.device, x.dtype)
-        grey = torch.einsum("bihw,i->bhw", x, m[:, 0])
-        return torch.einsum("bhw,i->bihw", grey, m[:, 0])
+        axis = _GREY.to(x.device, x.dtype)
+        return torch.einsum("bhw,i->bihw", torch.einsum("bihw,i->bhw", x, axis), axis)
 
 
 class AveragePooling(LinearOperator):
