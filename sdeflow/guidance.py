@@ -67,6 +67,15 @@ class GuidedScore(ScoreFunction):
         self.backwards += score.backwards - passes[1]
         return score.prediction.to_score(out, x, a, s)
 
+    def score_and_x0(self, x, t, alpha, sigma):
+        """(x as a leaf that records gradients, the base score there, Tweedie's x0 = (x + sigma^2 s) / alpha), under
+        enable_grad: for methods that differentiate through the network."""
+        a = append_dims(torch.as_tensor(alpha, dtype=x.dtype, device=x.device), x.ndim)
+        s = append_dims(torch.as_tensor(sigma, dtype=x.dtype, device=x.device), x.ndim)
+        xg = x.detach().requires_grad_(True)
+        score = self.base_score(self.base, xg, t, alpha, sigma)
+        return xg, score, (xg + s**2 * score) / a
+
     def guided(self, x, t, alpha, sigma, active) -> torch.Tensor:
         raise NotImplementedError
 
@@ -77,7 +86,7 @@ def _twice(v):
     return v if v.ndim == 0 else torch.cat([v, v])
 
 
-def _mix(active, guided, plain):
+def mix(active, guided, plain):
     """The guided score where guidance acts, the plain one elsewhere."""
     return torch.where(append_dims(active, guided.ndim), guided, plain)
 
@@ -112,7 +121,7 @@ class ClassifierFreeGuidance(GuidedScore):
         else:
             cond = self.base_score(self.base, x, t, alpha, sigma, **{self.key: labels})
             uncond = self.base_score(self.base, x, t, alpha, sigma, **{self.key: null})
-        return _mix(active, (1 + self.w) * cond - self.w * uncond, cond)
+        return mix(active, (1 + self.w) * cond - self.w * uncond, cond)
 
 
 class Autoguidance(GuidedScore):
@@ -132,7 +141,7 @@ class Autoguidance(GuidedScore):
         if not bool(active.any()):
             return main
         weak = self.base_score(self.weak, x, t, alpha, sigma)
-        return _mix(active, (1 + self.w) * main - self.w * weak, main)
+        return mix(active, (1 + self.w) * main - self.w * weak, main)
 
 
 class ClassifierGuidance(GuidedScore):
@@ -165,7 +174,7 @@ class ClassifierGuidance(GuidedScore):
             self.forwards += 1
             (grad,) = torch.autograd.grad(logp.gather(1, labels[:, None]).sum(), xg)
             self.backwards += 1
-        return _mix(active, score + self.scale * grad.to(x.dtype), score)
+        return mix(active, score + self.scale * grad.to(x.dtype), score)
 
 
 class DynamicThresholding(GuidedScore):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.guidance import GuidedScore
-from sdeflow.utils import append_dims
+from sdeflow.guidance import GuidedScore, mix
 
 
 class DPS(GuidedScore):
@@ -31,14 +30,10 @@ class DPS(GuidedScore):
         self.operator, self.y, self.noise_std, self.zeta, self.normalised = operator, y, float(noise_std), float(zeta), bool(normalised)
 
     def guided(self, x, t, alpha, sigma, active):
-        a = append_dims(torch.as_tensor(alpha, dtype=x.dtype, device=x.device), x.ndim)
-        s = append_dims(torch.as_tensor(sigma, dtype=x.dtype, device=x.device), x.ndim)
         if not bool(active.any()):  # outside the guidance interval: the plain score, no backward
             return self.base_score(self.base, x, t, alpha, sigma)
         with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            score = self.base_score(self.base, xg, t, alpha, sigma)
-            x0 = (xg + s**2 * score) / a
+            xg, score, x0 = self.score_and_x0(x, t, alpha, sigma)
             residual = (self.y.to(x.device, x.dtype) - self.operator.A(x0)).flatten(1)
             if self.normalised:
                 objective = -residual.norm(dim=1)
@@ -47,4 +42,4 @@ class DPS(GuidedScore):
             (grad,) = torch.autograd.grad(objective.sum(), xg)
             self.backwards += 1
         score = score.detach()
-        return torch.where(append_dims(active, x.ndim), score + self.zeta * grad, score)
+        return mix(active, score + self.zeta * grad, score)

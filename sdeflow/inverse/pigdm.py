@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.guidance import GuidedScore
-from sdeflow.utils import append_dims
+from sdeflow.guidance import GuidedScore, mix
 
 
 class PiGDM(GuidedScore):
@@ -23,19 +22,16 @@ class PiGDM(GuidedScore):
         self.operator, self.y, self.noise_std, self.data_var = operator, y, float(noise_std), float(data_var)
 
     def guided(self, x, t, alpha, sigma, active):
-        alpha_t = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
-        sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        a, s = append_dims(alpha_t, x.ndim), append_dims(sigma_t, x.ndim)
-        r2 = self.data_var * sigma_t**2 / (alpha_t**2 * self.data_var + sigma_t**2)
         if not bool(active.any()):  # outside the guidance interval: the plain score, no backward
             return self.base_score(self.base, x, t, alpha, sigma)
+        alpha_t = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
+        sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        r2 = self.data_var * sigma_t**2 / (alpha_t**2 * self.data_var + sigma_t**2)
         with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            score = self.base_score(self.base, xg, t, alpha, sigma)
-            x0 = (xg + s**2 * score) / a
+            xg, score, x0 = self.score_and_x0(x, t, alpha, sigma)
             residual = self.y.to(x.device, x.dtype) - self.operator.A(x0)
             v = self.operator.gram_solve(residual.detach(), self.noise_std**2, r2)
             (grad,) = torch.autograd.grad(x0, xg, self.operator.AT(v))
             self.backwards += 1
         score = score.detach()
-        return torch.where(append_dims(active, x.ndim), score + grad, score)
+        return mix(active, score + grad, score)
