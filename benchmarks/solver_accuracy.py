@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import sdeflow as sf
 from sdeflow.bench.report import plot
+from sdeflow.brownian import brownian_span
 from sdeflow.io import write_csv, write_json
 from sdeflow.metrics import rms_error
 
@@ -344,7 +345,7 @@ def stochastic_main(args):
             except sf.BudgetError:
                 continue
             # One Brownian path per sample, shared by every row (common random numbers).
-            noise = sf.BrownianNoise(3, n, t0=float(grid[-1]) if float(grid[-1]) > 0 else 1e-9, t1=sde.T)
+            noise = sf.BrownianNoise(3, n, 0, *brownian_span(sde))
             out = solver.sample(score, sde, x_T, grid, generator=noise)
             record(name, nfe, out.nfe, out.samples, "sdeflow")
         for name, (_, make, runner) in stochastic_peers().items():

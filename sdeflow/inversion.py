@@ -24,7 +24,6 @@ def encode(score, sde, solver, x, steps: int | None = None, nfe: int | None = No
         a `SampleResult` whose `samples` are the codes, `timesteps` the increasing grid.
     """
     score = score if isinstance(score, ScoreFunction) else ScoreFunction(score, sde)
-    solver.check_forward()
     timesteps = solver.plan(sde, grid, nfe=nfe, steps=steps).flip(0)
     return solver.sample(score, sde, x, timesteps, return_trajectory=return_trajectory, progress=progress)
 

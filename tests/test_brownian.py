@@ -106,3 +106,13 @@ def test_euler_maruyama_converges_strongly_on_a_fixed_path(sde):
     # The control: fresh noise at every step is another path, whose distance does not shrink with the steps.
     fresh = solver.sample(exact_score(gm, sde), sde, x_T, sf.UniformGrid()(sde, steps[-1]), generator=sf.PerSampleNoise(9, 500)).samples
     assert float(((fresh - ref) ** 2).sum(1).mean().sqrt()) > 10 * errors[-1]
+
+
+def test_the_benchmark_draws_its_paths_on_an_sde_with_eps_zero():
+    # VE over EDM's range ends at t = 0 (sigma(0) = sigma_min): the path spans brownian_span(sde) and W(0) = 0.
+    from sdeflow.bench import runner
+
+    sde = sf.VESDE(sigma_min=0.002, sigma_max=80.0, eps=0.0)
+    rows, _ = runner.run(sf.problems.eight_gaussians(), sde, {"ddim_eta1": sf.StochasticDDIM()}, sf.KarrasGrid(), [5], n_trajectory=8,
+                         n_distribution=64, n_directions=8, progress=False, reference={"rtol": 1e-6, "atol": 1e-6})
+    assert rows[0]["nfe"] == 5 and not rows[0]["diverged"]

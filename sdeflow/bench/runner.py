@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from sdeflow.brownian import BrownianNoise
+from sdeflow.brownian import BrownianNoise, brownian_span
 from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats, rms_error
 from sdeflow.random import DIRECTIONS, EXACT, PRIOR, seeded_generator
 from sdeflow.samplers.base import BudgetError, NonFiniteError
@@ -56,7 +56,7 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
                noise: BrownianNoise | None = None) -> dict:
     """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row.
 
-    `noise`: the stochastic rows' Brownian path (default: `BrownianNoise(seed, n)` on [eps, T]).
+    `noise`: the stochastic rows' Brownian path (default: `BrownianNoise(seed, n)` on `brownian_span(sde)`).
     """
     score = ScoreFunction(problem.score_fn(sde), sde)
     timesteps = solver.plan(sde, grid, nfe=nfe)
@@ -64,7 +64,7 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
     row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "steps": steps}
     start = time.perf_counter()
     if solver.stochastic:
-        noise = noise.restarted() if noise is not None else BrownianNoise(seed, len(bench.x_T_dist), t0=sde.eps, t1=sde.T)
+        noise = noise.restarted() if noise is not None else BrownianNoise(seed, len(bench.x_T_dist), 0, *brownian_span(sde))
         out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=noise)
         # Samplers raise on NaN or infinity (a "diverged" row below), so these samples are finite.
         x = out.samples.to("cpu", torch.float64)
@@ -95,7 +95,7 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
     # values at its points are computed once (the cache holds the largest grid and its stages).
     jobs = [(name, s, None) for name, s in solvers.items() if s.nfe_per_step is None]
     jobs += [(name, s, n) for n in nfe_list for name, s in solvers.items() if s.nfe_per_step is not None]
-    path = BrownianNoise(seed, n_distribution, t0=sde.eps, t1=sde.T, depth=brownian_depth,
+    path = BrownianNoise(seed, n_distribution, 0, *brownian_span(sde), depth=brownian_depth,
                          cache_size=4 * max([int(n) for n in nfe_list] + [1]) + 8)
     rows = []
     bar = tqdm(jobs, desc="bench", disable=not progress, dynamic_ncols=True)
