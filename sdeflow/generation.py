@@ -21,15 +21,19 @@ from sdeflow.random import streams
 
 @dataclass
 class Generated:
-    """This rank's samples (indices `indices` of the run) and the NFE per sample (the maximum over ranks)."""
+    """This rank's samples (indices `indices` of the run) and the NFE per sample (the maximum over ranks), with the
+    network's forward and backward passes behind it (guidance and inverse methods may make more than one per NFE)."""
 
     samples: torch.Tensor
     indices: range
     nfe: int
+    forwards: int | None = None
+    backwards: int | None = None
 
 
 def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
-             progress: bool = True, indices: range | None = None, brownian: bool = False, labels=None, condition=None) -> Generated:
+             progress: bool = True, indices: range | None = None, brownian: bool = False, labels=None, condition=None,
+             bind=None) -> Generated:
     """Draw samples `indices` (default: this rank's share of 0..n-1) of a run of n samples.
 
     Args:
@@ -48,12 +52,14 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
             labels[i % len(labels)], whatever the batch or rank.
         condition: `condition(score, batch_labels) -> score function` (e.g. classifier-free guidance);
             default: the labels bound as `y`.
+        bind: `bind(score, solver, start, b) -> sdeflow.inverse.Bound`, the (score, solver, hook) that the
+            samples start .. start + b - 1 run with: an inverse method bound to their observations.
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
     ts = solver.plan(sde, grid, nfe=nfe)
     indices = distributed.shard(n, unit=batch_size) if indices is None else indices
-    chunks, nfe_counted = [torch.empty((0, *shape))], 0
+    chunks, counted = [torch.empty((0, *shape))], [0, 0, 0]  # NFE, forwards, backwards: the maxima over batches
     starts = range(indices.start, indices.stop, batch_size)
     for start in tqdm(starts, desc=type(solver).__name__, disable=not (progress and distributed.is_main()), dynamic_ncols=True):
         b = min(batch_size, indices.stop - start)
@@ -65,9 +71,16 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
                 index = torch.arange(start, start + b) % len(labels)
                 batch_labels = torch.as_tensor(labels, dtype=torch.int64)[index]
                 batch_score = condition(score, batch_labels) if condition is not None else score.condition(y=batch_labels)
-            out = solver.sample(batch_score, sde, x, ts, generator=noise)
+            batch_solver, batch_ts, hook = solver, ts, None
+            if bind is not None:
+                bound = bind(batch_score, solver, start, b)
+                batch_score, batch_solver, hook = bound.score, bound.sampler, bound.hook
+                if batch_solver is not solver:  # a wrapper with its own cost per step (RePaint) plans its own grid
+                    batch_ts = batch_solver.plan(sde, grid, nfe=nfe)
+            out = batch_solver.sample(batch_score, sde, x, batch_ts, generator=noise, hook=hook)
         chunks.append(out.samples.cpu())
-        nfe_counted = max(nfe_counted, out.nfe)
-    # Every rank reports the same NFE, even one whose shard is empty.
-    nfe_all = int(distributed.all_reduce(torch.tensor([nfe_counted], dtype=torch.float64), "max").item())
-    return Generated(torch.cat(chunks), indices, nfe_all)
+        passes = (out.nfe, out.forwards or 0, out.backwards or 0)
+        counted = [max(c, p) for c, p in zip(counted, passes)]
+    # Every rank reports the same counts, even one whose shard is empty.
+    nfe, forwards, backwards = (int(v) for v in distributed.all_reduce(torch.tensor(counted, dtype=torch.float64), "max").tolist())
+    return Generated(torch.cat(chunks), indices, nfe, forwards, backwards)

@@ -42,7 +42,8 @@ class SharedNoise:
 
 
 # The purposes of a run's streams. Append new ones at the end: the numbers key the streams.
-PRIOR, EXACT, NOISE, DIRECTIONS, INIT_WEIGHTS, HELD_OUT, SUBSETS, DEQUANTIZE, BATCHES, TRAINING, BROWNIAN, OBSERVATION = range(12)
+(PRIOR, EXACT, NOISE, DIRECTIONS, INIT_WEIGHTS, HELD_OUT, SUBSETS, DEQUANTIZE, BATCHES, TRAINING, BROWNIAN, OBSERVATION,
+ MEASUREMENT) = range(13)
 
 
 class PerSampleNoise:

@@ -32,7 +32,7 @@ def allowed_targets() -> dict:
         "sdeflow.sde": [sde.VPSDE, sde.SubVPSDE, sde.VESDE],
         "sdeflow.score": [score.ScorePrediction, score.EpsPrediction, score.X0Prediction, score.VPrediction],
         "sdeflow.nets": [nets.NCSNpp, nets.ScoreMLP, nets.EDMPrecond, nets.SinusoidalEmbedding, nets.GaussianFourierEmbedding],
-        "sdeflow.data": [data.digits, data.mnist5k, data.toy, data.cifar10, data.image_folder],
+        "sdeflow.data": [data.digits, data.photo_patches, data.mnist5k, data.toy, data.cifar10, data.image_folder],
         "sdeflow.problems": [problems.GaussianMixture, problems.eight_gaussians, problems.grid_gaussians, problems.two_moons,
                              problems.swiss_roll, problems.checkerboard],
     }

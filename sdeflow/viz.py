@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 
-def save_samples_png(x: torch.Tensor, path, centered: bool = True, title: str = "") -> Path:
-    """Images (n, C, H, W) as a grid; points (n, 2) as a scatter plot."""
+def save_samples_png(x: torch.Tensor, path, centered: bool = True, title: str = "", cols: int | None = None) -> Path:
+    """Images (n, C, H, W) as a grid (`cols` columns, default about square); points (n, 2) as a scatter plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +23,7 @@ def save_samples_png(x: torch.Tensor, path, centered: bool = True, title: str = 
         img = (x + 1) / 2 if centered else x
         img = img.clamp(0, 1)
         n, c, h, w = img.shape
-        cols = math.ceil(math.sqrt(n))
+        cols = cols or math.ceil(math.sqrt(n))
         rows = math.ceil(n / cols)
         grid = torch.ones(c, rows * (h + 1) + 1, cols * (w + 1) + 1)
         for i in range(n):

@@ -43,17 +43,33 @@ def job_rows(job: Path) -> list[dict] | None:
     return [{k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}] if isinstance(data, dict) else None
 
 
+def job_floor(job: Path) -> list[dict]:
+    """The benchmark's floor of two exact sample sets, as a row beside the job's solvers (none if it has none)."""
+    try:
+        floor = json.loads((job / "results.json").read_text()).get("floor")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+    if not isinstance(floor, dict) or not isinstance(floor.get("sw2"), (int, float)):
+        return []
+    return [{"solver": "floor (exact vs exact)", "sw2": floor["sw2"], "frechet": floor.get("frechet")}]
+
+
 def collect(sweep: Path) -> tuple[list[dict], list[str]]:
     """(rows of every job's results with the job's overrides, job folders without results)."""
-    rows, failed = [], []
+    rows, failed, found_jobs = [], [], {}
     for job in sorted(p.parent for p in sweep.rglob(".hydra/overrides.yaml")):
         job = job.parent
-        overrides = ",".join(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or [])
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         found = job_rows(job)
         if found is None:
             failed.append(str(job.relative_to(sweep)))
             continue
-        rows += [{"job": str(job.relative_to(sweep)), "overrides": overrides, **row} for row in found]
+        found_jobs[job] = (overrides, found + job_floor(job))
+    # What tells the jobs apart (the swept overrides), to label each job's curves.
+    common = set.intersection(*(set(o) for o, _ in found_jobs.values())) if found_jobs else set()
+    for job, (overrides, found) in found_jobs.items():
+        label = " ".join(o for o in overrides if o not in common)
+        rows += [{"job": str(job.relative_to(sweep)), "overrides": ",".join(overrides), "label": label, **row} for row in found]
     return rows, failed
 
 
@@ -71,11 +87,18 @@ def main(argv=None) -> int:
     # Sampler results have the benchmark's columns; other jobs (training) show their own plain values.
     columns = ["job", *COLUMNS] if solver_rows else list(dict.fromkeys(k for r in rows for k in r if k != "overrides"))
     table = markdown_table(rows, columns)
-    note = f"\n\nfailed jobs (no results): {', '.join(failed)}\n" if failed else "\n"
+    jobs = dict((r["job"], r["overrides"]) for r in rows)
+    note = "\n\n" + "\n".join(f"- job {job}: {overrides or '(defaults)'}" for job, overrides in jobs.items()) + "\n"
+    note += f"\nfailed jobs (no results): {', '.join(failed)}\n" if failed else ""
     atomic_write_bytes(args.sweep / "report.md", (table + note).encode())
     written = "report.md"
     if solver_rows:
-        plot([r for r in rows if "solver" in r], args.sweep / "report.png",
+        # One curve per solver and job: the swept settings name it (floors stay one line).
+        def curve(r):
+            return f"{r['solver']} {r['label']}" if r["label"] and not str(r["solver"]).startswith("floor") else r["solver"]
+
+        curves = [{**r, "solver": curve(r)} for r in rows if "solver" in r]
+        plot(curves, args.sweep / "report.png",
              title=f"sweep {args.sweep.name}: {len(rows)} rows from {len({r['job'] for r in rows})} jobs")
         written += ", report.png"
     print(table + note + f"written {args.sweep / 'report.csv'}, {written}")

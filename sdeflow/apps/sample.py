@@ -3,6 +3,8 @@
     sdeflow-sample checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
     sdeflow-sample checkpoint=... solver=[ddim,dpmpp_2m,edm_heun] nfe=20 n=1000
     sdeflow-sample checkpoint=... labels=[3,7] guidance.w=2   # a class-conditional model, classifier-free guided
+    sdeflow-sample checkpoint=... inverse=replacement operator=inpainting_box n=16   # fill the right half of training images
+    sdeflow-sample checkpoint=... inverse=dps_normalised operator=inpainting operator.mask=mask.png observation.images=x.png solver=ddim
     torchrun --nproc_per_node=2 -m sdeflow.apps.sample checkpoint=... n=50000   # each rank its share; rank 0 writes them
 """
 
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
+from sdeflow.apps.observe import inverse_task
 from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
 from sdeflow.guidance import ClassifierFreeGuidance
@@ -35,31 +38,53 @@ def run(cfg: DictConfig) -> list[dict]:
     centered = bool(train_cfg["data"].get("dataset", {}).get("centered", True))
     grid = instantiate(cfg.timesteps)
     labels, condition = class_conditioning(cfg, getattr(score.model, "label_dim", 0))
+    task = inverse_task(cfg, shape, centered, train_cfg)
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
     solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
+    if task is not None:
+        for solver in solvers.values():  # the method must take each solver (RePaint takes one-step solvers only)
+            task.bind(sde)(score, solver, 0, 1)
     for name, solver in solvers.items():
         start = time.perf_counter()
         gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
-                       brownian=bool(cfg.get("brownian", False)), labels=labels, condition=condition)
+                       brownian=bool(cfg.get("brownian", False)), labels=labels, condition=condition,
+                       bind=None if task is None else task.bind(sde))
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
         seconds = time.perf_counter() - start
         if x is None:  # not rank 0: rank 0 writes the files
             continue
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteResult(f"{name}: the samples hold NaN or infinity; nothing is written")
+        arrays, row = {"samples": x.numpy(), "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "seed": cfg.seed}, {}
+        if task is not None:
+            arrays.update(observations=task.observe(0, len(x)).numpy(), originals=task.clean(0, len(x)).numpy())
+            row = {"inverse": repr(task.method), "operator": repr(task.operator), "noise_std": task.noise_std, **task.scores(x, centered)}
         buf = io.BytesIO()
-        np.savez_compressed(buf, samples=x.numpy(), nfe=nfe, seed=cfg.seed)
+        np.savez_compressed(buf, **arrays)
         atomic_write_bytes(out / f"samples_{name}.npz", buf.getvalue())
-        png = save_samples_png(x[: min(len(x), 100)], out / f"samples_{name}.png", centered=centered, title=f"{name}, NFE {nfe}")
+        title = f"{name}, NFE {nfe}" + (f", {gen.backwards} backward passes" if gen.backwards else "")
+        if task is None:
+            png = save_samples_png(x[: min(len(x), 100)], out / f"samples_{name}.png", centered=centered, title=title)
+        else:
+            png = save_inverse_png(task, x, out / f"samples_{name}.png", centered, title)
         tracker.log_image(f"samples/{name}", png)
-        rows.append({"solver": name, "nfe": nfe, "n": cfg.n, "seconds": seconds, "png": str(png), "npz": str(out / f"samples_{name}.npz"),
-                     "labels": None if labels is None else list(labels), "guidance_w": float(cfg.guidance.w) if labels is not None else None})
-        print(f"{name}: {cfg.n} samples, NFE {nfe}, {seconds:.1f} s -> {png}")
+        rows.append({"solver": name, "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "n": cfg.n, "seconds": seconds,
+                     "png": str(png), "npz": str(out / f"samples_{name}.npz"), "labels": None if labels is None else list(labels),
+                     "guidance_w": float(cfg.guidance.w) if labels is not None else None, **row})
+        scores = f", residual RMS {row['residual_rms']:.3g}, PSNR {row['psnr']:.1f} dB" if row else ""
+        print(f"{name}: {cfg.n} samples, NFE {nfe} ({gen.forwards} forwards, {gen.backwards} backwards){scores}, {seconds:.1f} s -> {png}")
     write_results(out, cfg, rows=rows, checkpoint=str(cfg.checkpoint))
     tracker.finish()
     return rows
+
+
+def save_inverse_png(task, x, path, centered: bool, title: str):
+    """Three rows of up to 12 images: observed (shown as A^+ y), sampled, original."""
+    k = min(len(x), 12)
+    shown = torch.cat([task.operator.pinv(task.observe(0, k)).to(x.dtype), x[:k], task.clean(0, k).to(x.dtype)])
+    return save_samples_png(shown, path, centered=centered, title=f"rows: observed, sampled, original. {title}", cols=k)
 
 
 def class_conditioning(cfg: DictConfig, label_dim: int):

@@ -3,6 +3,8 @@
     sdeflow-bench                                   # the default: VP, all samplers, NFE 5..100
     sdeflow-bench sde=ve_edm timesteps=karras solver=[ode_euler,ode_rk4]
     sdeflow-bench -m solver=ode_euler,ode_rk4 nfe=10,20
+    sdeflow-bench -m problem=guided_gmm problem.w=0,1,3,7 solver=[ddim,dpmpp_2m,unipc_2_bh2]   # guided solvers by w x NFE
+    sdeflow-bench problem=inpainting_gmm inverse=dps solver=[euler_maruyama,ddim]              # inverse methods by NFE
 """
 
 from __future__ import annotations
@@ -55,26 +57,35 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     problem = instantiate(cfg.problem)
     grid = instantiate(cfg.timesteps)
     solvers = {name: build(c, f"solver.{name}") for name, c in cfg.solver.items()}
+    inverse = build(cfg.inverse, "inverse") if cfg.get("inverse") is not None else None
     tracker = Tracker(dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     start = time.perf_counter()
     rows, bench = runner.run(problem, sde, solvers, grid, nfe_list, cfg.n_trajectory, cfg.n_distribution, cfg.n_directions,
                              cfg.seed, DTYPES[cfg.dtype], OmegaConf.to_container(cfg.reference), cfg.progress,
-                             on_row=lambda row: _on_row(row, out_dir, tracker), device=device, brownian_depth=cfg.get("brownian_depth", 16))
+                             on_row=lambda row: _on_row(row, out_dir, tracker), device=device, brownian_depth=cfg.get("brownian_depth", 16),
+                             inverse=inverse)
     wall = time.perf_counter() - start
     if all(row.get("skipped") for row in rows):
         tracker.finish()
         reasons = sorted({row["skipped"] for row in rows})
         raise ValueError(f"no solver ran at any budget, so there is no table: {'; '.join(reasons[:3])}")
     table = report.markdown_table(rows)
-    floors = f"floor (exact vs exact, n={cfg.n_distribution}): sliced W2 {bench.floor_sw2:.3e}, Frechet {bench.floor_fd:.3e}"
-    print(f"\n{type(sde).__name__} | {problem!r} | grid {grid!r}\n{table}\n{floors}\nwall time {wall:.1f} s")
+    floors = (f"floor (exact vs exact, n={cfg.n_distribution}): sliced W2 {bench.floor_sw2:.3e}, Frechet {bench.floor_fd:.3e}"
+              if bench.exact is not None else "no exact samples: stochastic rows are not scored")
+    skipped = sorted({f"{r['solver']}: {r['skipped']}" for r in rows if r.get("skipped")})
+    if skipped:
+        floors += "\nskipped: " + "; ".join(skipped)
+    method = f" | inverse {inverse!r}" if inverse is not None else ""
+    print(f"\n{type(sde).__name__} | {problem!r}{method} | grid {grid!r}\n{table}\n{floors}\nwall time {wall:.1f} s")
     write_csv(out_dir / "results.csv", rows)
     (out_dir / "results.md").write_text(f"{table}\n\n{floors}\n")
     write_json(out_dir / "results.json", {
         "command": " ".join(sys.argv), "config": OmegaConf.to_container(cfg, resolve=True), "rows": rows,
-        "floor": {"sw2": bench.floor_sw2, "frechet": bench.floor_fd}, "wall_seconds": wall, "versions": versions(),
+        "floor": {"sw2": bench.floor_sw2, "frechet": bench.floor_fd} if bench.exact is not None else None,
+        "wall_seconds": wall, "versions": versions(),
     })
-    png = report.plot(rows, out_dir / "error_vs_nfe.png", bench.floor_sw2, title=f"{type(sde).__name__}, {problem!r}, {grid!r}")
+    png = report.plot(rows, out_dir / "error_vs_nfe.png", bench.floor_sw2 if bench.exact is not None else None,
+                      title=f"{type(sde).__name__}, {problem!r}, {grid!r}")
     tracker.log_image("error_vs_nfe", png)
     tracker.finish()
     print(f"results in {out_dir}")

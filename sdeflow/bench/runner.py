@@ -5,6 +5,11 @@ solution from the same prior draws; stochastic ones by distribution distances (s
 Frechet) to exact samples of p_eps, printed beside the floor of two independent exact sets. Every
 stochastic row integrates the same Brownian path per sample (`BrownianNoise`): the rows differ by
 their discretisation, not by their draws, so the curves against NFE are common-random-number curves.
+
+A problem may lack one of the two truths (`sdeflow.problems.tasks`): an inverse problem has no
+trajectory to follow, so its deterministic rows are scored by distance too; the guided SDE's law at
+w != 0 has no closed form, so those rows are skipped, saying why. An inverse method (`inverse`)
+binds each row's score and sampler to the problem's observation.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from tqdm.auto import tqdm
 from sdeflow.brownian import BrownianNoise, brownian_span
 from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats, rms_error
 from sdeflow.random import DIRECTIONS, EXACT, PRIOR, seeded_generator
-from sdeflow.samplers.base import BudgetError, NonFiniteError
+from sdeflow.samplers.base import BudgetError, IncompatibleSampler, NonFiniteError
 from sdeflow.score import ScoreFunction
 
 
@@ -27,13 +32,13 @@ class BenchProblem:
     """Everything the samplers are scored against, computed once per run."""
 
     x_T_traj: torch.Tensor
-    reference: torch.Tensor
+    reference: torch.Tensor | None  # None: the problem has no trajectory truth
     x_T_dist: torch.Tensor
-    exact: torch.Tensor
+    exact: torch.Tensor | None  # None: the problem has no exact samples
     floor_sw2: float
     floor_fd: float
-    sw2: SlicedWasserstein  # the distance to `exact`, its projections sorted once
-    exact_stats: tuple  # mean and covariance of `exact`
+    sw2: SlicedWasserstein | None  # the distance to `exact`, its projections sorted once
+    exact_stats: tuple | None  # mean and covariance of `exact`
 
 
 def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: int, seed: int, dtype, reference: dict) -> BenchProblem:
@@ -45,6 +50,9 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
     x_T_dist = sde.prior_sampling((n_distribution, *shape), g, dtype=torch.float64)
     g = seeded_generator(seed, EXACT)
     exact = problem.sample(n_distribution, g, t=sde.eps, sde=sde)
+    if exact is None:
+        nan = float("nan")
+        return BenchProblem(x_T_traj.to(dtype), ref, x_T_dist.to(dtype), None, nan, nan, None, None)
     other = problem.sample(n_distribution, g, t=sde.eps, sde=sde)
     sw2 = SlicedWasserstein(exact, n_directions, seeded_generator(seed, DIRECTIONS))
     stats = gaussian_stats(exact)
@@ -53,19 +61,28 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
 
 
 def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None,
-               noise: BrownianNoise | None = None) -> dict:
+               noise: BrownianNoise | None = None, inverse=None) -> dict:
     """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row.
 
     `noise`: the stochastic rows' Brownian path (default: `BrownianNoise(seed, n)` on `brownian_span(sde)`).
+    `inverse`: an `InverseMethod` binding the score and solver to the problem's observation.
     """
-    score = ScoreFunction(problem.score_fn(sde), sde)
+    score, hook = ScoreFunction(problem.score_fn(sde), sde), None
+    if inverse is not None:
+        n = len(bench.x_T_dist)
+        bound = inverse.bind(score, sde, solver, problem.operator, problem.observation(n).to(bench.x_T_dist.dtype),
+                             problem.noise_std, seed)
+        score, solver, hook = bound.score, bound.sampler, bound.hook
+    row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe}
+    by_trajectory = not solver.stochastic and bench.reference is not None
+    if not by_trajectory and bench.exact is None:
+        return {**row, "skipped": f"{problem!r} has no exact samples to score a {row['kind']} row against"}
     timesteps = solver.plan(sde, grid, nfe=nfe)
-    steps = None if solver.nfe_per_step is None else len(timesteps) - 1
-    row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "steps": steps}
+    row["steps"] = None if solver.nfe_per_step is None else len(timesteps) - 1
     start = time.perf_counter()
-    if solver.stochastic:
+    if not by_trajectory:
         noise = noise.restarted() if noise is not None else BrownianNoise(seed, len(bench.x_T_dist), 0, *brownian_span(sde))
-        out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=noise)
+        out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=noise, hook=hook)
         # Samplers raise on NaN or infinity (a "diverged" row below), so these samples are finite.
         x = out.samples.to("cpu", torch.float64)
         row.update(
@@ -75,21 +92,30 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
             frechet=frechet_distance(*gaussian_stats(x), *bench.exact_stats),
         )
     else:
-        out = solver.sample(score, sde, bench.x_T_traj.to(device, copy=True), timesteps)
+        out = solver.sample(score, sde, bench.x_T_traj.to(device, copy=True), timesteps, hook=hook)
         err = rms_error(out.samples.to("cpu", bench.reference.dtype), bench.reference)
         row.update(nfe=out.nfe, diverged=False, rms_median=float(err.median()), rms_p90=float(torch.quantile(err, 0.9)))
+    if out.backwards:  # methods that differentiate through the model (DPS, PiGDM)
+        row["backwards"] = out.backwards
     row["seconds"] = time.perf_counter() - start
     return row
 
 
 def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distribution=10000, n_directions=256, seed=0,
-        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None, brownian_depth: int = 16
+        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None, brownian_depth: int = 16, inverse=None
         ) -> tuple[list[dict], BenchProblem]:
     """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result arrives.
 
     `brownian_depth`: the levels of the stochastic rows' Brownian tree (`BrownianNoise`); fewer are
     cheaper, and enough while the grids' times stay apart by more than a leaf.
+    `inverse`: the `InverseMethod` of an inverse problem (one with an `operator`), which needs one.
     """
+    inverse_problem = hasattr(problem, "operator")
+    if inverse_problem and inverse is None:
+        raise ValueError(f"{problem!r} is an inverse problem: choose how to condition on its observation, "
+                         "inverse=replacement, repaint, dps or pigdm")
+    if inverse is not None and not inverse_problem:
+        raise ValueError(f"inverse={inverse!r} needs an inverse problem (problem=inpainting_gmm); {problem!r} observes nothing")
     bench = prepare(problem, sde, n_trajectory, n_distribution, n_directions, seed, dtype, reference or {})
     # Budget by budget, so that the stochastic rows of one grid follow each other and the shared path's
     # values at its points are computed once (the cache holds the largest grid and its stages).
@@ -102,14 +128,15 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
     for name, solver, nfe in bar:
         bar.set_postfix_str(f"{name} nfe={nfe if nfe is not None else 'adaptive'}")
         try:
-            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions, device, path)
+            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions, device, path, inverse)
         except NonFiniteError as e:
             # A solver that blows up at this budget is a result (it diverged), reported without a number.
             row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "diverged": True,
                    "error": str(e)}
-        except BudgetError as e:
-            # A budget too small for this solver (e.g. 5 NFE for a 4-stage method) is a skip, not a failure;
-            # any other error (a bad grid, a bad setting) stops the benchmark with its message.
+        except (BudgetError, IncompatibleSampler) as e:
+            # A budget too small for this solver (e.g. 5 NFE for a 4-stage method), or a solver the inverse
+            # method cannot drive (RePaint and a multistep solver), is a skip, not a failure; any other
+            # error (a bad grid, a bad setting) stops the benchmark with its message.
             row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "skipped": str(e)}
         rows.append(row)
         if on_row is not None:

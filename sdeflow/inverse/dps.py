@@ -20,13 +20,13 @@ class DPS(GuidedScore):
     Args:
         base: the (unconditional) score function.
         operator: a `LinearOperator`; y: the observations.
-        noise_std: the observation noise (> 0).
+        noise_std: the observation noise (> 0; the normalised form does not use it, and takes 0).
     """
 
     def __init__(self, base, operator, y, noise_std: float, zeta: float = 1.0, normalised: bool = False, interval=None):
         super().__init__(base, interval)
-        if not noise_std > 0:
-            raise ValueError(f"noise_std must be positive, got {noise_std}")
+        if not (noise_std > 0 or (normalised and noise_std == 0)):
+            raise ValueError(f"noise_std must be positive (or 0 with normalised=True, which does not use it), got {noise_std}")
         self.operator, self.y, self.noise_std, self.zeta, self.normalised = operator, y, float(noise_std), float(zeta), bool(normalised)
 
     def guided(self, x, t, alpha, sigma, active):

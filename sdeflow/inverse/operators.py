@@ -29,6 +29,10 @@ class LinearOperator(abc.ABC):
     def gram_solve(self, v: torch.Tensor, a: float, b) -> torch.Tensor:
         """(a I + b A A^T)^-1 v for v in the range of A (b: a number, or one per sample)."""
 
+    def measurement_noise(self, z: torch.Tensor) -> torch.Tensor:
+        """Observation noise from a standard normal z of y's shape: z itself, where y has its own space."""
+        return z
+
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         """A^+ y = A^T (A A^T)^-1 y: the least-norm x with A x = y (for y in the range of A)."""
         return self.AT(self.gram_solve(y, 0.0, 1.0))
@@ -47,6 +51,10 @@ class Projection(LinearOperator):
 
     def AT(self, y):
         return self.A(y)
+
+    def measurement_noise(self, z):
+        # y lives in x's space with zeros off the observed range: noise only on the range.
+        return self.A(z)
 
     def gram_solve(self, v, a, b):
         return v / (a + _per_sample(b, v))

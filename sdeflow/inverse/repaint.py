@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sdeflow.samplers.base import Sampler
+from sdeflow.samplers.base import IncompatibleSampler, Sampler
 
 
 class RePaint(Sampler):
@@ -25,7 +25,7 @@ class RePaint(Sampler):
     def __init__(self, solver: Sampler, replacement, resamples: int = 10, denoise: bool = False):
         super().__init__(denoise=denoise)
         if solver.nfe_per_step is None or solver.warmup_order is not None or solver.fixed_head:
-            raise ValueError(f"RePaint repeats steps, so it needs a one-step grid solver; {type(solver).__name__} is not one")
+            raise IncompatibleSampler(f"RePaint repeats steps, so it needs a one-step grid solver; {type(solver).__name__} is not one")
         if int(resamples) != resamples or resamples < 1:
             raise ValueError(f"resamples must be a positive integer, got {resamples}")
         self.solver, self.replacement, self.resamples = solver, replacement, int(resamples)

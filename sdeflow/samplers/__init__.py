@@ -1,7 +1,7 @@
 """Samplers: predictor-corrector, the probability-flow ODE, and the fast solvers."""
 
 from sdeflow.samplers.analytic import AnalyticJump, GaussianStats
-from sdeflow.samplers.base import BudgetError, Multistep, NonFiniteError, SampleResult, Sampler, SolverError, State
+from sdeflow.samplers.base import BudgetError, IncompatibleSampler, Multistep, NonFiniteError, SampleResult, Sampler, SolverError, State
 from sdeflow.samplers.correctors import AnnealedLangevin, Corrector, LangevinCorrector, NoneCorrector
 from sdeflow.samplers.ddim import DDIM
 from sdeflow.samplers.ddim_stochastic import StochasticDDIM
@@ -28,7 +28,7 @@ from sdeflow.samplers.predictors import Ancestral, EulerMaruyama, NonePredictor,
 from sdeflow.samplers.unipc import UniPC
 
 __all__ = [
-    "SampleResult", "Sampler", "State", "Multistep", "Schedule", "SolverError", "NonFiniteError", "BudgetError",
+    "SampleResult", "Sampler", "State", "Multistep", "Schedule", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
     "PCSampler", "Predictor", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "Corrector", "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",

@@ -42,6 +42,10 @@ class BudgetError(ValueError):
     """A solver cannot run within the NFE budget or number of steps asked for (a benchmark skips such a cell)."""
 
 
+class IncompatibleSampler(ValueError):
+    """A wrapper (RePaint's resampling) cannot drive this sampler (a benchmark skips such a cell)."""
+
+
 @dataclass
 class SampleResult:
     """What a sampler returns.

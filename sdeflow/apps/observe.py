@@ -1,0 +1,83 @@
+"""`sdeflow-sample`'s inverse problems: operator, observations and method from the config, bound batch by batch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from sdeflow.apps.common import build
+from sdeflow.inverse.observation import ObservationError, measure, read_images
+from sdeflow.safe_config import rebuild
+
+
+@dataclass
+class InverseTask:
+    """What `sdeflow-sample inverse=... operator=...` conditions on: sample i measures images[i mod N]."""
+
+    method: object
+    operator: object
+    images: torch.Tensor  # the clean images, scaled as the model's data
+    noise_std: float
+    seed: int
+
+    def clean(self, start: int, b: int) -> torch.Tensor:
+        return self.images[torch.arange(start, start + b) % len(self.images)]
+
+    def observe(self, start: int, b: int) -> torch.Tensor:
+        """y for the samples start .. start + b - 1 (the noise keyed per sample, so any batching gives the same y)."""
+        return measure(self.operator, self.clean(start, b), self.noise_std, self.seed, start)
+
+    def bind(self, sde):
+        """The `bind` of `generate`: the method bound to each batch's observations."""
+        def bind(score, solver, start, b):
+            y = self.observe(start, b).to(torch.float32)
+            return self.method.bind(score, sde, solver, self.operator, y, self.noise_std, self.seed, start)
+
+        return bind
+
+    def scores(self, x: torch.Tensor, centered: bool) -> dict:
+        """Measurement residual RMS ||A x - y|| (does the sample agree with what was observed?) and PSNR to the
+        clean images on the [0, 1] scale."""
+        y = self.observe(0, len(x)).to(x.dtype)
+        residual = (self.operator.A(x) - y).flatten(1).pow(2).mean(1).sqrt()
+        scale = 2.0 if centered else 1.0
+        mse = ((x - self.clean(0, len(x)).to(x.dtype)) / scale).flatten(1).pow(2).mean(1).clamp_min(1e-20)
+        return {"residual_rms": float(residual.mean()), "psnr": float((-10 * torch.log10(mse)).mean())}
+
+
+def inverse_task(cfg: DictConfig, shape, centered: bool, train_cfg: dict) -> InverseTask | None:
+    """The run's inverse problem, or None; mismatched settings refused at the door."""
+    method, operator = cfg.get("inverse"), cfg.get("operator")
+    if method is None and operator is None:
+        return None
+    if method is None or operator is None:
+        missing = "inverse=replacement|repaint|dps|dps_normalised|pigdm" if method is None else \
+            "operator=inpainting_box|inpainting|colorization|super_resolution"
+        raise ValueError(f"an inverse problem needs both a method and an operator: add {missing}")
+    obs = cfg.observation
+    noise_std = obs.noise_std
+    if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std >= 0 or not math.isfinite(noise_std):
+        raise ValueError(f"observation.noise_std must be a number >= 0, got {noise_std!r}")
+    op = build(operator, "operator")(tuple(shape))
+    if obs.images is not None:
+        images = read_images(obs.images, shape, centered)
+    else:
+        images = training_images(train_cfg, int(obs.first), cfg.n, centered)
+    return InverseTask(build(method, "inverse"), op, images.float(), float(noise_std), int(cfg.seed))
+
+
+def training_images(train_cfg: dict, first: int, n: int, centered: bool) -> torch.Tensor:
+    """Images first .. first + n - 1 of the checkpoint's training data, rebuilt from its stored config's allow-list."""
+    node = train_cfg["data"].get("dataset")
+    if node is None:
+        raise ObservationError("the checkpoint records no dataset: give observation.images=<file>")
+    data = rebuild(node, "config.data.dataset")
+    if not data.image:
+        raise ObservationError(f"the checkpoint's data ({data.name}) are not images: give observation.images=<file>")
+    if not 0 <= first < len(data):
+        raise ObservationError(f"observation.first must be in 0..{len(data) - 1}, got {first}")
+    x = data.data[first: first + n]
+    return x * 2 - 1 if centered else x
