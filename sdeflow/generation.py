@@ -50,8 +50,8 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
         brownian: the solver noise of sample i is one Brownian path, the same for any grid or NFE (`BrownianNoise`).
         labels: class labels of a class-conditional model, cycled over the run: sample i gets
             labels[i % len(labels)], whatever the batch or rank.
-        condition: `condition(score, batch_labels) -> score function` (e.g. classifier-free guidance);
-            default: the labels bound as `y`.
+        condition: `condition(score, batch_labels) -> score function` (e.g. classifier-free guidance), called
+            for every batch (batch_labels None without labels); default: the labels bound as `y`.
         bind: `bind(score, solver, start, b) -> sdeflow.inverse.Bound`, the (score, solver, hook) that the
             samples start .. start + b - 1 run with: an inverse method bound to their observations.
     """
@@ -66,11 +66,14 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
         with torch.no_grad():
             prior, noise = streams(seed, b, start, brownian=brownian_span(sde) if brownian else None)
             x = sde.prior_sampling((b, *shape), prior, device=device)
-            batch_score = score
+            batch_score, batch_labels = score, None
             if labels is not None:
                 index = torch.arange(start, start + b) % len(labels)
                 batch_labels = torch.as_tensor(labels, dtype=torch.int64)[index]
-                batch_score = condition(score, batch_labels) if condition is not None else score.condition(y=batch_labels)
+            if condition is not None:
+                batch_score = condition(score, batch_labels)
+            elif batch_labels is not None:
+                batch_score = score.condition(y=batch_labels)
             batch_solver, batch_ts, hook = solver, ts, None
             if bind is not None:
                 bound = bind(batch_score, solver, start, b)

@@ -3,6 +3,7 @@
     sdeflow-sample checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
     sdeflow-sample checkpoint=... solver=[ddim,dpmpp_2m,edm_heun] nfe=20 n=1000
     sdeflow-sample checkpoint=... labels=[3,7] guidance.w=2   # a class-conditional model, classifier-free guided
+    sdeflow-sample checkpoint=... guidance=autoguidance guidance.checkpoint=weak/checkpoint.pt guidance.w=1
     sdeflow-sample checkpoint=... inverse=replacement operator=inpainting_box n=16   # fill the right half of training images
     sdeflow-sample checkpoint=... inverse=dps_normalised operator=inpainting operator.mask=mask.png observation.images=x.png solver=ddim
     torchrun --nproc_per_node=2 -m sdeflow.apps.sample checkpoint=... n=50000   # each rank its share; rank 0 writes them
@@ -23,7 +24,6 @@ from sdeflow.apps.common import build, check_settings, console_app, job_name, ru
 from sdeflow.apps.observe import inverse_task
 from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
-from sdeflow.guidance import ClassifierFreeGuidance
 from sdeflow.io import NonFiniteResult, atomic_write_bytes
 from sdeflow.tracking import Tracker
 from sdeflow.viz import save_samples_png
@@ -37,7 +37,10 @@ def run(cfg: DictConfig) -> list[dict]:
     shape = tuple(train_cfg["data"]["shape"])
     centered = bool(train_cfg["data"].get("dataset", {}).get("centered", True))
     grid = instantiate(cfg.timesteps)
-    labels, condition = class_conditioning(cfg, getattr(score.model, "label_dim", 0))
+    label_dim = getattr(score.model, "label_dim", 0)
+    labels = class_labels(cfg, label_dim)
+    guide = build(cfg.guidance, "guidance")
+    guide.prepare(train_cfg, label_dim, device)
     task = inverse_task(cfg, shape, centered, train_cfg)
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
@@ -49,7 +52,7 @@ def run(cfg: DictConfig) -> list[dict]:
     for name, solver in solvers.items():
         start = time.perf_counter()
         gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
-                       brownian=bool(cfg.get("brownian", False)), labels=labels, condition=condition,
+                       brownian=bool(cfg.get("brownian", False)), labels=labels, condition=guide.wrap,
                        bind=None if task is None else task.bind(sde))
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
         seconds = time.perf_counter() - start
@@ -72,7 +75,7 @@ def run(cfg: DictConfig) -> list[dict]:
         tracker.log_image(f"samples/{name}", png)
         rows.append({"solver": name, "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "n": cfg.n, "seconds": seconds,
                      "png": str(png), "npz": str(out / f"samples_{name}.npz"), "labels": None if labels is None else list(labels),
-                     "guidance_w": float(cfg.guidance.w) if labels is not None else None, **row})
+                     "guidance": repr(guide), "guidance_w": guide.w, **row})
         scores = f", residual RMS {row['residual_rms']:.3g}, PSNR {row['psnr']:.1f} dB" if row else ""
         print(f"{name}: {cfg.n} samples, NFE {nfe} ({gen.forwards} forwards, {gen.backwards} backwards){scores}, {seconds:.1f} s -> {png}")
     write_results(out, cfg, rows=rows, checkpoint=str(cfg.checkpoint))
@@ -87,30 +90,21 @@ def save_inverse_png(task, x, path, centered: bool, title: str):
     return save_samples_png(shown, path, centered=centered, title=f"rows: observed, sampled, original. {title}", cols=k)
 
 
-def class_conditioning(cfg: DictConfig, label_dim: int):
-    """(labels cycled over the samples, how to condition each batch) for the checkpoint's model; refused at the door when
-    labels and model disagree."""
+def class_labels(cfg: DictConfig, label_dim: int) -> list[int] | None:
+    """The labels cycled over the samples of a class-conditional model (None for an unconditional one); refused at the
+    door when labels and model disagree."""
     wanted = cfg.get("labels")
     if not label_dim:
         if wanted is not None:
             raise ValueError(f"labels={wanted} given, but the checkpoint's model is unconditional (label_dim=0)")
-        return None, None
+        return None
     if wanted is None:
         raise ValueError(f"the checkpoint's model is class-conditional (label_dim={label_dim}): give labels=[...] (classes "
                          f"0..{label_dim - 1}, cycled over the samples) or labels=all")
     labels = list(range(label_dim)) if wanted == "all" else ([wanted] if isinstance(wanted, int) else list(wanted))
     if not labels or any(not isinstance(v, int) or not 0 <= v < label_dim for v in labels):
         raise ValueError(f"labels must be classes in 0..{label_dim - 1} (or all), got {wanted}")
-    g = cfg.guidance
-    w = float(g.w)
-    interval = None if g.get("interval") is None else tuple(g.interval)
-
-    def condition(score, batch_labels):
-        if w == 0:
-            return score.condition(y=batch_labels)
-        return ClassifierFreeGuidance(score, batch_labels, w, null_label=-1, batched=bool(g.get("batched", True)), interval=interval)
-
-    return labels, condition
+    return labels
 
 
 main = console_app("sample", "sdeflow-sample", run)
