@@ -98,11 +98,14 @@ def test_repaint_with_one_resample_is_replacement():
     score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
     solver = sf.PCSampler(sf.Ancestral())
     plain = sf.sample(SDE, score, solver, (N, D), steps=20, seed=5, dtype=torch.float64, hook=sf.inverse.Replacement(SDE, op, y, seed=6))
-    repaint = sf.sample(SDE, score, sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y, seed=6), resamples=1), (N, D),
-                        steps=20, seed=5, dtype=torch.float64)
-    torch.testing.assert_close(repaint.samples, plain.samples, rtol=0, atol=0)
-    three = sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y[:8], seed=6), resamples=3)
-    assert sf.sample(SDE, score, three, (8, D), steps=20, seed=5, dtype=torch.float64).nfe == 60 == three.steps_for_nfe(60) * 3
+    for jump in (1, 3):
+        repaint = sf.sample(SDE, score, sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y, seed=6), resamples=1, jump=jump),
+                            (N, D), steps=20, seed=5, dtype=torch.float64)
+        torch.testing.assert_close(repaint.samples, plain.samples, rtol=0, atol=0)
+    for jump in (1, 3):  # 20 steps in blocks of 3: the last block has 2, and still every step is taken U times
+        three = sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y[:8], seed=6), resamples=3, jump=jump)
+        out = sf.sample(SDE, score, three, (8, D), steps=20, seed=5, dtype=torch.float64, return_trajectory=True)
+        assert out.nfe == 60 == three.steps_for_nfe(60) * 3 and bool(torch.isfinite(out.trajectory).all())
 
 
 # --- A mixture with a bimodal posterior: distances to exact posterior samples ---------------------------------

@@ -52,16 +52,18 @@ class ReplacementMethod(InverseMethod):
 
 
 class RePaintMethod(InverseMethod):
-    """RePaint: replacement, each step taken `resamples` times with re-noising in between (`RePaint`).
-    Needs a one-step sampler; costs `resamples` times its NFE."""
+    """RePaint: replacement, each block of `jump` steps taken `resamples` times with re-noising in between
+    (`RePaint`). Needs a one-step sampler; costs `resamples` times its NFE."""
 
-    def __init__(self, resamples: int = 10):
-        if int(resamples) != resamples or resamples < 1:
-            raise ValueError(f"resamples must be a positive integer, got {resamples}")
-        self.resamples = int(resamples)
+    def __init__(self, resamples: int = 10, jump: int = 1):
+        for name, v in (("resamples", resamples), ("jump", jump)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v}")
+        self.resamples, self.jump = int(resamples), int(jump)
 
     def bind(self, score, sde, sampler, operator, y, noise_std, seed=0, offset=0):
-        return Bound(score, RePaint(sampler, Replacement(sde, operator, y, seed=seed, offset=offset), self.resamples))
+        replacement = Replacement(sde, operator, y, seed=seed, offset=offset)
+        return Bound(score, RePaint(sampler, replacement, self.resamples, self.jump))
 
 
 class DPSMethod(InverseMethod):

@@ -1,4 +1,4 @@
-"""RePaint (Lugmayr et al. 2022): replacement with resampling, which lets the unknown part agree with the known."""
+"""RePaint (Lugmayr et al. 2022): replacement with resampling jumps, which let the unknown part agree with the known."""
 
 from __future__ import annotations
 
@@ -8,41 +8,51 @@ from sdeflow.samplers.base import IncompatibleSampler, Sampler
 
 
 class RePaint(Sampler):
-    """Each step is taken `resamples` times: after the step and the replacement at t_{i+1}, the state is
-    noised back to t_i along the forward process and the step is taken again (jump length 1).
+    """Steps are taken in blocks of `jump` grid steps, each block `resamples` times: after a pass through the
+    block (with the replacement at every point), the state is noised back to the block's start along the
+    forward process and the block is taken again. Lugmayr et al. use jump 10, resamples 10 on 250 steps.
 
     Wraps any one-step solver (no multistep history, whose outputs would belong to an abandoned
-    path). NFE per step: the solver's times `resamples`. Stochastic (the re-noising).
+    path). NFE per step: the solver's times `resamples`, whatever the jump. Stochastic (the re-noising).
 
     Args:
         solver: a one-step sampler (DDIM, PCSampler(...), EDMHeun, ...).
         replacement: a `Replacement` hook, the observation it enforces.
-        resamples: U, the times each step is taken (1: plain replacement).
+        resamples: U, the times each block is taken (1: plain replacement).
+        jump: j, the grid steps of a block, the length of each jump back in time (the last block may be shorter).
     """
 
     stochastic = True
 
-    def __init__(self, solver: Sampler, replacement, resamples: int = 10, denoise: bool = False):
+    def __init__(self, solver: Sampler, replacement, resamples: int = 10, jump: int = 1, denoise: bool = False):
         super().__init__(denoise=denoise)
         if solver.nfe_per_step is None or solver.warmup_order is not None or solver.fixed_head:
             raise IncompatibleSampler(f"RePaint repeats steps, so it needs a one-step grid solver; {type(solver).__name__} is not one")
-        if int(resamples) != resamples or resamples < 1:
-            raise ValueError(f"resamples must be a positive integer, got {resamples}")
-        self.solver, self.replacement, self.resamples = solver, replacement, int(resamples)
+        for name, v in (("resamples", resamples), ("jump", jump)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v}")
+        self.solver, self.replacement, self.resamples, self.jump = solver, replacement, int(resamples), int(jump)
         self.order = solver.order
         self.nfe_per_step = solver.nfe_per_step * self.resamples
 
     def solve(self, score, sde, x, sched, noise, record):
-        num = sched.num
+        num, n = sched.num, len(sched) - 1
         state = self.solver.init(score, sde, x, sched)
-        for i in range(len(sched) - 1):
+        for start in range(0, n, self.jump):
+            stop = min(start + self.jump, n)
             for u in range(self.resamples):
-                x_next, state = self.solver.step(score, sde, x, i, state, noise)
-                x_next = self.replacement(x_next, sched.t[i + 1])
-                if u < self.resamples - 1:
-                    # Back to t_i by the forward transition from t_{i+1}: x_i = r x_{i+1} + sqrt(s_i^2 - r^2 s_{i+1}^2) z.
-                    r = num.alpha[i] / num.alpha[i + 1]
-                    std = math.sqrt(max(num.sigma[i] ** 2 - r**2 * num.sigma[i + 1] ** 2, 0.0))
-                    x = r * x_next + std * noise.randn(x.shape, dtype=x.dtype, device=x.device)
-            x = record(x_next, i + 1)
+                last = u == self.resamples - 1
+                x_i = x
+                for i in range(start, stop):
+                    x_i, state = self.solver.step(score, sde, x_i, i, state, noise)
+                    x_i = self.replacement(x_i, sched.t[i + 1])
+                    if last:
+                        x_i = record(x_i, i + 1)
+                if not last:
+                    # Back to the block's start by the forward transition from its end:
+                    # x_start = r x_stop + sqrt(s_start^2 - r^2 s_stop^2) z, r = alpha_start / alpha_stop.
+                    r = num.alpha[start] / num.alpha[stop]
+                    std = math.sqrt(max(num.sigma[start] ** 2 - r**2 * num.sigma[stop] ** 2, 0.0))
+                    x = r * x_i + std * noise.randn(x_i.shape, dtype=x_i.dtype, device=x_i.device)
+            x = x_i
         return x
