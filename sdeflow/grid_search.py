@@ -19,12 +19,22 @@ import torch
 from sdeflow.grids import ListGrid
 from sdeflow.io import write_json
 from sdeflow.metrics import rms_error
+from sdeflow.samplers.base import SolverError
+
+
+# Each step keeps at least this share of an even step's log-SNR increment. A bare softmax underflows at
+# 50 steps (weights of exp(-750) are 0), two times become equal, and the grid is refused; with the floor
+# the times are strictly decreasing by construction.
+_FLOOR = 1e-3
+# What a candidate that the solver or the grid check rejects scores: a bad value, not the end of the search.
+_REJECTED = 1e6
 
 
 def _grid_from_params(theta: np.ndarray, lam_lo: float, lam_hi: float, ends: tuple[float, float], head: list[float], sde) -> torch.Tensor:
-    # Positive increments in lambda that sum to the whole range: a softmax keeps the grid ordered.
-    w = np.exp(theta - theta.max())
-    lam = lam_lo + (lam_hi - lam_lo) * np.concatenate([[0.0], np.cumsum(w / w.sum())])
+    # Positive increments in lambda that sum to the whole range: a softmax, mixed with a floor, keeps the grid ordered.
+    w = np.exp(np.maximum(theta - theta.max(), -700.0))
+    w = (1 - _FLOOR) * w / w.sum() + _FLOOR / len(w)
+    lam = lam_lo + (lam_hi - lam_lo) * np.concatenate([[0.0], np.cumsum(w)])
     t = sde.t_from_lambda(torch.as_tensor(lam, dtype=torch.float64))
     t[0], t[-1] = ends  # exactly the initial grid's ends, not their round trip through lambda
     return torch.cat([torch.tensor(head, dtype=torch.float64), t])
@@ -36,6 +46,10 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
 
     `init[0]` stays fixed when the sampler reshapes grids (an analytic jump's T); the rest moves.
     The error is the mean per-sample RMS error of `sampler` from `x_T` against `reference`.
+
+    The search never fails on a candidate: one the solver or the grid check rejects, or one that
+    diverges, scores as a bad value. It stops when Powell's method converges or at `maxiter` solver
+    runs; the report says which (`converged`, `message`), and the grid is the best one seen either way.
     """
     import scipy.optimize  # here, not at the top: it would add a third of a second to `import sdeflow`
 
@@ -46,24 +60,34 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
     lam = sde.lambda_(body).numpy()
     ends = (float(body[0]), float(body[-1]))
     theta0 = np.log(np.diff(lam))
-    evals = {"n": 0}
+    evals = {"n": 0, "rejected": 0}
 
-    def objective(theta):
+    def error(theta):
         evals["n"] += 1
         grid = _grid_from_params(theta, lam[0], lam[-1], ends, head, sde)
         out = sampler.sample(score, sde, x_T, grid.to(x_T.dtype))
         err = rms_error(out.samples, reference)
-        return float(err.mean()) if torch.isfinite(err).all() else 1e6
+        return float(err.mean()) if torch.isfinite(err).all() else _REJECTED
+
+    def objective(theta):
+        try:
+            return error(theta)
+        except (ValueError, SolverError):  # the grid check (a ValueError) or the solver refused this candidate
+            evals["rejected"] += 1
+            return _REJECTED
 
     start = time.perf_counter()
-    before = objective(theta0)
+    before = error(theta0)  # outside the guard: a grid or solver that fails at the start is the caller's error
     res = scipy.optimize.minimize(objective, theta0, method="Powell", options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4, "disp": False})
     best = res.x if res.fun < before else theta0
     grid = _grid_from_params(best, lam[0], lam[-1], ends, head, sde)
-    report = {"error_before": before, "error_after": min(res.fun, before), "evaluations": evals["n"], "seconds": time.perf_counter() - start,
+    converged = bool(res.success)  # False at the evaluation cap
+    report = {"error_before": before, "error_after": min(float(res.fun), before), "evaluations": evals["n"], "rejected": evals["rejected"],
+              "converged": converged, "message": str(res.message), "seconds": time.perf_counter() - start,
               "sampler": repr(sampler), "sde": repr(sde), "steps": len(grid) - 1 - len(head)}
     if progress:
-        print(f"grid search: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} solver runs")
+        print(f"grid search: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} solver runs"
+              + ("" if converged else f"; NOT converged ({res.message}): the best grid seen is returned, a larger maxiter searches on"))
     return grid, report
 
 

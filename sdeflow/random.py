@@ -43,7 +43,7 @@ class SharedNoise:
 
 # The purposes of a run's streams. Append new ones at the end: the numbers key the streams.
 (PRIOR, EXACT, NOISE, DIRECTIONS, INIT_WEIGHTS, HELD_OUT, SUBSETS, DEQUANTIZE, BATCHES, TRAINING, BROWNIAN, OBSERVATION,
- MEASUREMENT) = range(13)
+ MEASUREMENT, PILOT) = range(14)
 
 
 class PerSampleNoise:

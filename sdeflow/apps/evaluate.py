@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdeflow import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
+from sdeflow.autotune import describe, file_digest, for_model
 from sdeflow.checkpoint import load_trained
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
@@ -124,9 +126,17 @@ def run(cfg: DictConfig) -> list[dict]:
     grid = instantiate(cfg.timesteps)
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
     solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
+    # What a tuned grid (timesteps=auto) is cached under: the checkpoint (beside it), or the exact problem (in the run).
+    if cfg.checkpoint is not None:
+        model_id, cache = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}", Path(cfg.checkpoint).parent / "tuned_grids"
+    else:
+        model_id, cache = f"{problem!r}:{sde!r}", out / "tuned_grids"
     for name, solver in solvers.items():
+        solver_grid, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, cache, model_id, device=device, progress=cfg.progress)
+        if tuning is not None and main:
+            print(describe(name, tuning))
         start = time.perf_counter()
-        gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
+        gen = generate(score, sde, solver, solver_grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
                        brownian=bool(cfg.get("brownian", False)))
         feats = torch.cat([torch.empty(0, train_feats.shape[1]), *[extractor(chunk) for chunk in gen.samples.split(cfg.batch_size)]])
         stats = FeatureStats(train_feats.shape[1]).update(feats).all_reduce()
@@ -134,7 +144,7 @@ def run(cfg: DictConfig) -> list[dict]:
         feats = distributed.gather_rows(feats) if ref_feats is not None and {"kid", "pr"} & set(cfg.metrics) else feats
         if not main:
             continue
-        row = {"solver": name, "kind": "eval", "nfe": gen.nfe,
+        row = {"solver": name, "kind": "eval", "nfe": gen.nfe, **({"tuning_pilot_nfe": tuning["pilot_nfe"]} if tuning else {}),
                **score_features(feats, ref_stats, ref_feats, cfg.metrics, cfg.seed, stats=stats, n=common, intervals=cfg.intervals),
                "seconds": time.perf_counter() - start}
         rows.append(row)

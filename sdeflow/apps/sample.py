@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdeflow import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.apps.observe import inverse_task
+from sdeflow.autotune import describe, file_digest, for_model
 from sdeflow.checkpoint import load_trained
 from sdeflow.generation import generate
 from sdeflow.io import NonFiniteResult, atomic_write_bytes
@@ -49,9 +51,14 @@ def run(cfg: DictConfig) -> list[dict]:
     if task is not None:
         for solver in solvers.values():  # the method must take each solver (RePaint takes one-step solvers only)
             task.bind(sde)(score, solver, 0, 1)
+    model_id = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}"  # what a tuned grid (timesteps=auto) is cached under
     for name, solver in solvers.items():
+        solver_grid, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, Path(cfg.checkpoint).parent / "tuned_grids", model_id,
+                                        device=device, progress=cfg.progress)
+        if tuning is not None:
+            print(describe(name, tuning))
         start = time.perf_counter()
-        gen = generate(score, sde, solver, grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
+        gen = generate(score, sde, solver, solver_grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
                        brownian=bool(cfg.get("brownian", False)), labels=labels, condition=guide.wrap,
                        bind=None if task is None else task.bind(sde))
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
@@ -75,7 +82,7 @@ def run(cfg: DictConfig) -> list[dict]:
         tracker.log_image(f"samples/{name}", png)
         rows.append({"solver": name, "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "n": cfg.n, "seconds": seconds,
                      "png": str(png), "npz": str(out / f"samples_{name}.npz"), "labels": None if labels is None else list(labels),
-                     "guidance": repr(guide), "guidance_w": guide.w, **row})
+                     "guidance": repr(guide), "guidance_w": guide.w, "grid": repr(solver_grid), "grid_tuning": tuning, **row})
         scores = f", residual RMS {row['residual_rms']:.3g}, PSNR {row['psnr']:.1f} dB" if row else ""
         print(f"{name}: {cfg.n} samples, NFE {nfe} ({gen.forwards} forwards, {gen.backwards} backwards){scores}, {seconds:.1f} s -> {png}")
     write_results(out, cfg, rows=rows, checkpoint=str(cfg.checkpoint))

@@ -63,7 +63,7 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     rows, bench = runner.run(problem, sde, solvers, grid, nfe_list, cfg.n_trajectory, cfg.n_distribution, cfg.n_directions,
                              cfg.seed, DTYPES[cfg.dtype], OmegaConf.to_container(cfg.reference), cfg.progress,
                              on_row=lambda row: _on_row(row, out_dir, tracker), device=device, brownian_depth=cfg.get("brownian_depth", 16),
-                             inverse=inverse)
+                             inverse=inverse, grid_cache=out_dir / "tuned_grids")
     wall = time.perf_counter() - start
     if all(row.get("skipped") for row in rows):
         tracker.finish()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from sdeflow.autotune import for_model
 from sdeflow.brownian import BrownianNoise, brownian_span
 from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats, rms_error
 from sdeflow.random import DIRECTIONS, EXACT, PRIOR, seeded_generator
@@ -102,13 +103,15 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
 
 
 def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distribution=10000, n_directions=256, seed=0,
-        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None, brownian_depth: int = 16, inverse=None
-        ) -> tuple[list[dict], BenchProblem]:
+        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None, brownian_depth: int = 16, inverse=None,
+        grid_cache=None) -> tuple[list[dict], BenchProblem]:
     """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result arrives.
 
     `brownian_depth`: the levels of the stochastic rows' Brownian tree (`BrownianNoise`); fewer are
     cheaper, and enough while the grids' times stay apart by more than a leaf.
     `inverse`: the `InverseMethod` of an inverse problem (one with an `operator`), which needs one.
+    `grid_cache`: where an `AutoGrid` (timesteps=auto) caches the grids it fits to the problem (None: not cached);
+    its pilot draws are its own, apart from the scored ones.
     """
     inverse_problem = hasattr(problem, "operator")
     if inverse_problem and inverse is None:
@@ -128,7 +131,13 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
     for name, solver, nfe in bar:
         bar.set_postfix_str(f"{name} nfe={nfe if nfe is not None else 'adaptive'}")
         try:
-            row = run_solver(name, solver, problem, sde, bench, grid, nfe, seed, n_directions, device, path, inverse)
+            solver_grid, tuning = grid, None
+            if nfe is not None:
+                solver_grid, tuning = for_model(grid, ScoreFunction(problem.score_fn(sde), sde), sde, solver, nfe, (problem.dim,),
+                                                grid_cache, repr(problem), dtype=dtype, device=device, progress=False)
+            row = run_solver(name, solver, problem, sde, bench, solver_grid, nfe, seed, n_directions, device, path, inverse)
+            if tuning is not None and tuning["tuned"]:  # the one-off cost of the fitted grid, beside the row it serves
+                row.update(tuning_pilot_nfe=tuning["pilot_nfe"], tuning_converged=tuning.get("converged"))
         except NonFiniteError as e:
             # A solver that blows up at this budget is a result (it diverged), reported without a number.
             row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "diverged": True,

@@ -1,0 +1,131 @@
+"""Grids tuned once per model and cached: `timesteps=auto`.
+
+On first use for a (model, SDE, solver, NFE, settings), `AutoGrid` draws a few pilot trajectories,
+solves them tightly with a reference ODE solver, fits the solver's grid to half of them
+(`optimize_grid`) and checks it on the other half: a fit that does not lower the held-out error
+keeps the base grid. The grid is cached as JSON under a key that hashes the checkpoint's bytes and
+every setting; later uses read the cache and cost nothing. The one-off cost is reported in NFE and seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
+from sdeflow.grids import Grid, ListGrid, LogSNRGrid
+from sdeflow.metrics import rms_error
+from sdeflow.random import PILOT, seeded_generator
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's bytes: what identifies a checkpoint in the cache key."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class AutoGrid:
+    """A grid fitted to the model on first use and cached; the `base` grid until then, and where tuning does not apply.
+
+    Args:
+        base: the grid tuning starts from (default `LogSNRGrid()`).
+        pilot: pilot trajectories the grid is fitted on (as many again are held out to check it).
+        maxiter: solver runs the search may make.
+        rtol, atol: tolerances of the reference solution (dopri5 on the probability-flow ODE); default 1e-8 in
+            float64 (far below the errors being fitted), 1e-5 in float32, where a network's rounding sets the floor.
+        seed: the pilot draws' seed (stream `PILOT`, apart from any sampling seed).
+    """
+
+    def __init__(self, base: Grid | None = None, pilot: int = 32, maxiter: int = 400, rtol: float | None = None,
+                 atol: float | None = None, seed: int = 0):
+        if int(pilot) != pilot or pilot < 2 or int(maxiter) != maxiter or maxiter < 1:
+            raise ValueError(f"need pilot >= 2 and maxiter >= 1 (integers), got pilot={pilot}, maxiter={maxiter}")
+        self.base = LogSNRGrid() if base is None else base
+        self.pilot, self.maxiter, self.seed = int(pilot), int(maxiter), int(seed)
+        self.rtol, self.atol = (None if v is None else float(v) for v in (rtol, atol))
+
+    def __call__(self, sde, steps: int) -> torch.Tensor:
+        return self.base(sde, steps)
+
+    def key(self, model_id: str, sde, solver, nfe: int, shape, dtype) -> str:
+        """The cache key: the model's identity and every setting the tuned grid depends on."""
+        parts = [model_id, repr(sde), repr(solver), str(int(nfe)), str(tuple(shape)), str(dtype), repr(self.base),
+                 str(self.pilot), str(self.maxiter), str(self.rtol), str(self.atol), str(self.seed)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+    def tuned(self, score, sde, solver, nfe: int, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
+              progress: bool = True) -> tuple[OptimizedGrid, dict]:
+        """The grid for (model, sde, solver, nfe), from the cache or fitted now; and a report of where it came from and
+        what it cost (`tuned`, `cached`, `pilot_nfe`, `seconds`, the search's report). `cache_dir` None: not cached.
+        Stochastic solvers keep the base grid (the fit follows probability-flow trajectories)."""
+        if solver.nfe_per_step is None:
+            raise ValueError(f"{type(solver).__name__} chooses its own steps: there is no grid to tune (use another timesteps)")
+        if solver.fixed_head:
+            raise ValueError(f"{type(solver).__name__} places its own first interval; tune its inner solver's grid with "
+                             "sdeflow.optimize_grid instead of timesteps=auto")
+        if solver.stochastic:
+            # The fit follows trajectories of the probability-flow ODE, which a stochastic solver does not.
+            return self.base, {"tuned": False, "cached": False, "pilot_nfe": 0, "seconds": 0.0,
+                               "reason": f"{type(solver).__name__} is stochastic: it runs on the base grid {self.base!r}"}
+        path = None if cache_dir is None else Path(cache_dir) / f"grid_{self.key(model_id, sde, solver, nfe, shape, dtype)}.json"
+        if path is not None and path.is_file():
+            grid = OptimizedGrid(path)
+            return grid, {**grid.report, "tuned": True, "cached": True, "pilot_nfe": 0, "seconds": 0.0, "path": str(path)}
+        from sdeflow.samplers.ode import ProbabilityFlowODE
+
+        start = time.perf_counter()
+        # Pilot draws to fit on and as many held out to validate on: a fit that does not carry over keeps the base grid.
+        x_T = sde.prior_sampling((2 * self.pilot, *shape), seeded_generator(self.seed, PILOT), dtype=dtype, device=device)
+        ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
+        nfe0 = score.nfe
+        with torch.no_grad():
+            tol = 1e-8 if dtype == torch.float64 else 1e-5
+            ref = ProbabilityFlowODE("dopri5", rtol=self.rtol or tol, atol=self.atol or tol).sample(score, sde, x_T, ends)
+            fit, held = slice(0, self.pilot), slice(self.pilot, None)
+            init = solver.plan(sde, self.base, nfe=nfe)
+            grid, report = optimize_grid(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter, progress=progress)
+            before, after = (float(rms_error(solver.sample(score, sde, x_T[held], g).samples, ref.samples[held]).mean())
+                             for g in (init, grid))
+        kept = after < before
+        grid = grid if kept else init
+        # The one-off cost in evaluations of the pilot batch: the reference solve and every solver run of the search.
+        report.update(pilot=self.pilot, pilot_nfe=score.nfe - nfe0, reference_nfe=ref.nfe, model=model_id, nfe=int(nfe),
+                      held_out_before=before, held_out_after=after, kept_tuned=kept, one_off_seconds=time.perf_counter() - start)
+        report.update(tuned=True, cached=False, seconds=report["one_off_seconds"], path=None if path is None else str(path))
+        if path is None:  # no cache: this run's grid only
+            return ListGrid(grid), report
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(path, grid, report)
+        return OptimizedGrid(path), report
+
+    def __repr__(self) -> str:
+        return (f"AutoGrid(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, rtol={self.rtol}, atol={self.atol}, "
+                f"seed={self.seed})")
+
+
+def for_model(grid, score, sde, solver, nfe, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
+              progress: bool = True):
+    """(the grid to sample this model with, a tuning report or None): a grid that tunes itself to the model
+    (`AutoGrid`, or any with its `tuned` method) fitted or read from the cache; any other grid, a plain callable
+    `grid(sde, steps)`, as it is."""
+    tuned = getattr(grid, "tuned", None)
+    if tuned is None:
+        return grid, None
+    return tuned(score, sde, solver, nfe, shape, cache_dir, model_id, dtype=dtype, device=device, progress=progress)
+
+
+def describe(name: str, tuning: dict) -> str:
+    """One line on where a solver's tuned grid came from and what it cost."""
+    if not tuning["tuned"]:
+        return f"{name}: grid not tuned ({tuning['reason']})"
+    cost = "from the cache" if tuning["cached"] else (
+        f"tuned once: {tuning['pilot_nfe']} pilot NFE, {tuning['seconds']:.1f} s, held-out error {tuning['held_out_before']:.3g} -> "
+        f"{tuning['held_out_after']:.3g}" + ("" if tuning["kept_tuned"] else " (no better: the base grid is kept)")
+        + ("" if tuning.get("converged") else ", search not converged"))
+    return f"{name}: grid {cost}" + (f" ({tuning['path']})" if tuning["path"] else "")
