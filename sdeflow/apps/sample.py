@@ -51,6 +51,9 @@ def run(cfg: DictConfig) -> list[dict]:
     if task is not None:
         for solver in solvers.values():  # the method must take each solver (RePaint takes one-step solvers only)
             task.bind(sde)(score, solver, 0, 1)
+    if labels is not None and hasattr(grid, "tuned"):
+        raise ValueError("timesteps=auto tunes the grid on unconditional pilot trajectories; this model is class-conditional: "
+                         "use a fixed grid (timesteps=logsnr, karras, ...)")
     model_id = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}"  # what a tuned grid (timesteps=auto) is cached under
     for name, solver in solvers.items():
         solver_grid, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, Path(cfg.checkpoint).parent / "tuned_grids", model_id,
