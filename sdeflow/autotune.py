@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
-from sdeflow.grids import Grid, ListGrid, LogSNRGrid
+from sdeflow.grid_search import optimize_grid
+from sdeflow.grids import Grid, LogSNRGrid
+from sdeflow.learned import Learned, learn, save_learned
 from sdeflow.metrics import rms_error
 from sdeflow.random import PILOT, seeded_generator
 
@@ -40,14 +41,16 @@ class AutoGrid:
         rtol, atol: tolerances of the reference solution (dopri5 on the probability-flow ODE); default 1e-8 in
             float64 (far below the errors being fitted), 1e-5 in float32, where a network's rounding sets the floor.
         seed: the pilot draws' seed (stream `PILOT`, apart from any sampling seed).
+        learn: also fit each step's evaluation time (`sdeflow.learned`): learned solver coefficients, which the
+            sampling score is wrapped with (`ShiftedScore`).
     """
 
     def __init__(self, base: Grid | None = None, pilot: int = 32, maxiter: int = 400, rtol: float | None = None,
-                 atol: float | None = None, seed: int = 0):
+                 atol: float | None = None, seed: int = 0, learn: bool = False):
         if int(pilot) != pilot or pilot < 2 or int(maxiter) != maxiter or maxiter < 1:
             raise ValueError(f"need pilot >= 2 and maxiter >= 1 (integers), got pilot={pilot}, maxiter={maxiter}")
         self.base = LogSNRGrid() if base is None else base
-        self.pilot, self.maxiter, self.seed = int(pilot), int(maxiter), int(seed)
+        self.pilot, self.maxiter, self.seed, self.learn = int(pilot), int(maxiter), int(seed), bool(learn)
         self.rtol, self.atol = (None if v is None else float(v) for v in (rtol, atol))
 
     def __call__(self, sde, steps: int) -> torch.Tensor:
@@ -56,14 +59,15 @@ class AutoGrid:
     def key(self, model_id: str, sde, solver, nfe: int, shape, dtype) -> str:
         """The cache key: the model's identity and every setting the tuned grid depends on."""
         parts = [model_id, repr(sde), repr(solver), str(int(nfe)), str(tuple(shape)), str(dtype), repr(self.base),
-                 str(self.pilot), str(self.maxiter), str(self.rtol), str(self.atol), str(self.seed)]
+                 str(self.pilot), str(self.maxiter), str(self.rtol), str(self.atol), str(self.seed), str(self.learn)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
     def tuned(self, score, sde, solver, nfe: int, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
-              progress: bool = True) -> tuple[OptimizedGrid, dict]:
-        """The grid for (model, sde, solver, nfe), from the cache or fitted now; and a report of where it came from and
-        what it cost (`tuned`, `cached`, `pilot_nfe`, `seconds`, the search's report). `cache_dir` None: not cached.
-        Stochastic solvers keep the base grid (the fit follows probability-flow trajectories)."""
+              progress: bool = True) -> tuple[Learned | None, dict]:
+        """The fit for (model, sde, solver, nfe), from the cache or made now (a `Learned`: its `grid`, and `wrap` for the
+        score, which is the score itself unless `learn`); and a report of where it came from and what it cost
+        (`tuned`, `cached`, `pilot_nfe`, `seconds`, the search's report). `cache_dir` None: not cached.
+        Stochastic solvers keep the base grid (None: the fit follows probability-flow trajectories)."""
         if solver.nfe_per_step is None:
             raise ValueError(f"{type(solver).__name__} chooses its own steps: there is no grid to tune (use another timesteps)")
         if solver.fixed_head:
@@ -71,12 +75,12 @@ class AutoGrid:
                              "sdeflow.optimize_grid instead of timesteps=auto")
         if solver.stochastic:
             # The fit follows trajectories of the probability-flow ODE, which a stochastic solver does not.
-            return self.base, {"tuned": False, "cached": False, "pilot_nfe": 0, "seconds": 0.0,
-                               "reason": f"{type(solver).__name__} is stochastic: it runs on the base grid {self.base!r}"}
+            return None, {"tuned": False, "cached": False, "pilot_nfe": 0, "seconds": 0.0,
+                          "reason": f"{type(solver).__name__} is stochastic: it runs on the base grid {self.base!r}"}
         path = None if cache_dir is None else Path(cache_dir) / f"grid_{self.key(model_id, sde, solver, nfe, shape, dtype)}.json"
         if path is not None and path.is_file():
-            grid = OptimizedGrid(path)
-            return grid, {**grid.report, "tuned": True, "cached": True, "pilot_nfe": 0, "seconds": 0.0, "path": str(path)}
+            fit = Learned.load(path)
+            return fit, {**fit.report, "tuned": True, "cached": True, "pilot_nfe": 0, "seconds": 0.0, "path": str(path)}
         from sdeflow.samplers.ode import ProbabilityFlowODE
 
         start = time.perf_counter()
@@ -89,35 +93,47 @@ class AutoGrid:
             ref = ProbabilityFlowODE("dopri5", rtol=self.rtol or tol, atol=self.atol or tol).sample(score, sde, x_T, ends)
             fit, held = slice(0, self.pilot), slice(self.pilot, None)
             init = solver.plan(sde, self.base, nfe=nfe)
-            grid, report = optimize_grid(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter, progress=progress)
-            before, after = (float(rms_error(solver.sample(score, sde, x_T[held], g).samples, ref.samples[held]).mean())
-                             for g in (init, grid))
+            if self.learn:
+                tuned, report = learn(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter, progress=progress)
+            else:
+                grid, report = optimize_grid(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter, progress=progress)
+                tuned = Learned(grid, grid[:-1])
+            plain = Learned(init, init[:-1])
+            before, after = (float(rms_error(solver.sample(f.wrap(score), sde, x_T[held], f.times).samples, ref.samples[held]).mean())
+                             for f in (plain, tuned))
         kept = after < before
-        grid = grid if kept else init
+        tuned = tuned if kept else plain
         # The one-off cost in evaluations of the pilot batch: the reference solve and every solver run of the search.
         report.update(pilot=self.pilot, pilot_nfe=score.nfe - nfe0, reference_nfe=ref.nfe, model=model_id, nfe=int(nfe),
                       held_out_before=before, held_out_after=after, kept_tuned=kept, one_off_seconds=time.perf_counter() - start)
         report.update(tuned=True, cached=False, seconds=report["one_off_seconds"], path=None if path is None else str(path))
-        if path is None:  # no cache: this run's grid only
-            return ListGrid(grid), report
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_grid(path, grid, report)
-        return OptimizedGrid(path), report
+        tuned.report = report
+        if path is not None:  # else no cache: this run's fit only
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_learned(path, tuned, report)
+        return tuned, report
 
     def __repr__(self) -> str:
         return (f"AutoGrid(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, rtol={self.rtol}, atol={self.atol}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, learn={self.learn})")
 
 
 def for_model(grid, score, sde, solver, nfe, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
               progress: bool = True):
-    """(the grid to sample this model with, a tuning report or None): a grid that tunes itself to the model
-    (`AutoGrid`, or any with its `tuned` method) fitted or read from the cache; any other grid, a plain callable
-    `grid(sde, steps)`, as it is."""
+    """(the grid to sample this model with, what to wrap each batch's score with, a tuning report or None).
+
+    A grid that tunes itself to the model (`AutoGrid`, or any with its `tuned` method) is fitted or read from
+    the cache; any other grid, a plain callable `grid(sde, steps)`, is used as it is, the score unwrapped.
+    """
     tuned = getattr(grid, "tuned", None)
     if tuned is None:
-        return grid, None
-    return tuned(score, sde, solver, nfe, shape, cache_dir, model_id, dtype=dtype, device=device, progress=progress)
+        return grid, _unwrapped, None
+    fit, report = tuned(score, sde, solver, nfe, shape, cache_dir, model_id, dtype=dtype, device=device, progress=progress)
+    return (grid, _unwrapped, report) if fit is None else (fit.grid, fit.wrap, report)
+
+
+def _unwrapped(score):
+    return score
 
 
 def describe(name: str, tuning: dict) -> str:

@@ -132,12 +132,13 @@ def run(cfg: DictConfig) -> list[dict]:
     else:
         model_id, cache = f"{problem!r}:{sde!r}", out / "tuned_grids"
     for name, solver in solvers.items():
-        solver_grid, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, cache, model_id, device=device, progress=cfg.progress)
+        solver_grid, wrap, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, cache, model_id, device=device,
+                                              progress=cfg.progress)
         if tuning is not None and main:
             print(describe(name, tuning))
         start = time.perf_counter()
         gen = generate(score, sde, solver, solver_grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
-                       brownian=bool(cfg.get("brownian", False)))
+                       brownian=bool(cfg.get("brownian", False)), condition=lambda batch_score, _: wrap(batch_score))
         feats = torch.cat([torch.empty(0, train_feats.shape[1]), *[extractor(chunk) for chunk in gen.samples.split(cfg.batch_size)]])
         stats = FeatureStats(train_feats.shape[1]).update(feats).all_reduce()
         # KID and precision/recall need the features themselves: rank 0 gathers them (n x d, small next to the images).

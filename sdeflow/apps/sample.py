@@ -56,13 +56,14 @@ def run(cfg: DictConfig) -> list[dict]:
                          "use a fixed grid (timesteps=logsnr, karras, ...)")
     model_id = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}"  # what a tuned grid (timesteps=auto) is cached under
     for name, solver in solvers.items():
-        solver_grid, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, Path(cfg.checkpoint).parent / "tuned_grids", model_id,
-                                        device=device, progress=cfg.progress)
+        solver_grid, wrap, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, Path(cfg.checkpoint).parent / "tuned_grids",
+                                              model_id, device=device, progress=cfg.progress)
         if tuning is not None:
             print(describe(name, tuning))
         start = time.perf_counter()
         gen = generate(score, sde, solver, solver_grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
-                       brownian=bool(cfg.get("brownian", False)), labels=labels, condition=guide.wrap,
+                       brownian=bool(cfg.get("brownian", False)), labels=labels,
+                       condition=lambda batch_score, batch_labels: wrap(guide.wrap(batch_score, batch_labels)),
                        bind=None if task is None else task.bind(sde))
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
         seconds = time.perf_counter() - start

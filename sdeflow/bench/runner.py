@@ -62,13 +62,16 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
 
 
 def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None,
-               noise: BrownianNoise | None = None, inverse=None) -> dict:
+               noise: BrownianNoise | None = None, inverse=None, wrap=None) -> dict:
     """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row.
 
     `noise`: the stochastic rows' Brownian path (default: `BrownianNoise(seed, n)` on `brownian_span(sde)`).
     `inverse`: an `InverseMethod` binding the score and solver to the problem's observation.
+    `wrap`: what the score is wrapped with (learned evaluation times, `sdeflow.learned`).
     """
     score, hook = ScoreFunction(problem.score_fn(sde), sde), None
+    if wrap is not None:
+        score = wrap(score)
     if inverse is not None:
         n = len(bench.x_T_dist)
         bound = inverse.bind(score, sde, solver, problem.operator, problem.observation(n).to(bench.x_T_dist.dtype),
@@ -131,11 +134,11 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
     for name, solver, nfe in bar:
         bar.set_postfix_str(f"{name} nfe={nfe if nfe is not None else 'adaptive'}")
         try:
-            solver_grid, tuning = grid, None
+            solver_grid, wrap, tuning = grid, None, None
             if nfe is not None:
-                solver_grid, tuning = for_model(grid, ScoreFunction(problem.score_fn(sde), sde), sde, solver, nfe, (problem.dim,),
-                                                grid_cache, repr(problem), dtype=dtype, device=device, progress=False)
-            row = run_solver(name, solver, problem, sde, bench, solver_grid, nfe, seed, n_directions, device, path, inverse)
+                solver_grid, wrap, tuning = for_model(grid, ScoreFunction(problem.score_fn(sde), sde), sde, solver, nfe, (problem.dim,),
+                                                      grid_cache, repr(problem), dtype=dtype, device=device, progress=False)
+            row = run_solver(name, solver, problem, sde, bench, solver_grid, nfe, seed, n_directions, device, path, inverse, wrap)
             if tuning is not None and tuning["tuned"]:  # the one-off cost of the fitted grid, beside the row it serves
                 row.update(tuning_pilot_nfe=tuning["pilot_nfe"], tuning_converged=tuning.get("converged"))
         except NonFiniteError as e:
