@@ -10,6 +10,8 @@ from sdeflow.grids import Grid, KarrasGrid, ListGrid, LogSNRGrid, QuadraticGrid,
 from sdeflow.problems import GaussianMixture
 from sdeflow.random import PerSampleNoise, SharedNoise
 from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
+from sdeflow.learned import Learned, ShiftedScore, learn, save_learned
+from sdeflow.autotune import AutoGrid
 from sdeflow.samplers import (
     DDIM, IPNDM, LMS, AnalyticJump, Ancestral, AnnealedLangevin, DPMSolver, DPMSolverAdaptive, DPMSolverPP, DPMSolverPPSDE,
     EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
@@ -34,7 +36,7 @@ __all__ = [
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
     "GaussianMixture",
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",
-    "optimize_grid", "save_grid",
+    "optimize_grid", "save_grid", "AutoGrid", "Learned", "ShiftedScore", "learn", "save_learned",
     "PerSampleNoise", "SharedNoise", "BrownianNoise",
     "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
     "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
