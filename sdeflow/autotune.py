@@ -17,7 +17,7 @@ import torch
 
 from sdeflow.grid_search import optimize_grid
 from sdeflow.grids import Grid, LogSNRGrid
-from sdeflow.learned import Learned, learn, save_learned
+from sdeflow.learned import Learned, learn as learn_coefficients, save_learned
 from sdeflow.metrics import rms_error
 from sdeflow.random import PILOT, seeded_generator
 
@@ -94,7 +94,8 @@ class AutoGrid:
             fit, held = slice(0, self.pilot), slice(self.pilot, None)
             init = solver.plan(sde, self.base, nfe=nfe)
             if self.learn:
-                tuned, report = learn(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter, progress=progress)
+                tuned, report = learn_coefficients(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter,
+                                                   progress=progress)
             else:
                 grid, report = optimize_grid(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter, progress=progress)
                 tuned = Learned(grid, grid[:-1])
