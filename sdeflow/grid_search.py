@@ -40,33 +40,23 @@ def _grid_from_params(theta: np.ndarray, lam_lo: float, lam_hi: float, ends: tup
     return torch.cat([torch.tensor(head, dtype=torch.float64), t])
 
 
-def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init: torch.Tensor, maxiter: int = 2000,
-                  progress: bool = True) -> tuple[torch.Tensor, dict]:
-    """Optimise the interior of `init` (a grid from T to eps) for `sampler`; returns the grid and a report.
-
-    `init[0]` stays fixed when the sampler reshapes grids (an analytic jump's T); the rest moves.
-    The error is the mean per-sample RMS error of `sampler` from `x_T` against `reference`.
+def search(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, theta0: np.ndarray, build, maxiter: int, what: str,
+           progress: bool = True) -> tuple[np.ndarray, dict]:
+    """Powell's method on parameters theta of a sampling setup, `build(theta) -> (score, timesteps)`: the best theta
+    and a report. The error is the mean per-sample RMS error of `sampler` from `x_T` against `reference`.
 
     The search never fails on a candidate: one the solver or the grid check rejects, or one that
     diverges, scores as a bad value. It stops when Powell's method converges or at `maxiter` solver
-    runs; the report says which (`converged`, `message`), and the grid is the best one seen either way.
+    runs; the report says which (`converged`, `message`), and theta is the best one seen either way.
     """
     import scipy.optimize  # here, not at the top: it would add a third of a second to `import sdeflow`
 
-    init = torch.as_tensor(init, dtype=torch.float64)
-    # Points the sampler places itself (an analytic jump's first interval) stay; the rest of the grid moves.
-    head = init[: sampler.fixed_head].tolist()
-    body = init[len(head):]
-    lam = sde.lambda_(body).numpy()
-    ends = (float(body[0]), float(body[-1]))
-    theta0 = np.log(np.diff(lam))
     evals = {"n": 0, "rejected": 0}
 
     def error(theta):
         evals["n"] += 1
-        grid = _grid_from_params(theta, lam[0], lam[-1], ends, head, sde)
-        out = sampler.sample(score, sde, x_T, grid.to(x_T.dtype))
-        err = rms_error(out.samples, reference)
+        sc, timesteps = build(theta)
+        err = rms_error(sampler.sample(sc, sde, x_T, timesteps.to(x_T.dtype)).samples, reference)
         return float(err.mean()) if torch.isfinite(err).all() else _REJECTED
 
     def objective(theta):
@@ -77,18 +67,38 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
             return _REJECTED
 
     start = time.perf_counter()
-    before = error(theta0)  # outside the guard: a grid or solver that fails at the start is the caller's error
+    before = error(theta0)  # outside the guard: a setup that fails at the start is the caller's error
     res = scipy.optimize.minimize(objective, theta0, method="Powell", options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4, "disp": False})
-    best = res.x if res.fun < before else theta0
-    grid = _grid_from_params(best, lam[0], lam[-1], ends, head, sde)
     converged = bool(res.success)  # False at the evaluation cap
     report = {"error_before": before, "error_after": min(float(res.fun), before), "evaluations": evals["n"], "rejected": evals["rejected"],
               "converged": converged, "message": str(res.message), "seconds": time.perf_counter() - start,
-              "sampler": repr(sampler), "sde": repr(sde), "steps": len(grid) - 1 - len(head)}
+              "sampler": repr(sampler), "sde": repr(sde)}
     if progress:
-        print(f"grid search: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} solver runs"
-              + ("" if converged else f"; NOT converged ({res.message}): the best grid seen is returned, a larger maxiter searches on"))
-    return grid, report
+        print(f"{what}: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} solver runs"
+              + ("" if converged else f"; NOT converged ({res.message}): the best seen is returned, a larger maxiter searches on"))
+    return (res.x if res.fun < before else theta0), report
+
+
+def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init: torch.Tensor, maxiter: int = 2000,
+                  progress: bool = True) -> tuple[torch.Tensor, dict]:
+    """Optimise the interior of `init` (a grid from T to eps) for `sampler`; returns the grid and a report (`search`).
+
+    `init[0]` stays fixed when the sampler reshapes grids (an analytic jump's T); the rest moves.
+    The error is the mean per-sample RMS error of `sampler` from `x_T` against `reference`.
+    """
+    init = torch.as_tensor(init, dtype=torch.float64)
+    # Points the sampler places itself (an analytic jump's first interval) stay; the rest of the grid moves.
+    head = init[: sampler.fixed_head].tolist()
+    body = init[len(head):]
+    lam = sde.lambda_(body).numpy()
+    ends = (float(body[0]), float(body[-1]))
+
+    def build(theta):
+        return score, _grid_from_params(theta, lam[0], lam[-1], ends, head, sde)
+
+    best, report = search(sampler, score, sde, x_T, reference, np.log(np.diff(lam)), build, maxiter, "grid search", progress)
+    grid = build(best)[1]
+    return grid, {**report, "steps": len(grid) - 1 - len(head)}
 
 
 def save_grid(path, grid: torch.Tensor, report: dict) -> Path:

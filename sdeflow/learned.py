@@ -12,18 +12,15 @@ grid, the result is saved as JSON (`save_learned`) and reused (`Learned.load`).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sdeflow.grid_search import _REJECTED, _grid_from_params
+from sdeflow.grid_search import _grid_from_params, search
 from sdeflow.grids import ListGrid
 from sdeflow.guidance import GuidedScore
 from sdeflow.io import write_json
-from sdeflow.metrics import rms_error
-from sdeflow.samplers.base import SolverError
 from sdeflow.utils import append_dims
 
 
@@ -98,8 +95,6 @@ def learn(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init:
     solver and model work; a candidate the solver refuses scores as a bad value. The error is the mean
     per-sample RMS error from `x_T` against `reference`.
     """
-    import scipy.optimize
-
     if sampler.fixed_head or sampler.nfe_per_step is None:
         raise ValueError(f"{type(sampler).__name__} does not take a grid as given; learn the coefficients of a grid solver")
     init = torch.as_tensor(init, dtype=torch.float64)
@@ -107,7 +102,6 @@ def learn(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init:
     lam = sde.lambda_(init).numpy()
     lam_lo, lam_hi = float(lam[0]), float(lam[-1])
     ends = (float(init[0]), float(init[-1]))
-    evals = {"n": 0, "rejected": 0}
 
     def build(theta):
         grid = _grid_from_params(theta[:n], lam_lo, lam_hi, ends, [], sde)
@@ -115,31 +109,13 @@ def learn(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init:
         eval_times = sde.t_from_lambda(torch.as_tensor(shifted)).clamp(min(ends), max(ends))
         return Learned(grid, eval_times)
 
-    def error(theta):
-        evals["n"] += 1
-        learned = build(theta)
-        out = sampler.sample(learned.wrap(score), sde, x_T, learned.times.to(x_T.dtype))
-        err = rms_error(out.samples, reference)
-        return float(err.mean()) if torch.isfinite(err).all() else _REJECTED
+    def setup(theta):
+        fit = build(theta)
+        return fit.wrap(score), fit.times
 
-    def objective(theta):
-        try:
-            return error(theta)
-        except (ValueError, SolverError):
-            evals["rejected"] += 1
-            return _REJECTED
-
-    start = time.perf_counter()
-    theta0 = np.concatenate([np.log(np.diff(lam)), np.zeros(n)])
-    before = error(theta0)
-    res = scipy.optimize.minimize(objective, theta0, method="Powell", options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4, "disp": False})
-    best = res.x if res.fun < before else theta0
-    report = {"error_before": before, "error_after": min(float(res.fun), before), "evaluations": evals["n"], "rejected": evals["rejected"],
-              "converged": bool(res.success), "message": str(res.message), "seconds": time.perf_counter() - start,
-              "sampler": repr(sampler), "sde": repr(sde), "steps": n, "method": "grid and decoupled evaluation times"}
+    theta0 = np.concatenate([np.log(np.diff(lam)), np.zeros(n)])  # the plain grid, each step queried at its own time
+    best, report = search(sampler, score, sde, x_T, reference, theta0, setup, maxiter, "learned coefficients", progress)
+    report.update(steps=n, method="grid and decoupled evaluation times")
     learned = build(best)
     learned.report = report
-    if progress:
-        print(f"learned coefficients: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} solver runs"
-              + ("" if report["converged"] else f"; not converged ({res.message})"))
     return learned, report
