@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
@@ -22,6 +22,7 @@ class InverseTask:
     images: torch.Tensor  # the clean images, scaled as the model's data
     noise_std: float
     seed: int
+    _whole: dict = field(default_factory=dict, repr=False)
 
     def clean(self, start: int, b: int) -> torch.Tensor:
         return self.images[torch.arange(start, start + b) % len(self.images)]
@@ -30,21 +31,26 @@ class InverseTask:
         """y for the samples start .. start + b - 1 (the noise keyed per sample, so any batching gives the same y)."""
         return measure(self.operator, self.clean(start, b), self.noise_std, self.seed, start)
 
+    def whole_run(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(observations, originals) of samples 0 .. n - 1, made once per run: every solver's outputs use them."""
+        if n not in self._whole:
+            self._whole[n] = (self.observe(0, n), self.clean(0, n))
+        return self._whole[n]
+
     def bind(self, sde):
         """The `bind` of `generate`: the method bound to each batch's observations."""
         def bind(score, solver, start, b):
-            y = self.observe(start, b).to(torch.float32)
-            return self.method.bind(score, sde, solver, self.operator, y, self.noise_std, self.seed, start)
+            return self.method.bind(score, sde, solver, self.operator, self.observe(start, b), self.noise_std, self.seed, start)
 
         return bind
 
     def scores(self, x: torch.Tensor, centered: bool) -> dict:
         """Measurement residual RMS ||A x - y|| (does the sample agree with what was observed?) and PSNR to the
         clean images on the [0, 1] scale."""
-        y = self.observe(0, len(x)).to(x.dtype)
+        y, clean = (v.to(x.dtype) for v in self.whole_run(len(x)))
         residual = (self.operator.A(x) - y).flatten(1).pow(2).mean(1).sqrt()
         scale = 2.0 if centered else 1.0
-        mse = ((x - self.clean(0, len(x)).to(x.dtype)) / scale).flatten(1).pow(2).mean(1).clamp_min(1e-20)
+        mse = ((x - clean) / scale).flatten(1).pow(2).mean(1).clamp_min(1e-20)
         return {"residual_rms": float(residual.mean()), "psnr": float((-10 * torch.log10(mse)).mean())}
 
 

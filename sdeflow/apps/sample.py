@@ -73,7 +73,8 @@ def run(cfg: DictConfig) -> list[dict]:
             raise NonFiniteResult(f"{name}: the samples hold NaN or infinity; nothing is written")
         arrays, row = {"samples": x.numpy(), "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "seed": cfg.seed}, {}
         if task is not None:
-            arrays.update(observations=task.observe(0, len(x)).numpy(), originals=task.clean(0, len(x)).numpy())
+            observations, originals = task.whole_run(len(x))
+            arrays.update(observations=observations.numpy(), originals=originals.numpy())
             row = {"inverse": repr(task.method), "operator": repr(task.operator), "noise_std": task.noise_std, **task.scores(x, centered)}
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
@@ -97,7 +98,8 @@ def run(cfg: DictConfig) -> list[dict]:
 def save_inverse_png(task, x, path, centered: bool, title: str):
     """Three rows of up to 12 images: observed (shown as A^+ y), sampled, original."""
     k = min(len(x), 12)
-    shown = torch.cat([task.operator.pinv(task.observe(0, k)).to(x.dtype), x[:k], task.clean(0, k).to(x.dtype)])
+    observations, originals = (v[:k].to(x.dtype) for v in task.whole_run(len(x)))
+    shown = torch.cat([task.operator.pinv(observations), x[:k], originals])
     return save_samples_png(shown, path, centered=centered, title=f"rows: observed, sampled, original. {title}", cols=k)
 
 
