@@ -15,6 +15,7 @@ median of the per-round ratios, with their minimum and maximum.
     python benchmarks/sampler_overhead.py                      # CPU, one thread: MLP and tiny NCSN++
     python benchmarks/sampler_overhead.py --tiny --out /tmp/o  # seconds: what the tests run
     python benchmarks/sampler_overhead.py --device cuda --networks cifar --batches 1 256
+    python benchmarks/sampler_overhead.py --device cuda --networks cifar --batches 1 256 --compile none reduce-overhead
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
+from sdeflow.compiled import MODES
 from sdeflow.io import atomic_write_bytes, write_json
 from sdeflow.nets import NCSNpp, ScoreMLP
 
@@ -171,7 +173,7 @@ def measure(run, net, device, rounds: int) -> dict:
             "forward_ms": 1e3 * statistics.median(bases) / nfe, "wall_ms": 1e3 * statistics.median(walls)}
 
 
-def rows_for(net_name, net, shape, batch, nfe, args, device):
+def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
     sde = sf.VPSDE()
     full = (batch, *shape)
     runs = {}
@@ -190,17 +192,18 @@ def rows_for(net_name, net, shape, batch, nfe, args, device):
             res = measure(run, net, device, args.rounds)
         except sf.BudgetError:
             continue
-        row = {"network": net_name, "batch": batch, "nfe_asked": nfe, "solver": solver, "mode": mode, **res}
-        print(f"{net_name:12s} b={batch:<4d} {solver:26s} {mode:16s} NFE {res['nfe']:3d}  overhead {res['overhead']:.3f} "
+        row = {"network": net_name, "compile": compiled, "batch": batch, "nfe_asked": nfe, "solver": solver, "mode": mode, **res}
+        print(f"{net_name:12s} {compiled:15s} b={batch:<4d} {solver:26s} {mode:16s} NFE {res['nfe']:3d}  overhead {res['overhead']:.3f} "
               f"[{res['min']:.3f}, {res['max']:.3f}]  forward {res['forward_ms']:.3f} ms", flush=True)
         yield row
 
 
 def table(rows) -> str:
-    lines = ["| network | batch | NFE | solver | call | overhead (median) | min-max | forward (ms) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| network | compile | batch | NFE | solver | call | overhead (median) | min-max | forward (ms) | wall (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['network']} | {r['batch']} | {r['nfe']} | {r['solver']} | {r['mode']} | {r['overhead']:.3f} | "
-                     f"{r['min']:.3f}-{r['max']:.3f} | {r['forward_ms']:.3f} |")
+        lines.append(f"| {r['network']} | {r.get('compile', 'none')} | {r['batch']} | {r['nfe']} | {r['solver']} | {r['mode']} | {r['overhead']:.3f} | "
+                     f"{r['min']:.3f}-{r['max']:.3f} | {r['forward_ms']:.3f} | {r['wall_ms']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -210,6 +213,8 @@ def main(argv=None):
     p.add_argument("--batches", nargs="+", type=int, default=None, help="batch sizes (default: 256 for the MLP, 64 otherwise)")
     p.add_argument("--nfe", nargs="+", type=int, default=[10, 50])
     p.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
+    p.add_argument("--compile", nargs="+", default=["none"], choices=["none", *MODES],
+                   help="network compilations to measure (sdeflow.Compiled; reduce-overhead records CUDA graphs on a GPU)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -222,11 +227,20 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = []
-    for net_name, net, shape in networks(args.networks, device, args.tiny):
+    for net_name, eager, shape in networks(args.networks, device, args.tiny):
         batches = args.batches or ([256] if net_name == "mlp" else [64])
-        for batch in batches:
-            for nfe in args.nfe:
-                rows.extend(rows_for(net_name, net, shape, batch, nfe, args, device))
+        for compiled in args.compile:
+            # One compiled module per network: each batch size compiles once, and the baseline replays through it too,
+            # so the ratio is what the loop adds to the compiled network.
+            net = eager if compiled == "none" else sf.Compiled(eager, compiled)
+            for batch in batches:
+                for nfe in args.nfe:
+                    rows.extend(rows_for(net_name, net, shape, batch, nfe, args, device, compiled))
+                    write(rows, args, device)  # after every group, so a run cut short keeps what it measured
+    return rows
+
+
+def write(rows, args, device):
     meta = {"command": "python " + " ".join(sys.argv), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "python": platform.python_version()}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +249,6 @@ def main(argv=None):
     atomic_write_bytes(args.out / f"{stem}.md", (f"Command: `{meta['command']}`; device {meta['device']}, {args.threads} thread(s), "
                                                 f"{args.rounds} rounds, torch {meta['torch']}.\n\n" + table(rows)).encode())
     print(f"wrote {args.out / stem}.json and .md")
-    return rows
 
 
 if __name__ == "__main__":

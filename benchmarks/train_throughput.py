@@ -11,13 +11,14 @@ second (Trainer / bare loop), with its minimum and maximum; images per second ar
 median. Results are printed; `--out FILE` also writes them as JSON.
 
     python benchmarks/train_throughput.py                                  # tiny NCSN++ on digits, CPU
-    python benchmarks/train_throughput.py --device cuda --model cifar --precision fp32 bf16 --channels-last
+    python benchmarks/train_throughput.py --device cuda --model cifar --precision fp32 bf16 --channels-last --compile
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import platform
 import statistics
 import sys
@@ -58,8 +59,9 @@ def sync(device):
 class BareLoop:
     """The same step as the Trainer's, written out: batch, times, noise, loss, backward, warm-up, clip, Adam, EMA."""
 
-    def __init__(self, net, data, batch, sde, device, precision, seed=0):
+    def __init__(self, net, data, batch, sde, device, precision, seed=0, compile=False):
         self.net, self.data, self.batch, self.sde, self.device = net, data, batch, sde, device
+        self.forward = torch.compile(net) if compile else net  # as the Trainer compiles it
         self.opt = torch.optim.Adam(net.parameters(), lr=SETTINGS["lr"], fused=device.type == "cuda")
         self.ema = [p.detach().clone() for p in net.parameters()]
         self.gen = torch.Generator().manual_seed(seed)
@@ -72,7 +74,7 @@ class BareLoop:
         z = torch.randn(x0.shape, generator=self.gen).to(self.device, non_blocking=True)
         alpha, sigma = self.sde.alpha(t)[:, None, None, None], self.sde.sigma(t)[:, None, None, None]
         with self.autocast():
-            loss = (self.net(alpha * x0 + sigma * z, t).float() - z).pow(2).mean()
+            loss = (self.forward(alpha * x0 + sigma * z, t).float() - z).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         for group in self.opt.param_groups:
@@ -95,15 +97,16 @@ def steps_per_second(loop, steps, device) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def compare(model: str, precision: str, channels_last: bool, batch: int, steps: int, rounds: int, warmup: int, device) -> dict:
+def compare(model: str, precision: str, channels_last: bool, batch: int, steps: int, rounds: int, warmup: int, device,
+            compile: bool = False) -> dict:
     make_net, make_data = MODELS[model]
     data, sde = make_data(), sf.VPSDE()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     ours = Trainer(make_net().to(memory_format=fmt), DSMLoss(sde, prediction=sf.EpsPrediction()), data, steps=10**9, batch_size=batch,
-                   precision=precision, device=str(device), **SETTINGS)
+                   precision=precision, device=str(device), compile=compile, **SETTINGS)
     torch.manual_seed(0)
-    bare = BareLoop(make_net().to(device, memory_format=fmt), data, batch, sde, device, precision)
+    bare = BareLoop(make_net().to(device, memory_format=fmt), data, batch, sde, device, precision, compile=compile)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for loop in (ours, bare):
@@ -117,7 +120,7 @@ def compare(model: str, precision: str, channels_last: bool, batch: int, steps: 
         ours_sps.append(o)
         bare_sps.append(h)
         ratios.append(o / h)
-    return {"model": model, "precision": precision, "channels_last": channels_last, "batch": batch, "steps": steps, "rounds": rounds,
+    return {"model": model, "precision": precision, "channels_last": channels_last, "compile": compile, "batch": batch, "steps": steps, "rounds": rounds,
             "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "sdeflow_images_per_s": batch * statistics.median(ours_sps), "bare_images_per_s": batch * statistics.median(bare_sps),
             "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
@@ -128,6 +131,7 @@ def main(argv=None):
     ap.add_argument("--model", nargs="+", default=["tiny"], choices=list(MODELS))
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     ap.add_argument("--channels-last", action="store_true", help="also measure each setting in channels-last memory format")
+    ap.add_argument("--compile", action="store_true", help="also measure each setting with torch.compile (both loops compiled)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
@@ -142,19 +146,26 @@ def main(argv=None):
     rows = []
     for model in args.model:
         for precision in args.precision:
-            for cl in ([False, True] if args.channels_last else [False]):
-                row = compare(model, precision, cl, args.batch, args.steps, args.rounds, args.warmup, device)
+            for cl, comp in itertools.product([False, True] if args.channels_last else [False], [False, True] if args.compile else [False]):
+                start = time.perf_counter()
+                row = compare(model, precision, cl, args.batch, args.steps, args.rounds, args.warmup, device, comp)
+                row["seconds"] = time.perf_counter() - start  # compilation included
                 rows.append(row)
-                print(f"{model:5s} {precision} {'channels-last' if cl else 'contiguous':13s} batch {args.batch}: sdeflow "
+                if args.out is not None:  # after every row, so a run cut short keeps what it measured
+                    write_json(args.out, result(rows, args))
+                print(f"{model:5s} {precision} {'channels-last' if cl else 'contiguous':13s} {'compiled' if comp else 'eager':8s} batch {args.batch}: sdeflow "
                       f"{row['sdeflow_images_per_s']:.0f} img/s, bare loop {row['bare_images_per_s']:.0f} img/s, ratio "
                       f"{row['ratio_median']:.3f} [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]", flush=True)
-    result = {"rows": rows, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "machine": platform.platform(), "torch": torch.__version__,
-              "command": " ".join(["python", *sys.argv])}
     if args.out is not None:
-        write_json(args.out, result)
         print(f"wrote {args.out}")
-    return result
+    return result(rows, args)
+
+
+def result(rows, args) -> dict:
+    device = torch.device(args.device)
+    return {"rows": rows, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "machine": platform.platform(), "torch": torch.__version__,
+            "command": " ".join(["python", *sys.argv])}
 
 
 if __name__ == "__main__":

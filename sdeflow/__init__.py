@@ -21,6 +21,7 @@ from sdeflow.samplers import (
     StochasticDDIM,
 )
 from sdeflow.brownian import BrownianNoise
+from sdeflow.compiled import Compiled, compile_score
 from sdeflow import inverse
 from sdeflow.inversion import decode, encode
 from sdeflow.sdedit import sdedit
@@ -33,6 +34,7 @@ __all__ = [
     "sample", "generate", "Generated", "encode", "decode", "sdedit", "inverse",
     "SDE", "VPSDE", "SubVPSDE", "VESDE",
     "GuidedScore", "ClassifierFreeGuidance", "ClassifierGuidance", "Autoguidance", "DynamicThresholding",
+    "Compiled", "compile_score",
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
     "GaussianMixture",
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",

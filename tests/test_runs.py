@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import requires
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,6 +248,17 @@ def test_runs_started_together_get_their_own_folders(tmp_path, toy_checkpoint):
     assert len(list((tmp_path / "outputs").glob("*/*/results.json"))) == 2
 
 
+@pytest.mark.slow
+def test_sampling_through_a_compiled_network_gives_the_eager_samples(tmp_path, toy_checkpoint):
+    samples = []
+    for i, extra in enumerate([[], ["compile=reduce-overhead"]]):
+        proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={toy_checkpoint}", "n=8", "nfe=6", "progress=false", *extra,
+                   f"hydra.run.dir={tmp_path / str(i)}")
+        assert proc.returncode == 0, proc.stderr
+        samples.append(np.load(next((tmp_path / str(i)).glob("samples_*.npz")))["samples"])
+    np.testing.assert_allclose(samples[1], samples[0], rtol=1e-4, atol=1e-5)
+
+
 def test_a_child_process_does_not_inherit_the_launch_time(monkeypatch):
     monkeypatch.setenv(distributed.LAUNCH_TIME_ENV, "123.0@1")
     assert distributed.launch_time() != 123.0
@@ -265,6 +277,7 @@ BAD_INPUT = [
     ("sdeflow.apps.sample", ["CKPT", "seed=abc"], "seed must be a non-negative integer, got 'abc'"),
     ("sdeflow.apps.evaluate", ["CKPT", "nfe=10.7"], "nfe must be a positive integer, got 10.7"),
     ("sdeflow.apps.sample", ["CKPT", "use_ema=maybe"], "use_ema must be true or false, got 'maybe'"),
+    ("sdeflow.apps.sample", ["CKPT", "compile=fast"], "compile must be null (no compilation) or one of torch.compile's modes"),
     ("sdeflow.apps.train", ["data=digits", "model=mlp"], "model=mlp does not fit data=digits"),
     ("sdeflow.apps.train", ["data=toy", "model=ncsnpp_tiny"], "model=ncsnpp_tiny does not fit data=toy"),
     ("sdeflow.apps.sample", ["checkpoint=EMPTY"], "is empty or cut short"),

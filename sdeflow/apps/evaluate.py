@@ -26,6 +26,7 @@ from sdeflow import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.autotune import describe, file_digest, for_model
 from sdeflow.checkpoint import load_trained
+from sdeflow.compiled import compile_score
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
 from sdeflow.eval.likelihood import bits_per_dim, log_likelihood
@@ -103,6 +104,7 @@ def run(cfg: DictConfig) -> list[dict]:
     device, main = distributed.device(cfg.device), distributed.is_main()
     if cfg.checkpoint is not None:
         score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
+        score = compile_score(score, cfg.get("compile"))
         # The training data as the stored config names it: rebuilt from the allow-list, never instantiated.
         data, shape = rebuild(train_cfg["data"].get("dataset"), "config.data.dataset"), tuple(train_cfg["data"]["shape"])
     else:

@@ -25,6 +25,7 @@ from sdeflow.apps.common import build, check_settings, console_app, job_name, ru
 from sdeflow.apps.observe import inverse_task
 from sdeflow.autotune import describe, file_digest, for_model
 from sdeflow.checkpoint import load_trained
+from sdeflow.compiled import compile_score
 from sdeflow.generation import generate
 from sdeflow.io import NonFiniteResult, atomic_write_bytes
 from sdeflow.tracking import Tracker
@@ -36,6 +37,7 @@ def run(cfg: DictConfig) -> list[dict]:
     out = run_dir()
     device = distributed.device(cfg.device)
     score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
+    score = compile_score(score, cfg.get("compile"))
     shape = tuple(train_cfg["data"]["shape"])
     centered = bool(train_cfg["data"].get("dataset", {}).get("centered", True))
     grid = instantiate(cfg.timesteps)
