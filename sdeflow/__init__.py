@@ -6,7 +6,7 @@ The public API, re-exported in one place.
 from sdeflow.api import sample
 from sdeflow.generation import Generated, generate
 from sdeflow.guidance import Autoguidance, ClassifierFreeGuidance, ClassifierGuidance, DynamicThresholding, GuidedScore
-from sdeflow.grids import Grid, KarrasGrid, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
+from sdeflow.grids import Grid, KarrasGrid, LeadingTimesteps, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from sdeflow.problems import GaussianMixture
 from sdeflow.random import PerSampleNoise, SharedNoise
 from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
@@ -25,19 +25,22 @@ from sdeflow.compiled import Compiled, compile_score
 from sdeflow import inverse
 from sdeflow.inversion import decode, encode
 from sdeflow.sdedit import sdedit
-from sdeflow.score import EpsPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
-from sdeflow.sde import SDE, SubVPSDE, VESDE, VPSDE
+from sdeflow.score import EpsPrediction, FlowPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
+from sdeflow.sde import (
+    EDMSDE, SDE, CosineVPSDE, DiscreteVPSDE, FlowSDE, SubVPSDE, VESDE, VPSchedule, VPSDE, cosine_betas, linear_betas, scaled_linear_betas,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "sample", "generate", "Generated", "encode", "decode", "sdedit", "inverse",
-    "SDE", "VPSDE", "SubVPSDE", "VESDE",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "VPSchedule", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE", "FlowSDE",
+    "linear_betas", "scaled_linear_betas", "cosine_betas",
     "GuidedScore", "ClassifierFreeGuidance", "ClassifierGuidance", "Autoguidance", "DynamicThresholding",
     "Compiled", "compile_score",
-    "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction",
+    "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction", "FlowPrediction",
     "GaussianMixture",
-    "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "ListGrid", "OptimizedGrid",
+    "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "LeadingTimesteps", "ListGrid", "OptimizedGrid",
     "optimize_grid", "save_grid", "AutoGrid", "Learned", "ShiftedScore", "learn", "save_learned",
     "PerSampleNoise", "SharedNoise", "BrownianNoise",
     "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",

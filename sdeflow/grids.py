@@ -85,6 +85,36 @@ class KarrasGrid(Grid):
         return _pin_ends(sde.t_from_nsr(sig), hi, lo)
 
 
+class LeadingTimesteps(Grid):
+    """The training timesteps that diffusers' DDIM and DDPM pipelines step on ("leading" spacing), then t_min.
+
+    On a `sdeflow.DiscreteVPSDE` of N betas, step j evaluates the model at training timestep
+    k_j = j (N // steps) + offset, which is time (k_j + 1) / N, for j = steps - 1 .. 0; the last step
+    goes to t_min (default sde.eps = 1/N, where alpha^2 is the table's first entry, as with
+    `set_alpha_to_one=False`; t_min = 0 gives alpha = 1, as with `set_alpha_to_one=True`).
+
+    Args:
+        offset: diffusers' `steps_offset` (1 in Stable Diffusion's scheduler config).
+    """
+
+    def __init__(self, offset: int = 1, t_min: float | None = None):
+        super().__init__(t_min, None)
+        if int(offset) != offset or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer, got {offset}")
+        self.offset = int(offset)
+
+    def make(self, sde, steps, lo, hi):
+        ratio = sde.N // steps
+        if ratio < 1:
+            raise ValueError(f"{steps} steps need at least as many training timesteps; this SDE has N = {sde.N}")
+        timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.float64) * ratio + self.offset
+        times = (timesteps + 1) / sde.N
+        if not (times[0] <= hi and times[-1] > lo):
+            raise ValueError(f"timesteps {int(timesteps[0])} .. {int(timesteps[-1])} (times {times[0]:.4g} .. {times[-1]:.4g}) must lie in "
+                             f"(t_min, T] = ({lo}, {hi}]: raise the offset or lower t_min")
+        return torch.cat([times, torch.tensor([lo], dtype=torch.float64)])
+
+
 class ListGrid:
     """A user's own grid: the given times, used as they are (`steps` must match if given)."""
 

@@ -27,10 +27,12 @@ def allowed_targets() -> dict:
     from sdeflow import data, nets, problems, sde, score
 
     exported = {
-        "sdeflow": [sdeflow.VPSDE, sdeflow.SubVPSDE, sdeflow.VESDE, sdeflow.ScorePrediction, sdeflow.EpsPrediction,
-                    sdeflow.X0Prediction, sdeflow.VPrediction, sdeflow.GaussianMixture],
-        "sdeflow.sde": [sde.VPSDE, sde.SubVPSDE, sde.VESDE],
-        "sdeflow.score": [score.ScorePrediction, score.EpsPrediction, score.X0Prediction, score.VPrediction],
+        "sdeflow": [sdeflow.VPSDE, sdeflow.SubVPSDE, sdeflow.VESDE, sdeflow.CosineVPSDE, sdeflow.DiscreteVPSDE, sdeflow.EDMSDE,
+                    sdeflow.FlowSDE, sdeflow.ScorePrediction, sdeflow.EpsPrediction, sdeflow.X0Prediction, sdeflow.VPrediction,
+                    sdeflow.FlowPrediction, sdeflow.GaussianMixture],
+        "sdeflow.sde": [sde.VPSDE, sde.SubVPSDE, sde.VESDE, sde.CosineVPSDE, sde.DiscreteVPSDE, sde.EDMSDE, sde.FlowSDE,
+                        sde.linear_betas, sde.scaled_linear_betas, sde.cosine_betas],
+        "sdeflow.score": [score.ScorePrediction, score.EpsPrediction, score.X0Prediction, score.VPrediction, score.FlowPrediction],
         "sdeflow.nets": [nets.NCSNpp, nets.ScoreMLP, nets.EDMPrecond, nets.SinusoidalEmbedding, nets.GaussianFourierEmbedding],
         "sdeflow.data": [data.digits, data.photo_patches, data.mnist5k, data.toy, data.cifar10, data.image_folder],
         "sdeflow.problems": [problems.GaussianMixture, problems.eight_gaussians, problems.grid_gaussians, problems.two_moons,

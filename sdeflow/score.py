@@ -95,6 +95,21 @@ class VPrediction(Prediction):
         return alpha * eps - sigma * x0
 
 
+class FlowPrediction(Prediction):
+    """out = eps - x0: the velocity dx/dt of a flow-matching / rectified-flow model on `sdeflow.FlowSDE` (alpha = 1 - t, sigma = t).
+
+    The conversion holds on any schedule, x0 = (x - sigma out) / (alpha + sigma) and eps = (x + alpha out) / (alpha + sigma),
+    and needs no division by alpha, so it stays finite at t = 1 where alpha = 0.
+    """
+
+    def to_eps_x0(self, out, x, alpha, sigma):
+        total = alpha + sigma
+        return (x + alpha * out) / total, (x - sigma * out) / total
+
+    def from_eps_x0(self, eps, x0, alpha, sigma):
+        return eps - x0
+
+
 class ScoreFunction:
     """A model of grad log p_t read through an SDE, counting every model evaluation in `nfe`.
 
