@@ -23,11 +23,19 @@ from sdeflow.random import PILOT, seeded_generator
 
 
 def file_digest(path) -> str:
-    """sha256 of a file's bytes: what identifies a checkpoint in the cache key."""
+    """sha256 of a file's bytes, or of a folder's files (names and bytes, in order): what identifies a checkpoint in the cache key.
+
+    A folder's `tuned_grids/` (where the cache itself lives) is left out.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "tuned_grids" not in p.relative_to(path).parts)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for file in files:
+        if file != path:
+            h.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -132,6 +132,16 @@ def load_trained(path, use_ema: bool = True, device="cpu"):
     return ScoreFunction(net, sde, prediction), sde, cfg
 
 
+class TrainedCheckpoint:
+    """`checkpoint_format=sdeflow` in the apps (the default): a checkpoint.pt written by sdeflow-train, read by `load_trained`."""
+
+    def load(self, path, use_ema: bool = True, device="cpu"):
+        return load_trained(path, use_ema, device)
+
+    def __repr__(self) -> str:
+        return "TrainedCheckpoint()"
+
+
 def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type's name when the message is empty), for one-line errors."""
     lines = str(e).strip().splitlines()

@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from sdeflow import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.autotune import describe, file_digest, for_model
-from sdeflow.checkpoint import load_trained
 from sdeflow.compiled import compile_score
 from sdeflow.bench.report import markdown_table
 from sdeflow.data import Dataset
@@ -103,10 +102,19 @@ def run(cfg: DictConfig) -> list[dict]:
         raise ValueError("give exactly one of checkpoint=<path> (a trained model) or problem=<name> (an exact problem, e.g. gmm16)")
     device, main = distributed.device(cfg.device), distributed.is_main()
     if cfg.checkpoint is not None:
-        score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
+        score, sde, train_cfg = build(cfg.checkpoint_format, "checkpoint_format").load(cfg.checkpoint, cfg.use_ema, device)
         score = compile_score(score, cfg.get("compile"))
-        # The training data as the stored config names it: rebuilt from the allow-list, never instantiated.
-        data, shape = rebuild(train_cfg["data"].get("dataset"), "config.data.dataset"), tuple(train_cfg["data"]["shape"])
+        shape = tuple(train_cfg["data"]["shape"])
+        if cfg.get("data") is not None:  # the user's own data config, from this command line
+            data = instantiate(cfg.data.dataset)
+        elif train_cfg["data"].get("dataset") is not None:
+            # The training data as the stored config names it: rebuilt from the allow-list, never instantiated.
+            data = rebuild(train_cfg["data"]["dataset"], "config.data.dataset")
+        else:
+            raise ValueError(f"{cfg.checkpoint} records no training data to score against: give data=<conf/data entry>, "
+                             "e.g. data=cifar10 data.dataset.root=<folder>")
+        if tuple(data.shape) != shape:
+            raise ValueError(f"data={data.name} holds samples of shape {tuple(data.shape)}; the model's are {shape}")
     else:
         # An exact problem: its exact score, and exact samples of p_0 as the data.
         problem, sde = instantiate(cfg.problem), instantiate(cfg.sde)

@@ -1,6 +1,7 @@
 """`sdeflow-sample`: samples of a trained checkpoint with any solver; image grid, arrays and counted NFE.
 
     sdeflow-sample checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
+    sdeflow-sample checkpoint=ddpm-cifar10-32 checkpoint_format=diffusers solver=dpmpp_2m nfe=10   # a diffusers UNet2DModel folder
     sdeflow-sample checkpoint=... solver=[ddim,dpmpp_2m,edm_heun] nfe=20 n=1000
     sdeflow-sample checkpoint=... labels=[3,7] guidance.w=2   # a class-conditional model, classifier-free guided
     sdeflow-sample checkpoint=... guidance=autoguidance guidance.checkpoint=weak/checkpoint.pt guidance.w=1
@@ -24,7 +25,6 @@ from sdeflow import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.apps.observe import inverse_task
 from sdeflow.autotune import describe, file_digest, for_model
-from sdeflow.checkpoint import load_trained
 from sdeflow.compiled import compile_score
 from sdeflow.generation import generate
 from sdeflow.io import NonFiniteResult, atomic_write_bytes
@@ -36,10 +36,10 @@ def run(cfg: DictConfig) -> list[dict]:
     check_settings(cfg, n="count", nfe="count", batch_size="count", seed="index", use_ema="flag", progress="flag")
     out = run_dir()
     device = distributed.device(cfg.device)
-    score, sde, train_cfg = load_trained(cfg.checkpoint, cfg.use_ema, device)
+    score, sde, train_cfg = build(cfg.checkpoint_format, "checkpoint_format").load(cfg.checkpoint, cfg.use_ema, device)
     score = compile_score(score, cfg.get("compile"))
     shape = tuple(train_cfg["data"]["shape"])
-    centered = bool(train_cfg["data"].get("dataset", {}).get("centered", True))
+    centered = bool((train_cfg["data"].get("dataset") or {}).get("centered", True))
     grid = instantiate(cfg.timesteps)
     label_dim = getattr(score.model, "label_dim", 0)
     labels = class_labels(cfg, label_dim)
