@@ -142,3 +142,18 @@ def test_sdeflow_sample_reads_a_diffusers_folder(tmp_path):
                "nfe=5", "n=4", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "run").glob("samples_*.npz"))) == 2
+
+
+@pytest.mark.slow
+def test_sdeflow_eval_scores_a_diffusers_folder_against_the_data_it_is_given(tmp_path):
+    from tests.test_runs import cli
+
+    torch.manual_seed(0)
+    diffusers.UNet2DModel(**{**UNET, "in_channels": 1, "out_channels": 1}).save_pretrained(tmp_path / "model", safe_serialization=True)
+    args = [f"checkpoint={tmp_path / 'model'}", "checkpoint_format=diffusers", "solver=ddim", "nfe=4", "n=32", "eval=identity", "progress=false"]
+    missing = cli(tmp_path, "sdeflow.apps.evaluate", *args, f"hydra.run.dir={tmp_path / 'a'}")
+    assert missing.returncode != 0 and "records no training data to score against: give data=" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    proc = cli(tmp_path, "sdeflow.apps.evaluate", *args, "data=digits", f"hydra.run.dir={tmp_path / 'b'}")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b" / "results.csv").read_text().count("\n") == 3  # header, floor, ddim
