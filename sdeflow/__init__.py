@@ -22,7 +22,7 @@ from sdeflow.samplers import (
 )
 from sdeflow.brownian import BrownianNoise
 from sdeflow.compiled import Compiled, compile_score
-from sdeflow import inverse
+from sdeflow import hub, inverse
 from sdeflow.inversion import decode, encode
 from sdeflow.sdedit import sdedit
 from sdeflow.score import EpsPrediction, FlowPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
@@ -33,7 +33,7 @@ from sdeflow.sde import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "generate", "Generated", "encode", "decode", "sdedit", "inverse",
+    "sample", "generate", "Generated", "encode", "decode", "sdedit", "inverse", "hub",
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "VPSchedule", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE", "FlowSDE",
     "linear_betas", "scaled_linear_betas", "cosine_betas",
     "GuidedScore", "ClassifierFreeGuidance", "ClassifierGuidance", "Autoguidance", "DynamicThresholding",

@@ -7,5 +7,6 @@ trained with, so that any sdeflow solver samples it.
 
 from sdeflow.hub.diffusers_folder import DiffusersFolder, load_diffusers
 from sdeflow.hub.discrete_time import DiscreteTimeModel
+from sdeflow.hub.edm import EDMPickle, load_edm
 
-__all__ = ["DiscreteTimeModel", "DiffusersFolder", "load_diffusers"]
+__all__ = ["DiscreteTimeModel", "DiffusersFolder", "load_diffusers", "EDMPickle", "load_edm"]
