@@ -28,7 +28,8 @@ def file_digest(path) -> str:
     A folder's `tuned_grids/` (where the cache itself lives) is left out.
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "tuned_grids" not in p.relative_to(path).parts)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and "tuned_grids" not in p.relative_to(path).parts)
     h = hashlib.sha256()
     for file in files:
         if file != path:

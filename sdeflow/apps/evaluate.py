@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from sdeflow import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.autotune import describe, file_digest, for_model
-from sdeflow.compiled import compile_score
 from sdeflow.bench.report import markdown_table
+from sdeflow.compiled import compile_score
 from sdeflow.data import Dataset
 from sdeflow.eval.likelihood import bits_per_dim, log_likelihood
 from sdeflow.eval.stats import FeatureStats, kid, load_stats, precision_recall
