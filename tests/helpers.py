@@ -1,5 +1,9 @@
 """Helpers the tests share: the solver registry as the benchmark builds it, exact scores, fitted orders."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
@@ -22,3 +26,9 @@ def exact_score(gm, sde) -> sf.ScoreFunction:
 def slope(steps, errors) -> float:
     """Least-squares slope of log(error) against log(1 / steps): the empirical order."""
     return float(np.polyfit(np.log(1.0 / np.asarray(steps, dtype=float)), np.log(np.asarray(errors, dtype=float)), 1)[0])
+
+
+def cli(cwd, module, *args):
+    """Run `python -m module args` in `cwd` with wandb off, as a user would from a shell."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

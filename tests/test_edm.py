@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import sdeflow as sf
+from helpers import cli
 from sdeflow.checkpoint import CheckpointError
 from sdeflow.hub.edm import load_edm
 from sdeflow.nets.song_unet import SongUNet
@@ -166,8 +167,6 @@ def test_vp_baseline_noise_range_is_its_training_range(tmp_path, persistence, ar
 
 @pytest.mark.slow
 def test_sdeflow_sample_reads_an_edm_pickle(tmp_path, persistence, arrays):
-    from tests.test_runs import cli
-
     edm_pickle(tmp_path / "net.pkl", "edm_ncsnpp_cond", arrays, persistence)
     proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={tmp_path / 'net.pkl'}", "checkpoint_format=edm", "solver=edm_heun",
                "solver.edm_heun.denoise=true", "timesteps=karras", "nfe=7", "n=4", "labels=[1,2]", "progress=false",

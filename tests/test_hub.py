@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import sdeflow as sf
+from helpers import cli
 from sdeflow.checkpoint import CheckpointError
 from sdeflow.hub import DiscreteTimeModel, load_diffusers
 
@@ -135,8 +136,6 @@ def test_discrete_time_model_snaps_float32_training_times_to_their_timesteps():
 
 @pytest.mark.slow
 def test_sdeflow_sample_reads_a_diffusers_folder(tmp_path):
-    from tests.test_runs import cli
-
     unet_folder(tmp_path / "model", pipeline=True)
     proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={tmp_path / 'model'}", "checkpoint_format=diffusers", "solver=[ddim,unipc_2_bh2]",
                "nfe=5", "n=4", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
@@ -146,8 +145,6 @@ def test_sdeflow_sample_reads_a_diffusers_folder(tmp_path):
 
 @pytest.mark.slow
 def test_sdeflow_eval_scores_a_diffusers_folder_against_the_data_it_is_given(tmp_path):
-    from tests.test_runs import cli
-
     torch.manual_seed(0)
     diffusers.UNet2DModel(**{**UNET, "in_channels": 1, "out_channels": 1}).save_pretrained(tmp_path / "model", safe_serialization=True)
     args = [f"checkpoint={tmp_path / 'model'}", "checkpoint_format=diffusers", "solver=ddim", "nfe=4", "n=32", "eval=identity", "progress=false"]
