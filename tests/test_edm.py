@@ -1,8 +1,8 @@
 """EDM's network pickles: read as data into sdeflow's own SongUNet, equal to EDM's outputs, and never executed.
 
 tests/data holds facts produced by running EDM's code (NVlabs/edm, training/networks.py): the keys and
-shapes of its published CIFAR-10 networks, and the outputs D(x; sigma) of three small networks with
-their weights. The pickles here are written in the layout of EDM's torch_utils.persistence: each
+shapes of its published CIFAR-10 and ImageNet-64 networks, and the outputs D(x; sigma) of four small
+networks (DDPM++, NCSN++ and ADM) with their weights. The pickles here are written in the layout of EDM's torch_utils.persistence: each
 network a call of `_reconstruct_persistent_obj(meta)`, meta holding the class name, the module's
 state and the module's source code, which EDM's loader would execute and ours must not.
 """
@@ -22,8 +22,7 @@ from torch import nn
 import sdeflow as sf
 from helpers import cli
 from sdeflow.checkpoint import CheckpointError
-from sdeflow.hub.edm import load_edm
-from sdeflow.nets.song_unet import SongUNet
+from sdeflow.hub.edm import NETWORKS, load_edm
 
 DATA = Path(__file__).parent / "data"
 PRECOND = {"img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max", "sigma_data", "model_type",
@@ -31,15 +30,18 @@ PRECOND = {"img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min
 CANARY = "canary.txt"
 
 
-def song_unet(kwargs) -> SongUNet:
-    return SongUNet(img_resolution=kwargs["img_resolution"], in_channels=kwargs["img_channels"], out_channels=kwargs["img_channels"],
-                    label_dim=kwargs.get("label_dim", 0), **{k: v for k, v in kwargs.items() if k not in PRECOND})
+def network(kwargs) -> nn.Module:
+    """Our SongUNet or DhariwalUNet, built from the arguments an EDMPrecond was given."""
+    return NETWORKS[kwargs["model_type"]](img_resolution=kwargs["img_resolution"], in_channels=kwargs["img_channels"],
+                                          out_channels=kwargs["img_channels"], label_dim=kwargs.get("label_dim", 0),
+                                          **{k: v for k, v in kwargs.items() if k not in PRECOND})
 
 
 @pytest.mark.parametrize("name", sorted(json.loads((DATA / "edm_manifest.json").read_text())["networks"]))
-def test_song_unet_has_the_keys_and_shapes_of_edms_published_networks(name):
+def test_our_networks_have_the_keys_and_shapes_of_edms_published_networks(name):
     entry = json.loads((DATA / "edm_manifest.json").read_text())["networks"][name]
-    ours = {f"model.{k}": list(v.shape) for k, v in song_unet(entry["init_kwargs"]).state_dict().items()}
+    with torch.device("meta"):  # shapes only: ImageNet's ADM has 296M parameters
+        ours = {f"model.{k}": list(v.shape) for k, v in network(entry["init_kwargs"]).state_dict().items()}
     assert ours == entry["tensors"]
 
 
@@ -80,7 +82,7 @@ class EDMLayout(pickle.Pickler):
 
 def edm_pickle(path, case: str, arrays, persistence, tamper=None):
     meta = json.loads(str(arrays["meta"]))["cases"][case]
-    net = song_unet(meta["init_kwargs"])
+    net = network(meta["init_kwargs"])
     state = {k.removeprefix(f"{case}/model."): torch.from_numpy(arrays[k]) for k in arrays.files if k.startswith(f"{case}/model.")}
     net.load_state_dict(state, strict=True)
     if tamper:
@@ -95,7 +97,7 @@ def arrays():
     return np.load(DATA / "edm_reference.npz")
 
 
-@pytest.mark.parametrize("case", ["edm_ncsnpp_cond", "vp_ddpmpp", "ve_ncsnpp"])
+@pytest.mark.parametrize("case", ["edm_ncsnpp_cond", "vp_ddpmpp", "ve_ncsnpp", "edm_adm_cond"])
 def test_an_edm_pickle_gives_edms_denoiser_outputs_and_runs_nothing(tmp_path, monkeypatch, persistence, arrays, case):
     monkeypatch.chdir(tmp_path)
     meta = edm_pickle(tmp_path / "net.pkl", case, arrays, persistence)

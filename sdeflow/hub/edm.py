@@ -1,8 +1,8 @@
-"""EDM's network pickles (Karras et al. 2022), read as data into sdeflow's own `SongUNet`.
+"""EDM's network pickles (Karras et al. 2022), read as data into sdeflow's own `SongUNet` or `DhariwalUNet`.
 
 EDM's pickles store each network as its constructor's arguments, its tensors and the source code of
 its module, which `pickle.load` would execute. Here `safe_pickle` keeps the arguments and tensors and
-runs nothing; the network is rebuilt from `sdeflow.nets.song_unet.SongUNet` and loaded strictly. The
+runs nothing; the network is rebuilt from `sdeflow.nets.song_unet` and loaded strictly. The
 preconditioning is that of the pickle's class: EDM's own, or the VP and VE forms of the score_sde
 baselines that EDM converted to this layout (`baseline-cifar10-32x32-uncond-vp.pkl`, ...).
 """
@@ -20,7 +20,7 @@ from sdeflow.checkpoint import CheckpointError, first_line
 from sdeflow.hub.safe_pickle import Record, safe_load, tensors
 from sdeflow.hub.strict import load_strict
 from sdeflow.nets.precond import EDMPrecond
-from sdeflow.nets.song_unet import SongUNet
+from sdeflow.nets.song_unet import DhariwalUNet, SongUNet
 from sdeflow.score import ScoreFunction, X0Prediction
 from sdeflow.sde.edm import EDMSDE
 from sdeflow.utils import append_dims
@@ -31,9 +31,9 @@ PRECOND_ARGS = {"img_resolution", "img_channels", "label_dim", "use_fp16", "sigm
 
 
 class LabelledNet(nn.Module):
-    """SongUNet called the sdeflow way, `net(x, c_noise, y=labels)`: integer labels become EDM's one-hot vectors (-1: none)."""
+    """EDM's network called the sdeflow way, `net(x, c_noise, y=labels)`: integer labels become EDM's one-hot vectors (-1: none)."""
 
-    def __init__(self, net: SongUNet):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net, self.label_dim = net, net.label_dim
 
@@ -84,6 +84,7 @@ def _ve(kwargs):
 
 
 BASELINES = {"VPPrecond": _vp, "VEPrecond": _ve}
+NETWORKS = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}  # EDM's names for the architectures it pickles
 
 
 def load_edm(path, device="cpu", key: str = "ema"):
@@ -110,14 +111,14 @@ def load_edm(path, device="cpu", key: str = "ema"):
         raise CheckpointError(f"{path}: its network is a {record.class_name}; sdeflow reads EDMPrecond, VPPrecond and VEPrecond")
     # The preconditioners' defaults, when the pickle did not record one: EDM's own uses DhariwalUNet (ADM).
     model_type = kwargs.get("model_type", "DhariwalUNet" if record.class_name == "EDMPrecond" else "SongUNet")
-    if model_type != "SongUNet":
-        raise CheckpointError(f"{path}: its network is a {model_type}; sdeflow has EDM's SongUNet (DDPM++ / NCSN++) only")
+    if model_type not in NETWORKS:
+        raise CheckpointError(f"{path}: its network is a {model_type}; sdeflow has EDM's {' and '.join(NETWORKS)}")
     try:
-        net = SongUNet(img_resolution=int(kwargs["img_resolution"]), in_channels=int(kwargs["img_channels"]),
+        net = NETWORKS[model_type](img_resolution=int(kwargs["img_resolution"]), in_channels=int(kwargs["img_channels"]),
                        out_channels=int(kwargs["img_channels"]), label_dim=int(kwargs.get("label_dim", 0)),
                        **{k: v for k, v in kwargs.items() if k not in PRECOND_ARGS})
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its recorded arguments do not build a SongUNet: {first_line(e)}") from e
+        raise CheckpointError(f"{path}: its recorded arguments do not build a {model_type}: {first_line(e)}") from e
     state = {k.removeprefix("model."): v for k, v in tensors(record).items()}
     load_strict(net, state, str(path))
     if record.class_name == "EDMPrecond":

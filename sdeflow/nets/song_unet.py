@@ -1,4 +1,4 @@
-"""EDM's SongUNet (Karras et al. 2022): DDPM++ and NCSN++ in the parameter layout of EDM's network pickles.
+"""EDM's SongUNet and DhariwalUNet (Karras et al. 2022): DDPM++, NCSN++ and ADM in the parameter layout of EDM's pickles.
 
 Written here from the architecture's description so that EDM's published networks, and the score_sde
 baselines EDM converted to this layout, load strictly into our own definition (`sdeflow.hub.edm`).
@@ -75,16 +75,17 @@ class GroupNorm(nn.Module):
 
 
 class PositionalNoise(nn.Module):
-    """[sin, cos] of c_noise times 10000^(-i / (half - 1)), i = 0 .. half - 1 (DDPM++'s embedding, endpoint included)."""
+    """[sin, cos] of c_noise times 10000^(-i / (half - 1)), i = 0 .. half - 1 (DDPM++'s embedding, with the endpoint);
+    ADM's divides by half instead (`endpoint=False`) and keeps [cos, sin]."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, endpoint: bool = True):
         super().__init__()
-        self.half = channels // 2
+        self.half, self.endpoint = channels // 2, endpoint
 
-    def forward(self, c_noise):
-        freqs = (1 / 10000) ** (torch.arange(self.half, dtype=torch.float32, device=c_noise.device) / (self.half - 1))
-        x = torch.outer(c_noise, freqs.to(c_noise.dtype))
-        return torch.cat([x.sin(), x.cos()], dim=1)
+    def forward(self, c_noise, cos_first: bool = False):
+        steps = torch.arange(self.half, dtype=torch.float32, device=c_noise.device) / (self.half - (1 if self.endpoint else 0))
+        x = torch.outer(c_noise, ((1 / 10000) ** steps).to(c_noise.dtype))
+        return torch.cat([x.cos(), x.sin()] if cos_first else [x.sin(), x.cos()], dim=1)
 
 
 class FourierNoise(nn.Module):
@@ -100,34 +101,48 @@ class FourierNoise(nn.Module):
 
 
 class UNetBlock(nn.Module):
-    """Residual block (additive time embedding), optional 2x resampling, optional one-head attention; sums scaled by sqrt(1/2)."""
+    """Residual block with the time embedding, optional 2x resampling and optional multi-head attention.
+
+    SongUNet's blocks add the embedding and scale sums by sqrt(1/2); DhariwalUNet's (ADM) use it as a
+    scale and shift of the normalised activations (`adaptive_scale`), sum without scaling, and give
+    attention one head per 64 channels.
+    """
 
     def __init__(self, c_in: int, c_out: int, emb: int, up: bool = False, down: bool = False, attention: bool = False,
-                 dropout: float = 0.0, resample_filter=(1, 1)):
+                 dropout: float = 0.0, resample_filter=(1, 1), heads: int = 1, adaptive_scale: bool = False,
+                 skip_scale: float = math.sqrt(0.5), eps: float = 1e-6, resample_proj: bool = True):
         super().__init__()
-        self.in_channels, self.dropout = c_in, dropout
-        self.norm0 = GroupNorm(c_in, eps=1e-6)
+        self.in_channels, self.dropout, self.adaptive_scale, self.skip_scale = c_in, dropout, adaptive_scale, skip_scale
+        self.norm0 = GroupNorm(c_in, eps=eps)
         self.conv0 = Conv2d(c_in, c_out, 3, up=up, down=down, resample_filter=resample_filter)
-        self.affine = Linear(emb, c_out)
-        self.norm1 = GroupNorm(c_out, eps=1e-6)
+        self.affine = Linear(emb, c_out * (2 if adaptive_scale else 1))
+        self.norm1 = GroupNorm(c_out, eps=eps)
         self.conv1 = Conv2d(c_out, c_out, 3)
-        self.skip = Conv2d(c_in, c_out, 1, up=up, down=down, resample_filter=resample_filter) if (c_out != c_in or up or down) else None
-        self.attention = attention
-        if attention:
-            self.norm2 = GroupNorm(c_out, eps=1e-6)
+        self.skip = None
+        if c_out != c_in or up or down:
+            kernel = 1 if resample_proj or c_out != c_in else 0  # ADM resamples its skip path without a projection
+            self.skip = Conv2d(c_in, c_out, kernel, up=up, down=down, resample_filter=resample_filter)
+        self.heads = heads if attention else 0
+        if self.heads:
+            self.norm2 = GroupNorm(c_out, eps=eps)
             self.qkv = Conv2d(c_out, 3 * c_out, 1)
             self.proj = Conv2d(c_out, c_out, 1)
 
     def forward(self, x, emb):
         h = self.conv0(F.silu(self.norm0(x)))
-        h = F.silu(self.norm1(h + self.affine(emb)[:, :, None, None].to(h.dtype)))
+        params = self.affine(emb)[:, :, None, None].to(h.dtype)
+        if self.adaptive_scale:
+            scale, shift = params.chunk(2, dim=1)
+            h = F.silu(torch.addcmul(shift, self.norm1(h), scale + 1))
+        else:
+            h = F.silu(self.norm1(h + params))
         h = self.conv1(F.dropout(h, p=self.dropout, training=self.training))
-        x = (h + (x if self.skip is None else self.skip(x))) * math.sqrt(0.5)
-        if self.attention:
+        x = (h + (x if self.skip is None else self.skip(x))) * self.skip_scale
+        if self.heads:
             n, c, hh, ww = x.shape
-            q, k, v = self.qkv(self.norm2(x)).reshape(n, c, 3, hh * ww).unbind(2)
-            w = torch.einsum("ncq,nck->nqk", q.float(), k.float() / math.sqrt(c)).softmax(dim=2).to(q.dtype)
-            x = (self.proj(torch.einsum("nqk,nck->ncq", w, v).reshape(n, c, hh, ww)) + x) * math.sqrt(0.5)
+            q, k, v = self.qkv(self.norm2(x)).reshape(n * self.heads, c // self.heads, 3, hh * ww).unbind(2)
+            w = torch.einsum("ncq,nck->nqk", q.float(), k.float() / math.sqrt(q.shape[1])).softmax(dim=2).to(q.dtype)
+            x = (self.proj(torch.einsum("nqk,nck->ncq", w, v).reshape(n, c, hh, ww)) + x) * self.skip_scale
         return x
 
 
@@ -220,3 +235,66 @@ class SongUNet(nn.Module):
                     x = torch.cat([x, skips.pop()], dim=1)
                 x = layer(x, emb)
         return out
+
+
+class DhariwalUNet(nn.Module):
+    """ADM (Dhariwal & Nichol 2021) with EDM's argument and parameter names: EDM's ImageNet networks."""
+
+    def __init__(self, img_resolution: int, in_channels: int, out_channels: int, label_dim: int = 0, augment_dim: int = 0,
+                 model_channels: int = 192, channel_mult=(1, 2, 3, 4), channel_mult_emb: int = 4, num_blocks: int = 3,
+                 attn_resolutions=(32, 16, 8), dropout: float = 0.10, label_dropout: float = 0.0):
+        super().__init__()
+        self.label_dim, self.in_channels = int(label_dim), in_channels
+        emb = model_channels * channel_mult_emb
+        self.map_noise = PositionalNoise(model_channels, endpoint=False)
+        self.map_augment = Linear(augment_dim, model_channels, bias=False) if augment_dim else None
+        self.map_layer0, self.map_layer1 = Linear(model_channels, emb), Linear(emb, emb)
+        self.map_label = Linear(label_dim, emb, bias=False) if label_dim else None
+
+        def block(c_in, c_out, **kw):
+            return UNetBlock(c_in, c_out, emb, dropout=dropout, heads=c_out // 64, adaptive_scale=True, skip_scale=1.0, eps=1e-5,
+                             resample_proj=False, **kw)
+
+        self.enc = nn.ModuleDict()
+        c = in_channels
+        for level, mult in enumerate(channel_mult):
+            res = img_resolution >> level
+            if level == 0:
+                self.enc[f"{res}x{res}_conv"] = Conv2d(c, model_channels * mult, 3)
+                c = model_channels * mult
+            else:
+                self.enc[f"{res}x{res}_down"] = block(c, c, down=True)
+            for i in range(num_blocks):
+                self.enc[f"{res}x{res}_block{i}"] = block(c, model_channels * mult, attention=res in attn_resolutions)
+                c = model_channels * mult
+        skips = [m.c_out if isinstance(m, Conv2d) else m.conv1.c_out for m in self.enc.values()]
+
+        self.dec = nn.ModuleDict()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            res = img_resolution >> level
+            if level == len(channel_mult) - 1:
+                self.dec[f"{res}x{res}_in0"] = block(c, c, attention=True)
+                self.dec[f"{res}x{res}_in1"] = block(c, c)
+            else:
+                self.dec[f"{res}x{res}_up"] = block(c, c, up=True)
+            for i in range(num_blocks + 1):
+                self.dec[f"{res}x{res}_block{i}"] = block(c + skips.pop(), model_channels * mult, attention=res in attn_resolutions)
+                c = model_channels * mult
+        self.out_norm = GroupNorm(c)
+        self.out_conv = Conv2d(c, out_channels, 3)
+
+    def forward(self, x, c_noise, class_labels=None):
+        emb = F.silu(self.map_layer0(self.map_noise(c_noise, cos_first=True)))
+        emb = self.map_layer1(emb)
+        if self.map_label is not None:
+            emb = emb + self.map_label(class_labels)
+        emb = F.silu(emb)
+        skips = []
+        for layer in self.enc.values():
+            x = layer(x, emb) if isinstance(layer, UNetBlock) else layer(x)
+            skips.append(x)
+        for layer in self.dec.values():
+            if x.shape[1] != layer.in_channels:
+                x = torch.cat([x, skips.pop()], dim=1)
+            x = layer(x, emb)
+        return self.out_conv(F.silu(self.out_norm(x)))
