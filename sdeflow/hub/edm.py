@@ -114,9 +114,9 @@ def load_edm(path, device="cpu", key: str = "ema"):
     if model_type not in NETWORKS:
         raise CheckpointError(f"{path}: its network is a {model_type}; sdeflow has EDM's {' and '.join(NETWORKS)}")
     try:
-        net = NETWORKS[model_type](img_resolution=int(kwargs["img_resolution"]), in_channels=int(kwargs["img_channels"]),
-                       out_channels=int(kwargs["img_channels"]), label_dim=int(kwargs.get("label_dim", 0)),
-                       **{k: v for k, v in kwargs.items() if k not in PRECOND_ARGS})
+        channels = int(kwargs["img_channels"])
+        net = NETWORKS[model_type](img_resolution=int(kwargs["img_resolution"]), in_channels=channels, out_channels=channels,
+                                   label_dim=int(kwargs.get("label_dim", 0)), **{k: v for k, v in kwargs.items() if k not in PRECOND_ARGS})
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its recorded arguments do not build a {model_type}: {first_line(e)}") from e
     state = {k.removeprefix("model."): v for k, v in tensors(record).items()}
