@@ -11,6 +11,6 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 timeout 330 python3 benchmarks/sampler_overhead.py --device cuda --networks cifar --batches 1 128 --nfe 10 --rounds 3 \
     --solvers ddim dpmpp_2m euler_maruyama edm_stochastic --compile none reduce-overhead --out "$out" --name overhead_cuda_compile \
-    2>&1 | grep -v '^wrote' | tee "$out/overhead_cuda_compile.log"
+    2>&1 | tee "$out/overhead_cuda_compile.log"
 timeout 240 python3 benchmarks/train_throughput.py --device cuda --model cifar --batch 128 --precision bf16 --compile \
     --rounds 3 --steps 12 --warmup 6 --out "$out/train_throughput_cuda_compile.json" 2>&1 | tee "$out/train_throughput_cuda_compile.log"

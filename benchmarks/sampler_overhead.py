@@ -237,6 +237,7 @@ def main(argv=None):
                 for nfe in args.nfe:
                     rows.extend(rows_for(net_name, net, shape, batch, nfe, args, device, compiled))
                     write(rows, args, device)  # after every group, so a run cut short keeps what it measured
+    print(f"wrote {args.out / (args.name or f'overhead_{device.type}')}.json and .md")
     return rows
 
 
@@ -248,7 +249,6 @@ def write(rows, args, device):
     write_json(args.out / f"{stem}.json", {**meta, "rows": rows})
     atomic_write_bytes(args.out / f"{stem}.md", (f"Command: `{meta['command']}`; device {meta['device']}, {args.threads} thread(s), "
                                                 f"{args.rounds} rounds, torch {meta['torch']}.\n\n" + table(rows)).encode())
-    print(f"wrote {args.out / stem}.json and .md")
 
 
 if __name__ == "__main__":

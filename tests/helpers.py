@@ -28,7 +28,9 @@ def slope(steps, errors) -> float:
     return float(np.polyfit(np.log(1.0 / np.asarray(steps, dtype=float)), np.log(np.asarray(errors, dtype=float)), 1)[0])
 
 
-def cli(cwd, module, *args):
+ENV = {**os.environ, "WANDB_MODE": "disabled"}
+
+
+def cli(cwd, module, *args, **kwargs):
     """Run `python -m module args` in `cwd` with wandb off, as a user would from a shell."""
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600, **kwargs)

@@ -2,19 +2,18 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
 import sdeflow as sf
+from helpers import cli
 from sdeflow.data import Dataset, digits
 from sdeflow.losses import DSMLoss
 from sdeflow.nets import EDMPrecond, LabelEmbedding, NCSNpp, ScoreMLP
 from sdeflow.trainer import Trainer
 
-ENV = {**os.environ, "WANDB_MODE": "disabled"}
 
 
 def test_networks_take_labels_exactly_when_conditional():
@@ -76,9 +75,6 @@ def test_conditional_training_runs_on_labelled_digits():
     losses = trainer.fit(progress=False)
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
 
-
-def cli(cwd, module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -22,26 +22,17 @@ from torch import nn
 import sdeflow as sf
 from helpers import cli
 from sdeflow.checkpoint import CheckpointError
-from sdeflow.hub.edm import NETWORKS, load_edm
+from sdeflow.hub.edm import build_network, load_edm
 
 DATA = Path(__file__).parent / "data"
-PRECOND = {"img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max", "sigma_data", "model_type",
-           "beta_d", "beta_min", "M", "epsilon_t"}
 CANARY = "canary.txt"
-
-
-def network(kwargs) -> nn.Module:
-    """Our SongUNet or DhariwalUNet, built from the arguments an EDMPrecond was given."""
-    return NETWORKS[kwargs["model_type"]](img_resolution=kwargs["img_resolution"], in_channels=kwargs["img_channels"],
-                                          out_channels=kwargs["img_channels"], label_dim=kwargs.get("label_dim", 0),
-                                          **{k: v for k, v in kwargs.items() if k not in PRECOND})
 
 
 @pytest.mark.parametrize("name", sorted(json.loads((DATA / "edm_manifest.json").read_text())["networks"]))
 def test_our_networks_have_the_keys_and_shapes_of_edms_published_networks(name):
     entry = json.loads((DATA / "edm_manifest.json").read_text())["networks"][name]
     with torch.device("meta"):  # shapes only: ImageNet's ADM has 296M parameters
-        ours = {f"model.{k}": list(v.shape) for k, v in network(entry["init_kwargs"]).state_dict().items()}
+        ours = {f"model.{k}": list(v.shape) for k, v in build_network(entry["init_kwargs"]).state_dict().items()}
     assert ours == entry["tensors"]
 
 
@@ -82,7 +73,7 @@ class EDMLayout(pickle.Pickler):
 
 def edm_pickle(path, case: str, arrays, persistence, tamper=None):
     meta = json.loads(str(arrays["meta"]))["cases"][case]
-    net = network(meta["init_kwargs"])
+    net = build_network(meta["init_kwargs"], meta["class_name"])
     state = {k.removeprefix(f"{case}/model."): torch.from_numpy(arrays[k]) for k in arrays.files if k.startswith(f"{case}/model.")}
     net.load_state_dict(state, strict=True)
     if tamper:

@@ -2,15 +2,13 @@
 observations, method binding, `sdeflow-bench`'s conditional problems and `sdeflow-sample inverse=...`."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import sdeflow as sf
+from helpers import cli
 from sdeflow import data as D
 from sdeflow.bench import runner
 from sdeflow.generation import generate
@@ -18,12 +16,8 @@ from sdeflow.metrics import SlicedWasserstein, rms_error
 from sdeflow.inverse.observation import ObservationError, inpainting_box, inpainting_mask, measure, read_images
 from sdeflow.problems import GuidedProblem, InpaintingProblem, gaussian_data, linear_posterior
 
-ENV = {**os.environ, "WANDB_MODE": "disabled"}
 SDE = sf.VPSDE()
 
-
-def cli(cwd, module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
 
 
 # --- Observation files ---------------------------------------------------------------------------------------

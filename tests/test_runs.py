@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import sdeflow as sf
+from helpers import ENV, cli
 from sdeflow import data as D
 from sdeflow import distributed
 from sdeflow.apps.train import newest_checkpoint
@@ -25,14 +26,10 @@ from sdeflow.losses import DSMLoss
 from sdeflow.nets import ScoreMLP
 from sdeflow.trainer import Trainer, TrainingDiverged
 
-ENV = {**os.environ, "WANDB_MODE": "disabled"}
 # A toy run that takes a few seconds: long enough to be interrupted between checkpoints.
 TOY = ["data=toy", "model=mlp", "model.net.hidden=32", "model.net.blocks=1", "train.batch_size=32", "train.warmup=10",
        "sample.every=0", "sample.n=8", "sample.nfe=4", "progress=false"]
 
-
-def cli(cwd, module, *args, **kwargs):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def train(cwd, run, *args):

@@ -13,12 +13,12 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sdeflow.checkpoint import CheckpointError, first_line
 from sdeflow.hub.safe_pickle import Record, safe_load, tensors
 from sdeflow.hub.strict import load_strict
+from sdeflow.nets.embeddings import one_hot_labels
 from sdeflow.nets.precond import EDMPrecond
 from sdeflow.nets.song_unet import DhariwalUNet, SongUNet
 from sdeflow.score import ScoreFunction, X0Prediction
@@ -41,7 +41,7 @@ class LabelledNet(nn.Module):
         onehot = None
         if self.label_dim:
             y = torch.full((len(x),), -1, device=x.device) if y is None else y.to(x.device)
-            onehot = F.one_hot(y.clamp_min(0), self.label_dim).to(x.dtype) * (y >= 0)[:, None].to(x.dtype)
+            onehot = one_hot_labels(y, self.label_dim, x.dtype)
         return self.net(x, c_noise.to(x.dtype), onehot)
 
 
@@ -87,6 +87,20 @@ BASELINES = {"VPPrecond": _vp, "VEPrecond": _ve}
 NETWORKS = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}  # EDM's names for the architectures it pickles
 
 
+def build_network(kwargs: dict, precond: str = "EDMPrecond", where: str = "an EDM pickle") -> nn.Module:
+    """Our SongUNet or DhariwalUNet, built from the arguments a preconditioner of class `precond` was given."""
+    # The preconditioners' defaults, when the pickle did not record one: EDM's own uses DhariwalUNet (ADM).
+    model_type = kwargs.get("model_type", "DhariwalUNet" if precond == "EDMPrecond" else "SongUNet")
+    if model_type not in NETWORKS:
+        raise CheckpointError(f"{where}: its network is a {model_type}; sdeflow has EDM's {' and '.join(NETWORKS)}")
+    try:
+        channels = int(kwargs["img_channels"])
+        return NETWORKS[model_type](img_resolution=int(kwargs["img_resolution"]), in_channels=channels, out_channels=channels,
+                                    label_dim=int(kwargs.get("label_dim", 0)), **{k: v for k, v in kwargs.items() if k not in PRECOND_ARGS})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: its recorded arguments do not build a {model_type}: {first_line(e)}") from e
+
+
 def load_edm(path, device="cpu", key: str = "ema"):
     """(score function, sde, info) of the network `key` of an EDM pickle, on `EDMSDE` over its noise range.
 
@@ -109,16 +123,7 @@ def load_edm(path, device="cpu", key: str = "ema"):
         kwargs.setdefault(name, value)
     if record.class_name != "EDMPrecond" and record.class_name not in BASELINES:
         raise CheckpointError(f"{path}: its network is a {record.class_name}; sdeflow reads EDMPrecond, VPPrecond and VEPrecond")
-    # The preconditioners' defaults, when the pickle did not record one: EDM's own uses DhariwalUNet (ADM).
-    model_type = kwargs.get("model_type", "DhariwalUNet" if record.class_name == "EDMPrecond" else "SongUNet")
-    if model_type not in NETWORKS:
-        raise CheckpointError(f"{path}: its network is a {model_type}; sdeflow has EDM's {' and '.join(NETWORKS)}")
-    try:
-        channels = int(kwargs["img_channels"])
-        net = NETWORKS[model_type](img_resolution=int(kwargs["img_resolution"]), in_channels=channels, out_channels=channels,
-                                   label_dim=int(kwargs.get("label_dim", 0)), **{k: v for k, v in kwargs.items() if k not in PRECOND_ARGS})
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its recorded arguments do not build a {model_type}: {first_line(e)}") from e
+    net = build_network(kwargs, record.class_name, str(path))
     state = {k.removeprefix("model."): v for k, v in tensors(record).items()}
     load_strict(net, state, str(path))
     if record.class_name == "EDMPrecond":

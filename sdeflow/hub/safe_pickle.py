@@ -37,10 +37,7 @@ def _persistent(meta) -> Record:
 
 
 def _record_class(class_name: str):
-    class Named(Record):
-        def __init__(self):
-            super().__init__(class_name)
-
+    class Named(Record):  # made by pickle's NEWOBJ (`__new__` only), then given its state by BUILD
         def __new__(cls, *args):
             obj = object.__new__(cls)
             obj.class_name, obj.state = class_name, None

@@ -60,9 +60,13 @@ class LabelEmbedding(nn.Module):
         nn.init.normal_(self.map.weight, std=1.0)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        y = y.long()
-        onehot = nn.functional.one_hot(y.clamp_min(0), self.label_dim).to(self.map.weight.dtype) * (y >= 0)[:, None]
-        return self.map(onehot)
+        return self.map(one_hot_labels(y, self.label_dim, self.map.weight.dtype))
+
+
+def one_hot_labels(y: torch.Tensor, label_dim: int, dtype) -> torch.Tensor:
+    """(batch, label_dim) one-hot rows of integer labels; label -1 (no class) is the zero row."""
+    y = y.long()
+    return nn.functional.one_hot(y.clamp_min(0), label_dim).to(dtype) * (y >= 0)[:, None].to(dtype)
 
 
 def check_labels(label_dim: int, y, batch: int, name: str) -> None:
