@@ -22,11 +22,16 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, unsafe, or from another model configuration."""
 
 
-def save_checkpoint(path, state: dict) -> Path:
-    """Serialise `state` with its checksum and move it over `path` in one rename, so a crash never leaves half a file."""
+def save_torch(path, obj) -> Path:
+    """`torch.save(obj)` to `path` in one rename, so a crash never leaves half a file."""
     buf = io.BytesIO()
-    torch.save({**state, "checksum": checksum(state)}, buf)
+    torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Serialise `state` with its checksum, atomically (`save_torch`)."""
+    return save_torch(path, {**state, "checksum": checksum(state)})
 
 
 def checksum(state: dict) -> str:
@@ -52,13 +57,13 @@ def checksum(state: dict) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint with `weights_only=True`: a file that would run code is refused."""
+def read_weights_only(path, map_location="cpu"):
+    """`torch.load(path, weights_only=True)`, with one clear line for a missing, unsafe, damaged or cut file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's weights-only unpickler names the global it blocked; other failures are damaged bytes.
         if "GLOBAL" in str(e) or "global" in str(e):
@@ -69,6 +74,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         if isinstance(e, EOFError) or path.stat().st_size == 0:
             raise CheckpointError(f"{path} is empty or cut short: not a checkpoint") from e
         raise CheckpointError(f"{path} is corrupt or not a checkpoint: {first_line(e, 200)}") from e
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read an sdeflow checkpoint with `weights_only=True`: a file that would run code is refused."""
+    state = read_weights_only(path, map_location)
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} is not an sdeflow checkpoint (no 'model' and 'model_config' entries)")
     if "checksum" in state and state["checksum"] != checksum(state):

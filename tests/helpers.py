@@ -18,6 +18,13 @@ def every_configured_solver(problem: str = "gmm16") -> dict:
     return {name: instantiate(node) for name, node in cfg.solver.items()}
 
 
+def checkpoint_format(option: str, *overrides):
+    """The `checkpoint_format=<option>` node of conf/, as sdeflow-sample composes it, with `checkpoint_format.` overrides."""
+    with initialize_config_module("sdeflow.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=[f"checkpoint_format={option}", *(f"checkpoint_format.{o}" for o in overrides)])
+    return cfg.checkpoint_format
+
+
 def exact_score(gm, sde) -> sf.ScoreFunction:
     """The mixture's exact score under `sde`, read as a score model."""
     return sf.ScoreFunction(gm.score_fn(sde), sde)

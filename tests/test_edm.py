@@ -54,9 +54,11 @@ def persistence(monkeypatch):
 
 
 class Precond(nn.Module):
-    def __init__(self, model, class_name, init_kwargs):
+    def __init__(self, model, class_name, init_kwargs, u=None):
         super().__init__()
         self.model, self.class_name, self._init_kwargs, self._init_args = model, class_name, init_kwargs, ()
+        if u is not None:
+            self.register_buffer("u", u)
 
 
 class EDMLayout(pickle.Pickler):
@@ -113,6 +115,41 @@ def test_an_imported_edm_network_samples_with_any_solver(tmp_path, persistence, 
         assert bool(torch.isfinite(out.samples).all()) and out.nfe <= 9
 
 
+def iddpm_pickle(path, persistence, u=None):
+    """A pickle of EDM's iDDPMPrecond (its ADM ImageNet baseline's form), with the weights edm_iddpm_reference.npz's recipe draws."""
+    ref = np.load(DATA / "edm_iddpm_reference.npz")
+    meta = json.loads(str(ref["meta"]))
+    net = build_network(meta["init_kwargs"], "iDDPMPrecond")
+    g, state = torch.Generator().manual_seed(7), {}
+    for key, shape in meta["tensors"]:
+        if key == "u":
+            continue
+        w = torch.randn(shape, generator=g, dtype=torch.float64)
+        w = w / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.2 * w + (1.0 if "norm" in key and key.endswith("weight") else 0.0)
+        state[key.removeprefix("model.")] = w.float()
+    net.load_state_dict(state, strict=True)
+    with open(path, "wb") as f:
+        EDMLayout(f).dump({"ema": Precond(net, "iDDPMPrecond", meta["init_kwargs"], torch.from_numpy(ref["u"]) if u is None else u)})
+    return ref
+
+
+def test_edms_iddpm_baseline_gives_edms_denoiser_outputs(tmp_path, monkeypatch, persistence, arrays):
+    """iDDPMPrecond: a DhariwalUNet with learned variances, read at the nearest of its 1000 noise levels, as EDM's code does."""
+    monkeypatch.chdir(tmp_path)
+    ref = iddpm_pickle(tmp_path / "adm.pkl", persistence)
+    score, sde, info = load_edm(tmp_path / "adm.pkl")
+    u = torch.from_numpy(ref["u"])
+    assert (sde.eps, sde.T) == (float(u[999]), 80.0) and info["precond"] == "iDDPMPrecond"
+    x, sigma, y = (torch.from_numpy(arrays[k]) for k in ("x", "sigma", "y"))
+    with torch.no_grad():
+        got = score.condition(y=y).x0(x, sigma)
+    torch.testing.assert_close(got, torch.from_numpy(ref["output"]), rtol=1e-4, atol=1e-4)
+    assert not (tmp_path / CANARY).exists()
+    iddpm_pickle(tmp_path / "bad.pkl", persistence, u=torch.ones(10))
+    with pytest.raises(CheckpointError, match=r"bad.pkl: an iDDPMPrecond pickle holds its noise levels u \(1001 values\)"):
+        load_edm(tmp_path / "bad.pkl")
+
+
 class Payload:
     def __init__(self, fn, arg):
         self.fn, self.arg = fn, arg
@@ -135,7 +172,7 @@ def test_networks_sdeflow_cannot_rebuild_get_one_clear_line(tmp_path, persistenc
     edm_pickle(tmp_path / "adm.pkl", "vp_ddpmpp", arrays, persistence)
     data = open(tmp_path / "adm.pkl", "rb").read().replace(b"VPPrecond", b"XYPrecond")  # same length: the pickle stays valid
     (tmp_path / "adm.pkl").write_bytes(data)
-    with pytest.raises(CheckpointError, match="its network is a XYPrecond; sdeflow reads EDMPrecond, VPPrecond and VEPrecond"):
+    with pytest.raises(CheckpointError, match="its network is a XYPrecond; sdeflow reads EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond"):
         load_edm(tmp_path / "adm.pkl")
     pickle.dump({"other": 1}, open(tmp_path / "empty.pkl", "wb"))
     with pytest.raises(CheckpointError, match="no network under 'ema'"):

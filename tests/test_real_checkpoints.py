@@ -1,6 +1,8 @@
 """Opt-in checks on real published checkpoints, which are never downloaded: give their local paths to run them.
 
     SDEFLOW_EDM_PICKLE=edm-cifar10-32x32-uncond-vp.pkl SDEFLOW_DIFFUSERS_FOLDER=ddpm-cifar10-32 pytest tests/test_real_checkpoints.py
+    SDEFLOW_SCORE_SDE_CHECKPOINT=checkpoint_8.pth SDEFLOW_SCORE_SDE_FORMAT=score_sde_vp_ddpmpp_deep_continuous pytest ...
+    SDEFLOW_ADM_CHECKPOINT=64x64_diffusion.pt SDEFLOW_ADM_FORMAT=adm_64x64_diffusion pytest ...
 
 A trained image model denoises: from a lightly noised sample, its x0 estimate is nearer the sample than
 the noised input was; and its samples lie in the data range [-1, 1] up to a small overshoot.
@@ -10,12 +12,16 @@ import os
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 import sdeflow as sf
+from helpers import checkpoint_format
 from sdeflow.hub import load_diffusers, load_edm
 
 EDM = os.environ.get("SDEFLOW_EDM_PICKLE")
 DIFFUSERS = os.environ.get("SDEFLOW_DIFFUSERS_FOLDER")
+SCORE_SDE = os.environ.get("SDEFLOW_SCORE_SDE_CHECKPOINT")
+ADM = os.environ.get("SDEFLOW_ADM_CHECKPOINT")
 
 
 def check_trained(score, sde, shape, solver, grid, nfe):
@@ -43,4 +49,21 @@ def test_a_real_edm_pickle():
 @pytest.mark.skipif(not DIFFUSERS, reason="set SDEFLOW_DIFFUSERS_FOLDER=<a diffusers UNet2DModel folder> to run on a real checkpoint")
 def test_a_real_diffusers_folder():
     score, sde, info = load_diffusers(DIFFUSERS)
+    check_trained(score, sde, tuple(info["data"]["shape"]), sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
+
+
+@pytest.mark.skipif(not SCORE_SDE, reason="set SDEFLOW_SCORE_SDE_CHECKPOINT=<checkpoint_*.pth> (and SDEFLOW_SCORE_SDE_FORMAT=<its "
+                    "conf/checkpoint_format entry>) to run on a real checkpoint")
+def test_a_real_score_sde_checkpoint():
+    fmt = instantiate(checkpoint_format(os.environ.get("SDEFLOW_SCORE_SDE_FORMAT", "score_sde_vp_ddpmpp_deep_continuous")))
+    score, sde, info = fmt.load(SCORE_SDE)
+    check_trained(score, sde, tuple(info["data"]["shape"]), sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
+
+
+@pytest.mark.skipif(not ADM, reason="set SDEFLOW_ADM_CHECKPOINT=<a guided-diffusion model .pt> (and SDEFLOW_ADM_FORMAT=<its "
+                    "conf/checkpoint_format entry>) to run on a real checkpoint")
+def test_a_real_guided_diffusion_model():
+    score, sde, info = instantiate(checkpoint_format(os.environ.get("SDEFLOW_ADM_FORMAT", "adm_64x64_diffusion"))).load(ADM)
+    if score.model.label_dim:
+        score = score.condition(y=torch.arange(8) * 100)
     check_trained(score, sde, tuple(info["data"]["shape"]), sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)

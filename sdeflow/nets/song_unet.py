@@ -238,11 +238,17 @@ class SongUNet(nn.Module):
 
 
 class DhariwalUNet(nn.Module):
-    """ADM (Dhariwal & Nichol 2021) with EDM's argument and parameter names: EDM's ImageNet networks."""
+    """ADM (Dhariwal & Nichol 2021) with EDM's argument and parameter names: EDM's ImageNet networks.
+
+    `num_heads` (> 0: that many attention heads) and `channels_per_head` (otherwise; EDM's and most of ADM's
+    models use 64) are guided-diffusion's `num_heads` and `num_head_channels`; a channel multiplier may be
+    fractional, as in its 512 x 512 model.
+    """
 
     def __init__(self, img_resolution: int, in_channels: int, out_channels: int, label_dim: int = 0, augment_dim: int = 0,
                  model_channels: int = 192, channel_mult=(1, 2, 3, 4), channel_mult_emb: int = 4, num_blocks: int = 3,
-                 attn_resolutions=(32, 16, 8), dropout: float = 0.10, label_dropout: float = 0.0):
+                 attn_resolutions=(32, 16, 8), dropout: float = 0.10, label_dropout: float = 0.0, num_heads: int = -1,
+                 channels_per_head: int = 64):
         super().__init__()
         self.label_dim, self.in_channels = int(label_dim), in_channels
         emb = model_channels * channel_mult_emb
@@ -252,7 +258,8 @@ class DhariwalUNet(nn.Module):
         self.map_label = Linear(label_dim, emb, bias=False) if label_dim else None
 
         def block(c_in, c_out, **kw):
-            return UNetBlock(c_in, c_out, emb, dropout=dropout, heads=c_out // 64, adaptive_scale=True, skip_scale=1.0, eps=1e-5,
+            heads = num_heads if num_heads > 0 else c_out // channels_per_head
+            return UNetBlock(c_in, c_out, emb, dropout=dropout, heads=heads, adaptive_scale=True, skip_scale=1.0, eps=1e-5,
                              resample_proj=False, **kw)
 
         self.enc = nn.ModuleDict()
@@ -260,13 +267,13 @@ class DhariwalUNet(nn.Module):
         for level, mult in enumerate(channel_mult):
             res = img_resolution >> level
             if level == 0:
-                self.enc[f"{res}x{res}_conv"] = Conv2d(c, model_channels * mult, 3)
-                c = model_channels * mult
+                self.enc[f"{res}x{res}_conv"] = Conv2d(c, int(model_channels * mult), 3)
+                c = int(model_channels * mult)
             else:
                 self.enc[f"{res}x{res}_down"] = block(c, c, down=True)
             for i in range(num_blocks):
-                self.enc[f"{res}x{res}_block{i}"] = block(c, model_channels * mult, attention=res in attn_resolutions)
-                c = model_channels * mult
+                self.enc[f"{res}x{res}_block{i}"] = block(c, int(model_channels * mult), attention=res in attn_resolutions)
+                c = int(model_channels * mult)
         skips = [m.c_out if isinstance(m, Conv2d) else m.conv1.c_out for m in self.enc.values()]
 
         self.dec = nn.ModuleDict()
@@ -278,8 +285,8 @@ class DhariwalUNet(nn.Module):
             else:
                 self.dec[f"{res}x{res}_up"] = block(c, c, up=True)
             for i in range(num_blocks + 1):
-                self.dec[f"{res}x{res}_block{i}"] = block(c + skips.pop(), model_channels * mult, attention=res in attn_resolutions)
-                c = model_channels * mult
+                self.dec[f"{res}x{res}_block{i}"] = block(c + skips.pop(), int(model_channels * mult), attention=res in attn_resolutions)
+                c = int(model_channels * mult)
         self.out_norm = GroupNorm(c)
         self.out_conv = Conv2d(c, out_channels, 3)
 
