@@ -5,6 +5,7 @@
 #   bash benchmarks/fid_vs_nfe.sh <checkpoint.pt> [out_dir]
 #   bash benchmarks/fid_vs_nfe.sh ddpm-cifar10-32 out/ddpm checkpoint_format=diffusers data=cifar10 data.dataset.root=cifar \
 #        eval=inception eval.weights=pt_inception.pth reference=fid_stats_cifar10_train.npz n=50000 device=cuda
+#   bash benchmarks/fid_vs_nfe.sh checkpoint_8.pth out/vp_deep checkpoint_format=score_sde_vp_ddpmpp_deep_continuous data=cifar10 ...
 set -euo pipefail
 ckpt=${1:?usage: fid_vs_nfe.sh checkpoint [out_dir] [sdeflow-eval overrides ...]}
 out=${2:-benchmarks/results/fid_vs_nfe}

@@ -173,7 +173,7 @@ def save_score_sde(path, net: SongUNet, sigmas: torch.Tensor, step: int = 0, ema
 
 
 class ScoreSdeCheckpoint:
-    """`checkpoint_format=score_sde/<config>` in the apps: a score_sde `checkpoint_*.pth` and the config it was trained with.
+    """`checkpoint_format=score_sde_<config>` in the apps: a score_sde `checkpoint_*.pth` and the config it was trained with.
 
     Args:
         network: `SongUNet` arguments equivalent to the score_sde config.
