@@ -12,6 +12,7 @@ grid, the result is saved as JSON (`save_learned`) and reused (`Learned.load`).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from sdeflow.grid_search import _grid_from_params, search
 from sdeflow.grids import ListGrid
 from sdeflow.guidance import GuidedScore
 from sdeflow.io import write_json
+from sdeflow.metrics import rms_error
 from sdeflow.utils import append_dims
 
 
@@ -119,3 +121,113 @@ def learn(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init:
     learned = build(best)
     learned.report = report
     return learned, report
+
+
+def _grid_parameters(sde, init: torch.Tensor):
+    """The grid as differentiable parameters: softmax weights of its log-SNR steps between lambda(T) and its last finite
+    lambda (itself free when the grid ends where lambda is infinite, sigma = 0), so every candidate is strictly decreasing
+    and keeps its end points. Returns (parameters, grid(parameters))."""
+    lam = sde.lambda_(init)
+    open_end = not bool(torch.isfinite(lam[-1]))
+    body = lam[:-1] if open_end else lam
+    theta = torch.log(torch.diff(body) / (body[-1] - body[0]))
+    params = [theta.clone().requires_grad_(True)] + ([body[-1].clone().requires_grad_(True)] if open_end else [])
+    t_first, t_last = init[:1], init[-1:]
+
+    def grid(params):
+        last = params[1] if open_end else body[-1]
+        fractions = torch.cumsum(torch.softmax(params[0], 0), 0)
+        interior = body[0] + (last - body[0]) * fractions[:-1] if not open_end else body[0] + (last - body[0]) * fractions
+        return torch.cat([t_first, sde.t_from_lambda(interior), t_last])
+
+    return params, grid
+
+
+def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init: torch.Tensor, history: int | None = None,
+                    learn_grid: bool = True, maxiter: int = 2000, held: tuple | None = None, progress: bool = True):
+    """Fit a `LearnedMultistep` table, and with it the grid, on pilot draws: S4S's coefficients with LD3's grid.
+
+    Starts from DPM-Solver++(2M) on `init` and minimises the mean per-sample RMS error from `x_T`
+    against `reference` (the exact or tightly solved probability-flow solution) by L-BFGS, with
+    gradients through the model's evaluations along the rollout (the model must be differentiable
+    in x and, to move the grid, in t). Each step weighs x and the last `history` data predictions
+    (default: all of them). A candidate that diverges counts as a bad value, never an exception.
+    `held` = (x_T, reference) of held-out draws: the fit is kept only if it beats its start there too.
+
+    Returns (solver, grid times, report); `solver.save(path, times, report)` keeps them.
+    """
+    from sdeflow.samplers.dpm_solver_pp import DPMSolverPP
+    from sdeflow.samplers.learned_multistep import LearnedMultistep, combine
+
+    init = torch.as_tensor(init, dtype=torch.float64)
+    n = len(init) - 1
+    history = n if history is None else int(history)
+    if not 1 <= history:
+        raise ValueError(f"history must be at least 1, got {history}")
+    start_table = LearnedMultistep.from_solver(DPMSolverPP(2), sde, init).coefficients
+    table0 = torch.zeros(n, 1 + history, dtype=torch.float64)
+    width = min(start_table.shape[1], 1 + history)
+    table0[:, :width] = start_table[:, :width]
+    learn_grid = learn_grid and n >= 2  # a one-step grid has no interior to move
+    grid_params, grid_of = _grid_parameters(sde, init) if learn_grid else ([], None)
+    params = [table0.clone().requires_grad_(True)] + grid_params
+
+    def times():
+        return grid_of(params[1:]) if learn_grid else init
+
+    def rollout(x, table, t):
+        predictions = []
+        for i in range(n):
+            predictions.append(score.x0(x, t[i].to(x.dtype)))
+            x = combine(table[i].to(x.dtype), x, predictions)
+        return x
+
+    def error(x, ref, table, t):
+        return rms_error(rollout(x, table, t), ref).mean()
+
+    best = {"loss": float("inf"), "params": [p.detach().clone() for p in params]}
+    evals = {"n": 0, "rejected": 0}
+    optimiser = torch.optim.LBFGS(params, lr=1.0, max_iter=int(maxiter), line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-12, tolerance_change=1e-14, history_size=100)
+
+    def closure():
+        optimiser.zero_grad()
+        evals["n"] += 1
+        with torch.enable_grad():
+            loss = error(x_T, reference, params[0], times())
+            if not bool(torch.isfinite(loss)):
+                evals["rejected"] += 1
+                return torch.tensor(1e30, dtype=torch.float64)  # no gradient: the line search backs off
+            loss.backward()
+        if loss.item() < best["loss"]:
+            best["loss"], best["params"] = loss.item(), [p.detach().clone() for p in params]
+        return loss
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        before = float(error(x_T, reference, table0, init))
+    optimiser.step(closure)
+    with torch.no_grad():
+        for p, b in zip(params, best["params"]):
+            p.copy_(b)
+        fitted_times = times().detach()
+    iterations = optimiser.state[params[0]].get("n_iter", 0)
+    report = {"method": "learned multistep coefficients" + (" and grid" if learn_grid else ""), "steps": n, "history": history,
+              "error_before": before, "error_after": min(best["loss"], before), "evaluations": evals["n"], "rejected": evals["rejected"],
+              "iterations": int(iterations), "converged": int(iterations) < int(maxiter),
+              "pilot_nfe": evals["n"] * n * len(x_T), "seconds": time.perf_counter() - start}
+    solver, grid = LearnedMultistep(params[0].detach().clone()), fitted_times
+    if best["loss"] >= before:
+        solver, grid = LearnedMultistep(table0), init
+    if held is not None:
+        with torch.no_grad():
+            held_before = float(error(held[0], held[1], table0, init))
+            held_after = float(error(held[0], held[1], solver.coefficients, grid))
+        report.update(held_before=held_before, held_after=held_after, kept=held_after < held_before)
+        if not held_after < held_before:
+            solver, grid = LearnedMultistep(table0), init
+    if progress:
+        print(f"learned multistep: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} evaluations "
+              f"({report['pilot_nfe']} pilot NFE, {report['seconds']:.0f} s)"
+              + ("" if report["converged"] else "; NOT converged: stopped at maxiter, the best seen is kept"))
+    return solver, grid, report

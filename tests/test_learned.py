@@ -69,3 +69,68 @@ def test_learned_coefficients_refuse_what_they_cannot_fit_or_read(tmp_path):
         Learned.load(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="no learned solver coefficients"):
         Learned.load(tmp_path / "missing.json")
+
+
+# --- Learned multistep coefficients (S4S-style table, with the grid) ----------------------------------------------
+@pytest.mark.parametrize("order", [2, 3])
+def test_a_multistep_table_read_off_dpm_solver_pp_is_that_solver(order):
+    # The table is read by feeding DPM-Solver++'s own update unit inputs: on any grid it must give its samples.
+    x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    for nfe in (4, 12, 20):  # short grids end at lower order, long ones do not
+        solver = sf.DPMSolverPP(order)
+        grid = solver.plan(SDE, sf.LogSNRGrid(), nfe=nfe)
+        table = sf.LearnedMultistep.from_solver(solver, SDE, grid)
+        torch.testing.assert_close(table.sample(exact_score(), SDE, x_T, grid).samples,
+                                   solver.sample(exact_score(), SDE, x_T, grid).samples, rtol=1e-11, atol=1e-11)
+
+
+def test_learned_multistep_fitted_on_one_seed_lowers_the_held_out_error_of_another(tmp_path):
+    # Fitted on 32 pilot draws (seed 1), scored on 256 held-out draws (seed 2) against the exact PF-ODE, 5 NFE, against
+    # DPM-Solver++(2M) on the same log-SNR grid. Measured: 5.5e-2 -> 1.9e-3 (29x) at 300 iterations; held to a 5x margin.
+    score = exact_score()
+    pilot = SDE.prior_sampling((32, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
+    held = SDE.prior_sampling((256, 8), torch.Generator().manual_seed(2), dtype=torch.float64)
+    init = sf.DPMSolverPP(2).plan(SDE, sf.LogSNRGrid(), nfe=5)
+    solver, times, report = sf.learn_multistep(score, SDE, pilot, GM.ode_reference(SDE, pilot), init, maxiter=300, progress=False)
+    ref = GM.ode_reference(SDE, held)
+    before = rms_error(sf.DPMSolverPP(2).sample(score, SDE, held, init).samples, ref).median()
+    after = rms_error(solver.sample(score, SDE, held, times).samples, ref).median()
+    assert after < before / 5, (float(before), float(after))
+    # The grid moved, and stayed a grid: strictly decreasing, with its end points.
+    assert not torch.equal(times, init) and bool((times[1:] < times[:-1]).all())
+    assert (float(times[0]), float(times[-1])) == (float(init[0]), float(init[-1]))
+    assert report["error_after"] < report["error_before"] and report["pilot_nfe"] == report["evaluations"] * 5 * 32
+    loaded, grid = sf.LearnedMultistep.load(solver.save(tmp_path / "multistep.json", times, report))
+    assert torch.equal(loaded.coefficients, solver.coefficients)
+    torch.testing.assert_close(loaded.sample(score, SDE, held, loaded.plan(SDE, grid, nfe=5)).samples,
+                               solver.sample(score, SDE, held, times).samples, rtol=0, atol=0)
+
+
+def test_a_diverging_candidate_is_a_bad_value_not_an_exception():
+    class Flaky(sf.ScoreFunction):
+        """The exact score until its 200th call, then NaN: a fit that wanders where the model breaks down."""
+
+        def x0(self, x, t, coef=None):
+            out = super().x0(x, t, coef)
+            return out if self.nfe < 200 else out * float("nan")
+
+    score = Flaky(GM.score_fn(SDE), SDE)
+    pilot = SDE.prior_sampling((8, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
+    init = sf.DPMSolverPP(2).plan(SDE, sf.LogSNRGrid(), nfe=5)
+    solver, times, report = sf.learn_multistep(score, SDE, pilot, GM.ode_reference(SDE, pilot), init, maxiter=100, progress=False)
+    assert report["rejected"] > 0 and bool(torch.isfinite(solver.coefficients).all())
+    assert report["error_after"] <= report["error_before"]
+
+
+def test_a_learned_multistep_runs_only_on_its_own_grid(tmp_path):
+    grid = sf.DPMSolverPP(2).plan(SDE, sf.LogSNRGrid(), nfe=6)
+    table = sf.LearnedMultistep.from_solver(sf.DPMSolverPP(2), SDE, grid)
+    with pytest.raises(sf.BudgetError, match="fitted for 6 steps"):
+        table.plan(SDE, sf.LogSNRGrid(), nfe=8)
+    with pytest.raises(ValueError, match="fitted on a grid of 6 steps; this grid has 3"):
+        table.sample(exact_score(), SDE, torch.zeros(2, 8, dtype=torch.float64), grid[::2].contiguous())
+    with pytest.raises(ValueError, match=r"\(steps, 1 \+ history\) table"):
+        sf.LearnedMultistep([1.0, 2.0])
+    (tmp_path / "bad.json").write_text(json.dumps({"timesteps": [1.0, 0.5, 0.0], "coefficients": [[1.0, 0.5]]}))
+    with pytest.raises(ValueError, match="1 rows of coefficients for a grid of 2 steps"):
+        sf.LearnedMultistep.load(tmp_path / "bad.json")

@@ -18,6 +18,7 @@ from sdeflow.samplers.euler_ancestral import EulerAncestral
 from sdeflow.samplers.exponential import Schedule
 from sdeflow.samplers.gotta_go_fast import GottaGoFast
 from sdeflow.samplers.heun import EDMHeun
+from sdeflow.samplers.learned_multistep import LearnedMultistep
 from sdeflow.samplers.ipndm import IPNDM
 from sdeflow.samplers.lms import LMS
 from sdeflow.samplers.ode import ProbabilityFlowODE
@@ -36,5 +37,5 @@ __all__ = [
     "EDMStochastic", "DPMSolverPPSDE", "GottaGoFast",
     "DEIS", "StochasticDDIM", "EulerAncestral", "DPMSolverPP3MSDE", "DPMSolverPPSDESinglestep", "SASolver",
     "ERSDE", "ERScaler", "ODEScaler", "SDEScaler", "Restart",
-    "AnalyticJump", "GaussianStats",
+    "AnalyticJump", "GaussianStats", "LearnedMultistep",
 ]
