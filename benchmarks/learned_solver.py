@@ -69,7 +69,8 @@ def main(argv=None):
                 table, times, m_report = sf.learn_multistep(score, sde, many, many_ref, grid, history=min(args.multistep_history, nfe),
                                                             maxiter=args.multistep_maxiter, progress=False)
                 multistep.append({"nfe": nfe, "start": rows[-1]["tuned_grid"], "learned_multistep": held_out(table, score, times),
-                                  "history": m_report["history"], "iterations": m_report["iterations"], "converged": m_report["converged"],
+                                  "history": m_report["history"], "iterations": m_report["iterations"], "evaluations": m_report["evaluations"],
+                                  "converged": m_report["converged"],
                                   "pilot_nfe": m_report["pilot_nfe"], "seconds": m_report["seconds"]})
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "learned_solver.csv", rows)
@@ -86,7 +87,8 @@ def main(argv=None):
     lines += ["", "Best per NFE:", "", "| NFE | default | tuned grid | learned |", "|---|---|---|---|"]
     lines += [f"| {n} | {b['default']:.2e} | {b['tuned_grid']:.2e} | {b['learned']:.2e} |" for n, b in best.items()]
     lines += ["", f"Learned multistep table and grid (`sdeflow.learn_multistep`), from DPM-Solver++(2M) on its tuned grid, "
-              f"{args.multistep_pilots} pilot draws, at most {args.multistep_maxiter} L-BFGS iterations (converged: c):", "",
+              f"{args.multistep_pilots} pilot draws, at most {args.multistep_maxiter} L-BFGS iterations (converged: c; else stopped "
+              "at the iteration or evaluation cap):", "",
               "| NFE | DPM-Solver++(2M), tuned grid | learned multistep | weights per step | one-off cost |", "|---|---|---|---|---|"]
     lines += [f"| {m['nfe']} | {m['start']:.2e} | {m['learned_multistep']:.2e}{' c' if m['converged'] else ''} | {m['history'] + 1} "
               f"| {m['pilot_nfe'] / 1e6:.1f}M pilot NFE, {m['seconds']:.0f} s |" for m in multistep]

@@ -211,10 +211,12 @@ def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init
         for p, b in zip(params, best["params"]):
             p.copy_(b)
         fitted_times = times().detach()
-    iterations = optimiser.state[params[0]].get("n_iter", 0)
+    # L-BFGS stops at its iteration cap, at its evaluation cap (1.25 per iteration), or on its tolerances: only the last converged.
+    iterations, evaluations = optimiser.state[params[0]].get("n_iter", 0), optimiser.state[params[0]].get("func_evals", 0)
+    converged = int(iterations) < int(maxiter) and int(evaluations) < optimiser.param_groups[0]["max_eval"]
     report = {"method": "learned multistep coefficients" + (" and grid" if learn_grid else ""), "steps": n, "history": history,
               "error_before": before, "error_after": min(best["loss"], before), "evaluations": evals["n"], "rejected": evals["rejected"],
-              "iterations": int(iterations), "converged": int(iterations) < int(maxiter),
+              "iterations": int(iterations), "converged": converged,
               "pilot_nfe": evals["n"] * n * len(x_T), "seconds": time.perf_counter() - start}
     solver, grid = LearnedMultistep(params[0].detach().clone()), fitted_times
     if best["loss"] >= before:
