@@ -231,5 +231,5 @@ def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init
     if progress:
         print(f"learned multistep: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} evaluations "
               f"({report['pilot_nfe']} pilot NFE, {report['seconds']:.0f} s)"
-              + ("" if report["converged"] else "; NOT converged: stopped at maxiter, the best seen is kept"))
+              + ("" if report["converged"] else "; NOT converged: stopped at the iteration or evaluation cap, the best seen is kept"))
     return solver, grid, report
