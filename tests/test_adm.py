@@ -4,6 +4,8 @@ tests/data holds facts produced by running guided-diffusion's code (guided_diffu
 unet.py): the ordered keys and shapes of the five published ImageNet models (README's MODEL_FLAGS), and
 the outputs of three small UNetModels (both attention orders, fixed heads, with and without classes)
 on weights that the recipe in adm_reference.npz regenerates here from a seed.
+
+`tests/data/make_adm_data.py` regenerates them from a checkout of the reference, bit for bit.
 """
 
 import json

@@ -5,6 +5,8 @@ shapes of its published CIFAR-10 and ImageNet-64 networks, and the outputs D(x; 
 networks (DDPM++, NCSN++ and ADM) with their weights. The pickles here are written in the layout of EDM's torch_utils.persistence: each
 network a call of `_reconstruct_persistent_obj(meta)`, meta holding the class name, the module's
 state and the module's source code, which EDM's loader would execute and ours must not.
+
+`tests/data/make_edm_iddpm_data.py` regenerates the iDDPM case from a checkout of the reference, bit for bit.
 """
 
 import json

@@ -5,6 +5,8 @@ ordered keys and shapes of every published continuous CIFAR-10 and 256-pixel con
 does not keep, the configs' settings, and the outputs of four small networks of each family (VE NCSN++
 with its residual input path, VE NCSN++ with input and output skip pyramids, VP and sub-VP DDPM++) on
 weights that the recipe in score_sde_reference.npz regenerates here from a seed.
+
+`tests/data/make_score_sde_data.py` regenerates them from a checkout of the reference, bit for bit.
 """
 
 import json
