@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
@@ -23,6 +24,13 @@ def checkpoint_format(option: str, *overrides):
     with initialize_config_module("sdeflow.conf", version_base="1.3"):
         cfg = compose("sample", overrides=[f"checkpoint_format={option}", *(f"checkpoint_format.{o}" for o in overrides)])
     return cfg.checkpoint_format
+
+
+def seeded_tensor(shape, generator: torch.Generator, offset: float = 0.0) -> torch.Tensor:
+    """One weight of the reference data's recipe (tests/data/make_*.py): float64 normals from `generator`, divided by
+    sqrt(fan_in) at rank >= 2, else 0.2 times them plus `offset`; in float32."""
+    w = torch.randn(shape, generator=generator, dtype=torch.float64)
+    return (w / float(np.sqrt(np.prod(shape[1:]))) if len(shape) >= 2 else 0.2 * w + offset).float()
 
 
 def exact_score(gm, sde) -> sf.ScoreFunction:

@@ -9,7 +9,6 @@ on weights that the recipe in adm_reference.npz regenerates here from a seed.
 """
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 import sdeflow as sf
-from helpers import checkpoint_format, cli
+from helpers import checkpoint_format, cli, seeded_tensor
 from sdeflow.checkpoint import CheckpointError, save_torch
 from sdeflow.hub.adm import from_adm, to_adm
 from sdeflow.nets.song_unet import DhariwalUNet
@@ -50,9 +49,7 @@ def reference_state(case):
     meta = CASES[case]
     g, state = torch.Generator().manual_seed(meta["seed"]), {}
     for key, shape in meta["tensors"]:
-        w = torch.randn(shape, generator=g, dtype=torch.float64)
-        w = w / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.2 * w + (1.0 if key.endswith("weight") else 0.0)
-        state[key] = w.float()
+        state[key] = seeded_tensor(shape, g, 1.0 if key.endswith("weight") else 0.0)
     return state
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import sdeflow as sf
-from helpers import cli
+from helpers import cli, seeded_tensor
 from sdeflow.checkpoint import CheckpointError
 from sdeflow.hub.edm import build_network, load_edm
 
@@ -126,9 +126,7 @@ def iddpm_pickle(path, persistence, u=None):
     for key, shape in meta["tensors"]:
         if key == "u":
             continue
-        w = torch.randn(shape, generator=g, dtype=torch.float64)
-        w = w / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.2 * w + (1.0 if "norm" in key and key.endswith("weight") else 0.0)
-        state[key.removeprefix("model.")] = w.float()
+        state[key.removeprefix("model.")] = seeded_tensor(shape, g, 1.0 if "norm" in key and key.endswith("weight") else 0.0)
     net.load_state_dict(state, strict=True)
     with open(path, "wb") as f:
         EDMLayout(f).dump({"ema": Precond(net, "iDDPMPrecond", meta["init_kwargs"], torch.from_numpy(ref["u"]) if u is None else u)})

@@ -10,7 +10,6 @@ weights that the recipe in score_sde_reference.npz regenerates here from a seed.
 """
 
 import json
-import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 
 import sdeflow as sf
-from helpers import checkpoint_format, cli
+from helpers import checkpoint_format, cli, seeded_tensor
 from sdeflow.checkpoint import CheckpointError, save_torch
 from sdeflow.hub.score_sde import NOT_TRAINED, from_score_sde, layout, noise_levels, save_score_sde, to_score_sde
 from sdeflow.nets.song_unet import SongUNet
@@ -43,14 +42,10 @@ def seeded_weights(entries, seed):
     g = torch.Generator().manual_seed(seed)
     out = OrderedDict()
     for key, shape in entries:
-        w = torch.randn(shape, generator=g, dtype=torch.float64)
-        if key.endswith(".W") and len(shape) == 1:
-            w = w * 16
-        elif len(shape) >= 2:
-            w = w / math.sqrt(math.prod(shape[1:]))
+        if key.endswith(".W") and len(shape) == 1:  # the Fourier projection's frequencies, scale 16
+            out[key] = (torch.randn(shape, generator=g, dtype=torch.float64) * 16).float()
         else:
-            w = 0.2 * w + (1.0 if "GroupNorm" in key and key.endswith("weight") else 0.0)
-        out[key] = w.float()
+            out[key] = seeded_tensor(shape, g, 1.0 if "GroupNorm" in key and key.endswith("weight") else 0.0)
     return out
 
 

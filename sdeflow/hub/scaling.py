@@ -2,8 +2,10 @@
 
 Every linear SDE passes through the same scaled variables x~ = x / alpha and sigma~ = sigma / alpha
 (Karras et al. 2022, section 2), so a network is asked at the time of its own training SDE that has
-the same sigma~, on its own scale of x. The denoiser D(x~; sigma~) = x~ + c_out F(c_in x~, c_noise)
-then works on any sdeflow SDE and with every solver (`X0Prediction` reads it).
+the same sigma~, on its own scale of x. A scaling gives, for sigma~, the network's input scale and
+noise label together (`inputs(s) -> (c_in, c_noise)`, one solve for the training time), and says
+what its output is: `noise_sign` * eps. The denoiser D(x~; sigma~) = x~ - noise_sign sigma~ F(c_in x~,
+c_noise) then works on any sdeflow SDE and with every solver (`X0Prediction` reads it).
 """
 
 from __future__ import annotations
@@ -20,20 +22,14 @@ class TimeLabels:
     """A noise-predicting network trained on `sde` and labelled with `scale * t` (score_sde's continuous VP and
     sub-VP models: 999 t): input alpha(t) x~, output eps, at the training time t with sigma(t) / alpha(t) = sigma~."""
 
+    noise_sign = 1.0
+
     def __init__(self, sde, scale: float = 999.0):
         self.sde, self.scale = sde, float(scale)
 
-    def time(self, s):
-        return self.sde.t_from_nsr(s)
-
-    def c_in(self, s):
-        return self.sde.alpha(self.time(s))
-
-    def c_out(self, s):
-        return -s
-
-    def c_noise(self, s):
-        return self.scale * self.time(s)
+    def inputs(self, s):
+        t = self.sde.t_from_nsr(s)
+        return self.sde.alpha(t), self.scale * t
 
     def __repr__(self) -> str:
         return f"TimeLabels({self.sde!r}, scale={self.scale:g})"
@@ -45,17 +41,13 @@ class LogSigmaLabels:
     were trained on data in [0, 1], whose sigma is half of sdeflow's on data in [-1, 1]; the network itself
     maps its input to [-1, 1] first, so it reads sdeflow's x unchanged."""
 
+    noise_sign = -1.0
+
     def __init__(self, unit: float = 2.0):
         self.unit = float(unit)
 
-    def c_in(self, s):
-        return torch.ones_like(s)
-
-    def c_out(self, s):
-        return s
-
-    def c_noise(self, s):
-        return torch.log(s) - math.log(self.unit)
+    def inputs(self, s):
+        return torch.ones_like(s), torch.log(s) - math.log(self.unit)
 
     def __repr__(self) -> str:
         return f"LogSigmaLabels(unit={self.unit:g})"
@@ -65,27 +57,24 @@ class IndexLabels:
     """iDDPM's discrete model as EDM reads it (`iDDPMPrecond`): eps-predicting, input x~ / sqrt(1 + sigma~^2), labelled
     M - 1 - j with u_j the table's noise level nearest sigma~ (u decreasing from u_0; the network saw only these)."""
 
+    noise_sign = 1.0
+
     def __init__(self, u: torch.Tensor, M: int = 1000):
         self.u, self.M = u.detach().float().cpu(), int(M)
 
-    def c_in(self, s):
-        return 1 / (s**2 + 1).sqrt()
-
-    def c_out(self, s):
-        return -s
-
-    def c_noise(self, s):
+    def inputs(self, s):
         index = (s.float()[:, None] - self.u.to(s.device)[None, :]).abs().argmin(dim=1)
-        return (self.M - 1 - index).to(s.dtype)
+        return 1 / (s**2 + 1).sqrt(), (self.M - 1 - index).to(s.dtype)
 
     def __repr__(self) -> str:
         return f"IndexLabels(M={self.M})"
 
 
 class ScaledDenoiser(nn.Module):
-    """D(x~; sigma~) = x~ + c_out F(c_in x~, c_noise) in the scaled variables of the SDE that samples (`sde`).
+    """D(x~; sigma~) = x~ - noise_sign sigma~ F(c_in x~, c_noise) in the scaled variables of the SDE that samples (`sde`).
 
-    `scaling` (`TimeLabels`, `LogSigmaLabels`) says how the network was trained. Read the output with `X0Prediction`.
+    `scaling` (`TimeLabels`, `LogSigmaLabels`, `IndexLabels`) says how the network was trained. Read the output with
+    `X0Prediction`.
     """
 
     def __init__(self, net: nn.Module, sde, scaling):
@@ -97,15 +86,16 @@ class ScaledDenoiser(nn.Module):
         """(x~, sigma~, F) at the sampling SDE's (x, t)."""
         alpha, s = self.sde.alpha(t), self.sde.nsr(t)
         x_scaled = x / append_dims(alpha, x.ndim)
-        return x_scaled, s, self.net(append_dims(self.scaling.c_in(s), x.ndim) * x_scaled, self.scaling.c_noise(s), **cond)
+        c_in, c_noise = self.scaling.inputs(s)
+        return x_scaled, s, self.net(append_dims(c_in, x.ndim) * x_scaled, c_noise, **cond)
 
     def forward(self, x, t, **cond):
         x_scaled, s, out = self.network(x, t, cond)
-        return x_scaled + append_dims(self.scaling.c_out(s), x.ndim) * out
+        return x_scaled - append_dims(self.scaling.noise_sign * s, x.ndim) * out
 
 
 class ScaledNoise(ScaledDenoiser):
-    """The same network read as its noise, eps = (x~ - D) / sigma~ = -(c_out / sigma~) F, without forming D.
+    """The same network read as its noise, eps = (x~ - D) / sigma~ = noise_sign F, without forming D.
 
     Read with `EpsPrediction`. At small sigma, reading D back as a score subtracts two nearly equal
     numbers and loses the network's digits in float32 (at score_sde's sub-VP t = 1e-3, sigma = 1e-4,
@@ -113,5 +103,5 @@ class ScaledNoise(ScaledDenoiser):
     """
 
     def forward(self, x, t, **cond):
-        _, s, out = self.network(x, t, cond)
-        return append_dims(-self.scaling.c_out(s) / s, x.ndim) * out
+        _, _, out = self.network(x, t, cond)
+        return self.scaling.noise_sign * out
