@@ -10,15 +10,15 @@ from sdeflow.grids import Grid, KarrasGrid, LeadingTimesteps, ListGrid, LogSNRGr
 from sdeflow.problems import GaussianMixture
 from sdeflow.random import PerSampleNoise, SharedNoise
 from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
-from sdeflow.learned import Learned, ShiftedScore, learn, learn_multistep, save_learned
-from sdeflow.autotune import AutoGrid
+from sdeflow.learned import Learned, MultistepFit, ShiftedScore, learn, learn_multistep, save_learned
+from sdeflow.autotune import AutoGrid, AutoMultistep
 from sdeflow.samplers import (
     DDIM, IPNDM, LMS, AnalyticJump, Ancestral, AnnealedLangevin, DPMSolver, DPMSolverAdaptive, DPMSolverPP, DPMSolverPPSDE,
     EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
     BudgetError, IncompatibleSampler, Multistep, NonFiniteError, PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler,
     Schedule, SolverError, State, UniPC,
     DEIS, DPMSolverPP3MSDE, DPMSolverPPSDESinglestep, ERScaler, ERSDE, EulerAncestral, ODEScaler, Restart, SASolver, SDEScaler,
-    StochasticDDIM, LearnedMultistep,
+    StochasticDDIM, LearnedMultistep, ByBudget,
 )
 from sdeflow.brownian import BrownianNoise
 from sdeflow.compiled import Compiled, compile_score
@@ -41,7 +41,7 @@ __all__ = [
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction", "FlowPrediction",
     "GaussianMixture",
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "LeadingTimesteps", "ListGrid", "OptimizedGrid",
-    "optimize_grid", "save_grid", "AutoGrid", "Learned", "ShiftedScore", "learn", "learn_multistep", "save_learned",
+    "optimize_grid", "save_grid", "AutoGrid", "AutoMultistep", "Learned", "MultistepFit", "ShiftedScore", "learn", "learn_multistep", "save_learned",
     "PerSampleNoise", "SharedNoise", "BrownianNoise",
     "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
     "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
@@ -51,5 +51,5 @@ __all__ = [
     "EDMStochastic", "DPMSolverPPSDE", "GottaGoFast",
     "DEIS", "StochasticDDIM", "EulerAncestral", "DPMSolverPP3MSDE", "DPMSolverPPSDESinglestep", "SASolver",
     "ERSDE", "ERScaler", "ODEScaler", "SDEScaler", "Restart",
-    "AnalyticJump", "GaussianStats", "LearnedMultistep",
+    "AnalyticJump", "GaussianStats", "LearnedMultistep", "ByBudget",
 ]

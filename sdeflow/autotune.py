@@ -17,7 +17,7 @@ import torch
 
 from sdeflow.grid_search import optimize_grid
 from sdeflow.grids import Grid, LogSNRGrid
-from sdeflow.learned import Learned, learn as learn_coefficients, save_learned
+from sdeflow.learned import Learned, MultistepFit, learn as learn_coefficients, learn_multistep, save_learned
 from sdeflow.metrics import rms_error
 from sdeflow.random import PILOT, seeded_generator
 
@@ -66,17 +66,39 @@ class AutoGrid:
         return self.base(sde, steps)
 
     def key(self, model_id: str, sde, solver, nfe: int, shape, dtype) -> str:
-        """The cache key: the model's identity and every setting the tuned grid depends on."""
-        parts = [model_id, repr(sde), repr(solver), str(int(nfe)), str(tuple(shape)), str(dtype), repr(self.base),
-                 str(self.pilot), str(self.maxiter), str(self.rtol), str(self.atol), str(self.seed), str(self.learn)]
+        """The cache key: the model's identity and every setting the tuned grid depends on (this tuner's repr holds its own)."""
+        parts = [model_id, repr(sde), repr(solver), str(int(nfe)), str(tuple(shape)), str(dtype), repr(self)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
+    # --- What is fitted: a tuner that fits something else overrides these four ---------------------------------
+    def fit(self, solver, score, sde, x_T, reference, init, progress: bool):
+        """(the fit on the pilot draws, the search's report): the grid, with each step's evaluation time if `learn`."""
+        if self.learn:
+            return learn_coefficients(solver, score, sde, x_T, reference, init, maxiter=self.maxiter, progress=progress)
+        grid, report = optimize_grid(solver, score, sde, x_T, reference, init, maxiter=self.maxiter, progress=progress)
+        return Learned(grid, grid[:-1]), report
+
+    def plain(self, solver, sde, init):
+        """The fit that changes nothing: `solver` on the base grid `init`, what a fit must beat on the held-out draws."""
+        return Learned(init, init[:-1])
+
+    def save(self, path, fit, report: dict) -> None:
+        save_learned(path, fit, report)
+
+    def load(self, path):
+        return Learned.load(path)
+
     def tuned(self, score, sde, solver, nfe: int, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
-              progress: bool = True) -> tuple[Learned | None, dict]:
-        """The fit for (model, sde, solver, nfe), from the cache or made now (a `Learned`: its `grid`, and `wrap` for the
-        score, which is the score itself unless `learn`); and a report of where it came from and what it cost
+              progress: bool = True, condition=None) -> tuple[Learned | MultistepFit | None, dict]:
+        """The fit for (model, sde, solver, nfe), from the cache or made now (a `Learned` or `MultistepFit`: its `grid`,
+        `sampler(solver)` for the solver to run and `wrap` for the score); and a report of where it came from and what it cost
         (`tuned`, `cached`, `pilot_nfe`, `seconds`, the search's report). `cache_dir` None: not cached.
-        Stochastic solvers keep the base grid (None: the fit follows probability-flow trajectories)."""
+        Stochastic solvers keep the base grid (None: the fit follows probability-flow trajectories).
+
+        `condition(score, rows) -> score function`: what pilot draws `rows` (a range) sample with, for a class-conditional or
+        guided model (their labels, the guidance), as `generate`'s `condition` does for a run's samples; `model_id` must
+        then name the labels and guidance too, since the cache is keyed by it.
+        """
         if solver.nfe_per_step is None:
             raise ValueError(f"{type(solver).__name__} chooses its own steps: there is no grid to tune (use another timesteps)")
         if solver.fixed_head:
@@ -88,7 +110,7 @@ class AutoGrid:
                           "reason": f"{type(solver).__name__} is stochastic: it runs on the base grid {self.base!r}"}
         path = None if cache_dir is None else Path(cache_dir) / f"grid_{self.key(model_id, sde, solver, nfe, shape, dtype)}.json"
         if path is not None and path.is_file():
-            fit = Learned.load(path)
+            fit = self.load(path)
             return fit, {**fit.report, "tuned": True, "cached": True, "pilot_nfe": 0, "seconds": 0.0, "path": str(path)}
         from sdeflow.samplers.ode import ProbabilityFlowODE
 
@@ -96,31 +118,30 @@ class AutoGrid:
         # Pilot draws to fit on and as many held out to validate on: a fit that does not carry over keeps the base grid.
         x_T = sde.prior_sampling((2 * self.pilot, *shape), seeded_generator(self.seed, PILOT), dtype=dtype, device=device)
         ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
-        nfe0 = score.nfe
+        parts = {"all": range(2 * self.pilot), "fit": range(self.pilot), "held": range(self.pilot, 2 * self.pilot)}
+        scores = {part: score if condition is None else condition(score, rows) for part, rows in parts.items()}
+        counted = {id(s): (s, s.nfe) for s in scores.values()}  # one score function for every part when nothing conditions them
         with torch.no_grad():
             tol = 1e-8 if dtype == torch.float64 else 1e-5
-            ref = ProbabilityFlowODE("dopri5", rtol=self.rtol or tol, atol=self.atol or tol).sample(score, sde, x_T, ends)
-            fit, held = slice(0, self.pilot), slice(self.pilot, None)
+            ref = ProbabilityFlowODE("dopri5", rtol=self.rtol or tol, atol=self.atol or tol).sample(scores["all"], sde, x_T, ends)
             init = solver.plan(sde, self.base, nfe=nfe)
-            if self.learn:
-                tuned, report = learn_coefficients(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter,
-                                                   progress=progress)
-            else:
-                grid, report = optimize_grid(solver, score, sde, x_T[fit], ref.samples[fit], init, maxiter=self.maxiter, progress=progress)
-                tuned = Learned(grid, grid[:-1])
-            plain = Learned(init, init[:-1])
-            before, after = (float(rms_error(solver.sample(f.wrap(score), sde, x_T[held], f.times).samples, ref.samples[held]).mean())
-                             for f in (plain, tuned))
+        fit, held = slice(0, self.pilot), slice(self.pilot, None)
+        tuned, report = self.fit(solver, scores["fit"], sde, x_T[fit], ref.samples[fit], init, progress)
+        with torch.no_grad():
+            plain = self.plain(solver, sde, init)
+            before, after = (float(rms_error(f.sampler(solver).sample(f.wrap(scores["held"]), sde, x_T[held], f.times).samples,
+                                             ref.samples[held]).mean()) for f in (plain, tuned))
         kept = after < before
         tuned = tuned if kept else plain
         # The one-off cost in evaluations of the pilot batch: the reference solve and every solver run of the search.
-        report.update(pilot=self.pilot, pilot_nfe=score.nfe - nfe0, reference_nfe=ref.nfe, model=model_id, nfe=int(nfe),
+        pilot_nfe = sum(s.nfe - n0 for s, n0 in counted.values())
+        report.update(pilot=self.pilot, pilot_nfe=pilot_nfe, reference_nfe=ref.nfe, model=model_id, nfe=int(nfe),
                       held_out_before=before, held_out_after=after, kept_tuned=kept, one_off_seconds=time.perf_counter() - start)
         report.update(tuned=True, cached=False, seconds=report["one_off_seconds"], path=None if path is None else str(path))
         tuned.report = report
         if path is not None:  # else no cache: this run's fit only
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_learned(path, tuned, report)
+            self.save(path, tuned, report)
         return tuned, report
 
     def __repr__(self) -> str:
@@ -128,18 +149,75 @@ class AutoGrid:
                 f"seed={self.seed}, learn={self.learn})")
 
 
-def for_model(grid, score, sde, solver, nfe, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
-              progress: bool = True):
-    """(the grid to sample this model with, what to wrap each batch's score with, a tuning report or None).
+class AutoMultistep(AutoGrid):
+    """A learned multistep table and its grid (`sdeflow.learn_multistep`: S4S's coefficients, LD3's grid), fitted to the model
+    on first use from the given solver's own table on the base grid, checked on held-out pilots and cached like `AutoGrid`'s
+    grids. The table then replaces the solver (`for_model`). The fit differentiates through the model (a forward and a
+    backward pass of every pilot at every step per evaluation), so it costs more than a grid search; it is paid once.
 
-    A grid that tunes itself to the model (`AutoGrid`, or any with its `tuned` method) is fitted or read from
-    the cache; any other grid, a plain callable `grid(sde, steps)`, is used as it is, the score unwrapped.
+    The table starts from the solver on a grid searched first (`optimize_grid`, derivative-free and cheap next to
+    the fit): a better start than the base grid, which the joint fit then moves on from.
+
+    Args:
+        base, pilot, rtol, atol, seed: as for `AutoGrid`.
+        maxiter: L-BFGS iterations.
+        history: data predictions each step weighs (default: every one made so far).
+        grid_maxiter: solver runs of the grid search before the fit (0: start on the base grid).
+    """
+
+    def __init__(self, base: Grid | None = None, pilot: int = 64, maxiter: int = 300, history: int | None = None,
+                 rtol: float | None = None, atol: float | None = None, seed: int = 0, grid_maxiter: int = 400):
+        super().__init__(base, pilot, maxiter, rtol, atol, seed)
+        if history is not None and (int(history) != history or history < 1):
+            raise ValueError(f"history must be a positive integer or null (every prediction), got {history}")
+        if int(grid_maxiter) != grid_maxiter or grid_maxiter < 0:
+            raise ValueError(f"grid_maxiter must be a non-negative integer, got {grid_maxiter}")
+        self.history = None if history is None else int(history)
+        self.grid_maxiter = int(grid_maxiter)
+
+    def tuned(self, score, sde, solver, nfe: int, *args, **kwargs):
+        if not solver.stochastic and solver.nfe_per_step is not None and not solver.fixed_head:
+            self.plain(solver, sde, solver.plan(sde, self.base, nfe=nfe))  # a solver that is no table is refused before any pilot
+        return super().tuned(score, sde, solver, nfe, *args, **kwargs)
+
+    def fit(self, solver, score, sde, x_T, reference, init, progress: bool):
+        if self.grid_maxiter:
+            init, searched = optimize_grid(solver, score, sde, x_T, reference, init, maxiter=self.grid_maxiter, progress=progress)
+        table, times, report = learn_multistep(score, sde, x_T, reference, init, history=self.history, maxiter=self.maxiter,
+                                               progress=progress, start=solver)
+        if self.grid_maxiter:
+            report.update(grid_search_error_before=searched["error_before"], grid_search_seconds=searched["seconds"],
+                          seconds=report["seconds"] + searched["seconds"])
+        return MultistepFit(table, times), report
+
+    def plain(self, solver, sde, init):
+        return MultistepFit.of(solver, sde, init)
+
+    def save(self, path, fit, report: dict) -> None:
+        fit.table.save(path, fit.times, report)
+
+    def load(self, path):
+        return MultistepFit.load(path)
+
+    def __repr__(self) -> str:
+        return (f"AutoMultistep(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, history={self.history}, "
+                f"rtol={self.rtol}, atol={self.atol}, seed={self.seed}, grid_maxiter={self.grid_maxiter})")
+
+
+def for_model(grid, score, sde, solver, nfe, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
+              progress: bool = True, condition=None):
+    """(the solver and grid to sample this model with, what to wrap each batch's score with, a tuning report or None).
+
+    A grid that tunes itself to the model (`AutoGrid`, `AutoMultistep`, or any with their `tuned` method) is fitted or
+    read from the cache; any other grid, a plain callable `grid(sde, steps)`, is used as it is, with the solver and
+    the score unchanged. A learned multistep table replaces the solver it was fitted from. `condition`: see `AutoGrid.tuned`.
     """
     tuned = getattr(grid, "tuned", None)
     if tuned is None:
-        return grid, _unwrapped, None
-    fit, report = tuned(score, sde, solver, nfe, shape, cache_dir, model_id, dtype=dtype, device=device, progress=progress)
-    return (grid, _unwrapped, report) if fit is None else (fit.grid, fit.wrap, report)
+        return solver, grid, _unwrapped, None
+    fit, report = tuned(score, sde, solver, nfe, shape, cache_dir, model_id, dtype=dtype, device=device, progress=progress,
+                        condition=condition)
+    return (solver, grid, _unwrapped, report) if fit is None else (fit.sampler(solver), fit.grid, fit.wrap, report)
 
 
 def _unwrapped(score):

@@ -71,6 +71,10 @@ class Learned:
             return score
         return ShiftedScore(score, self.times[:-1], self.eval_times)
 
+    def sampler(self, solver):
+        """The solver to sample with: the one the times were fitted for."""
+        return solver
+
     @classmethod
     def load(cls, path) -> "Learned":
         path = Path(path)
@@ -81,6 +85,39 @@ class Learned:
             return cls(data["timesteps"], data["eval_times"], {k: v for k, v in data.items() if k not in ("timesteps", "eval_times")})
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path} is not saved learned coefficients (JSON with 'timesteps' and 'eval_times'): {e}") from e
+
+
+class MultistepFit:
+    """A learned multistep table with its grid (`learn_multistep`): `sampler(...)` is the table, whatever solver it started
+    from; `grid` its own grid; the score is used as it is."""
+
+    def __init__(self, table, times, report: dict | None = None):
+        self.table = table
+        self.times = torch.as_tensor(times, dtype=torch.float64)
+        self.grid = ListGrid(self.times)
+        self.report = report or {}
+
+    @classmethod
+    def of(cls, solver, sde, times) -> "MultistepFit":
+        """`solver`'s own table on `times` (`LearnedMultistep.from_solver`): the fit that changes nothing."""
+        from sdeflow.samplers.learned_multistep import LearnedMultistep
+
+        return cls(LearnedMultistep.from_solver(solver, sde, times), times)
+
+    def wrap(self, score):
+        return score
+
+    def sampler(self, solver):
+        return self.table
+
+    @classmethod
+    def load(cls, path) -> "MultistepFit":
+        """A table written by `LearnedMultistep.save`, with its grid and report."""
+        from sdeflow.samplers.learned_multistep import LearnedMultistep
+
+        table, grid = LearnedMultistep.load(path)
+        report = {k: v for k, v in json.loads(Path(path).read_text()).items() if k not in ("timesteps", "coefficients")}
+        return cls(table, grid.times, report)
 
 
 def save_learned(path, learned: Learned, report: dict | None = None) -> Path:
@@ -144,10 +181,11 @@ def _grid_parameters(sde, init: torch.Tensor):
 
 
 def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init: torch.Tensor, history: int | None = None,
-                    learn_grid: bool = True, maxiter: int = 2000, held: tuple | None = None, progress: bool = True):
+                    learn_grid: bool = True, maxiter: int = 2000, held: tuple | None = None, progress: bool = True, start=None):
     """Fit a `LearnedMultistep` table, and with it the grid, on pilot draws: S4S's coefficients with LD3's grid.
 
-    Starts from DPM-Solver++(2M) on `init` and minimises the mean per-sample RMS error from `x_T`
+    Starts from the table of `start` (default DPM-Solver++(2M); any solver `LearnedMultistep.from_solver` reads) on `init`
+    and minimises the mean per-sample RMS error from `x_T`
     against `reference` (the exact or tightly solved probability-flow solution) by L-BFGS, with
     gradients through the model's evaluations along the rollout (the model must be differentiable
     in x and, to move the grid, in t). Each step weighs x and the last `history` data predictions
@@ -164,10 +202,13 @@ def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init
     history = n if history is None else int(history)
     if not 1 <= history:
         raise ValueError(f"history must be at least 1, got {history}")
-    start_table = LearnedMultistep.from_solver(DPMSolverPP(2), sde, init).coefficients
+    start = DPMSolverPP(2) if start is None else start
+    start_table = LearnedMultistep.from_solver(start, sde, init).coefficients
+    used = int(start_table.abs().gt(0).any(0).nonzero().max()) + 1  # x's weight and the predictions the start solver weighs
+    if used > 1 + history:
+        raise ValueError(f"{start!r} weighs {used - 1} data predictions per step; give history >= {used - 1}")
     table0 = torch.zeros(n, 1 + history, dtype=torch.float64)
-    width = min(start_table.shape[1], 1 + history)
-    table0[:, :width] = start_table[:, :width]
+    table0[:, :used] = start_table[:, :used]
     learn_grid = learn_grid and n >= 2  # a one-step grid has no interior to move
     grid_params, grid_of = _grid_parameters(sde, init) if learn_grid else ([], None)
     params = [table0.clone().requires_grad_(True)] + grid_params
@@ -206,7 +247,16 @@ def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init
     start = time.perf_counter()
     with torch.no_grad():
         before = float(error(x_T, reference, table0, init))
-    optimiser.step(closure)
+    # Only the table and the grid are fitted: the network's own weights need no gradient (a third of its backward pass).
+    weights = getattr(getattr(score, "model", None), "parameters", None)
+    frozen = [p for p in weights() if p.requires_grad] if callable(weights) else []
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        optimiser.step(closure)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     with torch.no_grad():
         for p, b in zip(params, best["params"]):
             p.copy_(b)

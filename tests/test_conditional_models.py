@@ -97,6 +97,14 @@ def test_the_sample_command_takes_labels_and_guidance(tmp_path, conditional_chec
     assert missing.returncode != 0 and "class-conditional (label_dim=10): give labels" in missing.stderr
     wrong = cli(tmp_path, "sdeflow.apps.sample", *common, "labels=[12]", f"hydra.run.dir={tmp_path / 'c'}")
     assert wrong.returncode != 0 and "labels must be classes in 0..9" in wrong.stderr
+    # A tuned grid follows the guided, labelled flow, and is cached under the labels and guidance.
+    tuned = [*common[:1], "solver=dpmpp_2m", "nfe=4", "n=6", "progress=false", "timesteps=auto", "timesteps.pilot=3", "timesteps.maxiter=6"]
+    runs = {}
+    for run, extra in (("d", ["labels=[3,7]", "guidance.w=2"]), ("e", ["labels=[3,7]", "guidance.w=2"]), ("f", ["labels=[1]"])):
+        proc = cli(tmp_path, "sdeflow.apps.sample", *tuned, *extra, f"hydra.run.dir={tmp_path / run}")
+        assert proc.returncode == 0, proc.stderr
+        runs[run] = json.loads((tmp_path / run / "results.json").read_text())["rows"][0]["grid_tuning"]
+    assert runs["d"]["cached"] is False and runs["e"]["cached"] is True and runs["f"]["cached"] is False
 
 
 @pytest.mark.slow

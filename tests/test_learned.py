@@ -72,12 +72,15 @@ def test_learned_coefficients_refuse_what_they_cannot_fit_or_read(tmp_path):
 
 
 # --- Learned multistep coefficients (S4S-style table, with the grid) ----------------------------------------------
-@pytest.mark.parametrize("order", [2, 3])
-def test_a_multistep_table_read_off_dpm_solver_pp_is_that_solver(order):
-    # The table is read by feeding DPM-Solver++'s own update unit inputs: on any grid it must give its samples.
+@pytest.mark.parametrize("make", [sf.DDIM, lambda: sf.DPMSolverPP(2), lambda: sf.DPMSolverPP(3), lambda: sf.UniPC(2),
+                                  lambda: sf.UniPC(3, "bh1"), lambda: sf.DEIS(3), lambda: sf.IPNDM(4)],
+                         ids=["ddim", "dpmpp_2m", "dpmpp_3m", "unipc_2_bh2", "unipc_3_bh1", "deis_3", "ipndm"])
+def test_a_multistep_table_read_off_a_linear_solver_is_that_solver(make):
+    # The table is read off one symbolic run of the solver: on any grid it must give the solver's samples on a real problem,
+    # UniPC's corrector (which moves the carried state) and DEIS's polynomial in t included.
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
     for nfe in (4, 12, 20):  # short grids end at lower order, long ones do not
-        solver = sf.DPMSolverPP(order)
+        solver = make()
         grid = solver.plan(SDE, sf.LogSNRGrid(), nfe=nfe)
         table = sf.LearnedMultistep.from_solver(solver, SDE, grid)
         torch.testing.assert_close(table.sample(exact_score(), SDE, x_T, grid).samples,

@@ -142,8 +142,8 @@ def run(cfg: DictConfig) -> list[dict]:
     else:
         model_id, cache = f"{problem!r}:{sde!r}", out / "tuned_grids"
     for name, solver in solvers.items():
-        solver_grid, wrap, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, cache, model_id, device=device,
-                                              progress=cfg.progress)
+        solver, solver_grid, wrap, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, cache, model_id, device=device,
+                                                      progress=cfg.progress)
         if tuning is not None and main:
             print(describe(name, tuning))
         start = time.perf_counter()

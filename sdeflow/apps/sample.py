@@ -53,13 +53,17 @@ def run(cfg: DictConfig) -> list[dict]:
     if task is not None:
         for solver in solvers.values():  # the method must take each solver (RePaint takes one-step solvers only)
             task.bind(sde)(score, solver, 0, 1)
-    if labels is not None and hasattr(grid, "tuned"):
-        raise ValueError("timesteps=auto tunes the grid on unconditional pilot trajectories; this model is class-conditional: "
-                         "use a fixed grid (timesteps=logsnr, karras, ...)")
-    model_id = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}"  # what a tuned grid (timesteps=auto) is cached under
+    # A tuned grid (timesteps=auto) follows what the samples follow, labels and guidance included, and is cached under all of it.
+    model_id = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}:labels={labels}:guidance={guide!r}"
+
+    def pilot_condition(pilot_score, rows):  # pilot draw i has the label sample i would have
+        if labels is None:
+            return guide.wrap(pilot_score, None)
+        return guide.wrap(pilot_score, torch.as_tensor(labels, dtype=torch.int64)[torch.arange(rows.start, rows.stop) % len(labels)])
+
     for name, solver in solvers.items():
-        solver_grid, wrap, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, Path(cfg.checkpoint).parent / "tuned_grids",
-                                              model_id, device=device, progress=cfg.progress)
+        solver, solver_grid, wrap, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, Path(cfg.checkpoint).parent / "tuned_grids",
+                                                      model_id, device=device, progress=cfg.progress, condition=pilot_condition)
         if tuning is not None:
             print(describe(name, tuning))
         start = time.perf_counter()

@@ -136,8 +136,9 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
         try:
             solver_grid, wrap, tuning = grid, None, None
             if nfe is not None:
-                solver_grid, wrap, tuning = for_model(grid, ScoreFunction(problem.score_fn(sde), sde), sde, solver, nfe, (problem.dim,),
-                                                      grid_cache, repr(problem), dtype=dtype, device=device, progress=False)
+                solver, solver_grid, wrap, tuning = for_model(grid, ScoreFunction(problem.score_fn(sde), sde), sde, solver, nfe,
+                                                              (problem.dim,), grid_cache, repr(problem), dtype=dtype, device=device,
+                                                              progress=False)
             row = run_solver(name, solver, problem, sde, bench, solver_grid, nfe, seed, n_directions, device, path, inverse, wrap)
             if tuning is not None and tuning["tuned"]:  # the one-off cost of the fitted grid, beside the row it serves
                 row.update(tuning_pilot_nfe=tuning["pilot_nfe"], tuning_converged=tuning.get("converged"))

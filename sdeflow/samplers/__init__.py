@@ -1,6 +1,7 @@
 """Samplers: predictor-corrector, the probability-flow ODE, and the fast solvers."""
 
 from sdeflow.samplers.analytic import AnalyticJump, GaussianStats
+from sdeflow.samplers.by_budget import ByBudget
 from sdeflow.samplers.base import BudgetError, IncompatibleSampler, Multistep, NonFiniteError, SampleResult, Sampler, SolverError, State
 from sdeflow.samplers.correctors import AnnealedLangevin, Corrector, LangevinCorrector, NoneCorrector
 from sdeflow.samplers.ddim import DDIM
@@ -37,5 +38,5 @@ __all__ = [
     "EDMStochastic", "DPMSolverPPSDE", "GottaGoFast",
     "DEIS", "StochasticDDIM", "EulerAncestral", "DPMSolverPP3MSDE", "DPMSolverPPSDESinglestep", "SASolver",
     "ERSDE", "ERScaler", "ODEScaler", "SDEScaler", "Restart",
-    "AnalyticJump", "GaussianStats", "LearnedMultistep",
+    "AnalyticJump", "GaussianStats", "LearnedMultistep", "ByBudget",
 ]

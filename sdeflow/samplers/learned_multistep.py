@@ -72,24 +72,43 @@ class LearnedMultistep(Sampler):
 
     @classmethod
     def from_solver(cls, solver, sde, times) -> "LearnedMultistep":
-        """The table of a multistep solver with a linear `update(x, history, sched, i, order)` (DPM-Solver++), read off it
-        on the grid `times` by feeding it unit inputs: the fit's starting point, equal to that solver step for step."""
-        from sdeflow.samplers.exponential import Schedule, lower_order_final
+        """The table of any deterministic solver of one evaluation per step that is linear in x and the model's outputs (DDIM,
+        DPM-Solver++, UniPC with its corrector, DEIS, iPNDM), read off it on the grid `times`: the fit's starting point,
+        equal to that solver step for step.
 
+        The solver is run once on a symbolic problem: x_T is the unit vector e_0 and the model's data prediction at its
+        k-th evaluation is e_{k+1}, whatever x, so every state it reaches is its vector of weights on (x_T, x0_0, x0_1,
+        ...). A table's rows are then the weights of each evaluation point on the previous one and the predictions so
+        far (a corrector that moves the carried state is folded in exactly; the table has a full history).
+        """
+        from sdeflow.score import ScoreFunction, X0Prediction
+
+        if solver.stochastic or solver.nfe_per_step != 1 or solver.fixed_head or solver.denoise:
+            raise ValueError(f"from_solver reads deterministic grid solvers of one evaluation per step, without a fixed head or "
+                             f"a final denoising step; got {solver!r}")
         times = torch.as_tensor(times, dtype=torch.float64)
-        sched, n, order = Schedule(sde, times), len(times) - 1, solver.order
+        n = len(times) - 1
+        points = []  # where the model was evaluated: weights on (x_T, x0_0, ..., x0_{n-1})
+
+        def unit_prediction(x, t):
+            if len(points) == n:
+                raise ValueError(f"{solver!r} made more than {n} evaluations on a grid of {n} steps")
+            points.append(x[0].clone())
+            return torch.zeros_like(x).index_fill_(1, torch.tensor([len(points)]), 1.0)
+
+        x_T = torch.zeros(1, 1 + n, dtype=torch.float64)
+        x_T[0, 0] = 1.0
+        final = solver.sample(ScoreFunction(unit_prediction, sde, X0Prediction()), sde, x_T, times).samples[0]
+        if len(points) != n:
+            raise ValueError(f"{solver!r} made {len(points)} evaluations on a grid of {n} steps; a table needs one per step")
+        points.append(final)
         rows = []
         for i in range(n):
-            use = min(order, i + 1)
-            if solver.lower_order_final:
-                use = lower_order_final(use, i, n, second_until=order)
-            one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
-            row = [float(solver.update(one, [zero] * use, sched, i, use))]
-            for k in range(use):  # the weight of the prediction k steps back
-                unit = [zero] * use
-                unit[-1 - k] = one
-                row.append(float(solver.update(zero, unit, sched, i, use)))
-            rows.append(row + [0.0] * (order + 1 - len(row)))
+            a = points[i + 1][0] / points[i][0]
+            b = points[i + 1][1:] - a * points[i][1:]  # the weight of x0_j, for j = 0 .. n - 1
+            if bool(b[i + 1:].abs().gt(1e-12).any()):
+                raise ValueError(f"{solver!r} is not a table: step {i} uses a prediction not made yet")
+            rows.append([float(a)] + b[: i + 1].flip(0).tolist() + [0.0] * (n - 1 - i))
         return cls(rows)
 
     def save(self, path, times, report: dict | None = None) -> Path:
