@@ -187,6 +187,13 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--peers-only", action="store_true",
                     help="reuse the sdeflow rows of an earlier run's CSV (running only solvers it lacks); rerun the peers")
+    ap.add_argument("--frontier", action="store_true",
+                    help="reuse every row of an earlier run's CSV and run only the frontier rows (the default solver=auto out of "
+                         "the box, with timesteps=auto, and with timesteps=learned_multistep)")
+    ap.add_argument("--frontier-nfe", type=int, nargs="+", default=[5, 10, 20, 50])
+    ap.add_argument("--learned-pilot", type=int, default=256, help="pilot draws of the learned multistep fit (as many held out)")
+    ap.add_argument("--learned-maxiter", type=int, default=12000, help="L-BFGS iterations of the learned multistep fit")
+    ap.add_argument("--learned-history", type=int, default=20, help="data predictions each learned step weighs (at most)")
     ap.add_argument("--stochastic", action="store_true", help="run the stochastic samplers against their diffusers peers instead")
     ap.add_argument("--n-stochastic", type=int, default=10_000, help="samples per stochastic row")
     args = ap.parse_args(argv)
@@ -227,11 +234,15 @@ def main(argv=None):
                      "rms_p90": float(torch.quantile(err, 0.9)), "source": kind})
 
     jobs = [(n, s, g) for n in args.nfe for s in {**solvers, **jumps} for g in grids]
-    if args.peers_only:
+    if args.peers_only or args.frontier:
         from sdeflow.io import read_csv
 
+        # A frontier run keeps every earlier row but its own; a peers-only run keeps the sdeflow rows and reruns the peers.
         rows = [{**r, "budget": int(r["budget"]), "nfe": int(r["nfe"]), "rms_median": float(r["rms_median"]),
-                 "rms_p90": float(r["rms_p90"])} for r in read_csv(args.out / "solver_accuracy.csv") if r["source"] == "sdeflow"]
+                 "rms_p90": float(r["rms_p90"])} for r in read_csv(args.out / "solver_accuracy.csv")
+                if r["source"] == "sdeflow" or (r["source"] == "diffusers" and args.frontier)
+                or (r["source"] == "frontier" and not (args.frontier and int(r["budget"]) in args.frontier_nfe))]
+        rows = [{**r, **{k: float(r[k]) for k in ("tuning_pilot_nfe", "tuning_seconds") if r.get(k)}} for r in rows]
         have = {r["solver"] for r in rows}
         jobs = [job for job in jobs if job[1] not in have]
     for nfe, name, gname in tqdm(jobs, desc="sdeflow solvers"):
@@ -241,18 +252,21 @@ def main(argv=None):
         except sf.BudgetError:
             continue
         record(name, gname, nfe, out.nfe, out.samples)
-    for nfe in tqdm(args.nfe, desc="diffusers peers"):
+    for nfe in tqdm([] if args.frontier else args.nfe, desc="diffusers peers"):
         for name, (ours, make, runner) in peers().items():
             used = 2 * (nfe // 2) if runner is run_heun_peer else nfe
             record(name, "karras", nfe, used, runner(make, nfe, score, sde, x_T), kind="diffusers")
     grid_dir = args.out / "grids"
-    for nfe in tqdm([n for n in args.nfe if n <= args.optimize_up_to and not args.peers_only], desc="grid optimisation"):
+    for nfe in tqdm([n for n in args.nfe if n <= args.optimize_up_to and not (args.peers_only or args.frontier)], desc="grid optimisation"):
         for name, solver in optimised.items():
             init = solver.plan(sde, grids["logsnr"], nfe=nfe)
             grid, report = sf.optimize_grid(solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False)
             sf.save_grid(grid_dir / f"{name.replace('+', '_')}_nfe{nfe}.json", grid, report)
             out = solver.sample(score, sde, x_T, grid)
             record(name, "optimised", nfe, out.nfe, out.samples)
+
+    if args.frontier:
+        rows += frontier_rows(args, score, sde, x_T, ref)
 
     # Same-algorithm pairs: ours at equal NFE on the same (Karras) grid against diffusers.
     pairs = []
@@ -288,10 +302,12 @@ def main(argv=None):
     lines = [f"# Solver accuracy, VE sigma in [0.002, 80], GMM d=16 K=8, n={args.n}", "",
              f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`"
              + (" (sdeflow rows and optimised grids from the earlier full run in the same CSV; solvers it lacked were run now)"
-                if args.peers_only else ""), "",
+                if args.peers_only else "")
+             + (" (the other rows, the diffusers peers' included, from the earlier runs in the same CSV)" if args.frontier else ""), "",
              f"reference check (1e-10 vs 1e-8 solve, max RMS): {ref_check:.2e}", "", "## Ingredients of the gain", "",
              "| NFE | step | solver | grid | median RMS |", "|---|---|---|---|---|"]
     lines += [f"| {s['nfe']} | {s['ingredient']} | {s['solver']} | {s['grid']} | {s['rms_median']:.2e} |" for s in shares]
+    lines += frontier_table(rows, args)
     lines += ["", "## Same algorithm as a diffusers scheduler, equal NFE, same grid", "", "| NFE | sdeflow | diffusers | sdeflow RMS | diffusers RMS | ratio |", "|---|---|---|---|---|---|"]
     lines += [f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_rms']:.3e} | {p['peer_rms']:.3e} | {p['ratio']:.3f} |" for p in pairs]
     lines += ["", "## Best per NFE", "", "| NFE | solver | grid | nfe | median RMS | p90 RMS |", "|---|---|---|---|---|---|"]
@@ -309,9 +325,80 @@ def main(argv=None):
         for nfe in args.nfe:
             r = best(lambda r, name=name: r["solver"] == name, nfe)
             if r is not None:
-                best_rows.append({**r, "kind": "deterministic", "solver": name if r["source"] == "sdeflow" else f"diffusers:{name[10:]}"})
+                best_rows.append({**r, "kind": "deterministic", "solver": f"diffusers:{name[10:]}" if r["source"] == "diffusers" else name})
     plot(best_rows, args.out / "solver_accuracy.png", title="median RMS error vs exact PF-ODE (VE, GMM d=16); best grid per solver")
     print("\n".join(lines))
+
+
+# The targets of the low-NFE issue: median RMS error out of the box (with the one-off tuning) and tuned.
+TARGETS = {5: (2e-2, 3e-3), 10: (3e-3, 2e-4), 20: (3e-4, 5e-5)}
+
+
+def frontier_rows(args, score, sde, x_T, ref) -> list[dict]:
+    """What a user gets at each budget, through the apps' own configs: the default `solver=auto` on the default grid, with
+    `timesteps=auto`, and with `timesteps=learned_multistep` (each fit on its own pilot stream)."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from sdeflow.autotune import for_model
+
+    with initialize_config_module("sdeflow.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=["checkpoint=none"])
+        tuned_cfg = compose("sample", overrides=["checkpoint=none", "timesteps=auto"])
+        learned_cfg = compose("sample", overrides=["checkpoint=none", "timesteps=learned_multistep", f"timesteps.pilot={args.learned_pilot}",
+                                                   f"timesteps.maxiter={args.learned_maxiter}"])
+    auto = instantiate(cfg.solver["auto"])  # the apps' default solver
+    settings = [("auto", "logsnr", auto, instantiate(cfg.timesteps)), ("auto, timesteps=auto", "auto", auto, instantiate(tuned_cfg.timesteps)),
+                ("learned_multistep (from auto)", "learned", auto, None)]
+    out = []
+    for nfe in tqdm(args.frontier_nfe, desc="frontier"):
+        for name, grid_name, solver, grid in settings:
+            # Every prediction made so far up to --learned-history: at 50 NFE all 50 would make 2,550 weights to fit.
+            grid = grid or instantiate(learned_cfg.timesteps, history=min(nfe, args.learned_history))
+            run, run_grid, wrap, tuning = for_model(grid, score, sde, solver, nfe, (16,), None, "gmm16", dtype=torch.float64,
+                                                    progress=False)
+            result = run.sample(wrap(score), sde, x_T, run.plan(sde, run_grid, nfe=nfe))
+            err = rms_error(result.samples, ref)
+            out.append({"solver": name, "grid": grid_name, "budget": nfe, "nfe": result.nfe, "rms_median": float(err.median()),
+                        "rms_p90": float(torch.quantile(err, 0.9)), "source": "frontier",
+                        "tuning_pilot_nfe": 0 if tuning is None else tuning["pilot_nfe"],
+                        "tuning_seconds": 0.0 if tuning is None else tuning["seconds"],
+                        "tuning_converged": None if tuning is None else bool(tuning.get("converged")),
+                        "tuning_kept": None if tuning is None else bool(tuning["kept_tuned"]),
+                        "command": f"python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}"})
+    return out
+
+
+def frontier_table(rows, args) -> list[str]:
+    """The frontier rows beside the best diffusers peer and the issue's targets (empty when no frontier row was run)."""
+    frontier = [r for r in rows if r["source"] == "frontier"]
+    if not frontier:
+        return []
+
+    def cell(grid, nfe):
+        r = next(r for r in frontier if r["grid"] == grid and r["budget"] == nfe)
+        cost = f" ({r['tuning_pilot_nfe']:.0f} pilot NFE, {r['tuning_seconds']:.0f} s)" if grid != "logsnr" else ""
+        return f"{r['rms_median']:.2e}{cost}"
+
+    lines = ["", "## Out of the box, auto-tuned, learned", "",
+             "What a user gets from the configs with the default `solver=auto`: on the default log-SNR grid (out of the box); with "
+             "`timesteps=auto` (the grid tuned once per model: 32 pilot draws and 32 held out, at most 400 solver runs); with "
+             f"`timesteps=learned_multistep` ({args.learned_pilot} pilot draws and as many held out, a grid search, "
+             f"then at most {args.learned_maxiter} L-BFGS iterations, each step weighing up to {args.learned_history} data "
+             "predictions). The fits draw their pilots from their own stream; every "
+             "row is scored on the benchmark's 256 draws. Pilot NFE counts evaluations of the pilot batch.", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in frontier)) + ".", "",
+             "| NFE | best diffusers peer | out of the box | target | `timesteps=auto` | target | learned multistep | target |",
+             "|---|---|---|---|---|---|---|---|"]
+    for nfe in args.frontier_nfe:
+        peers = [r for r in rows if r["source"] == "diffusers" and r["budget"] == nfe and r["nfe"] <= nfe]
+        peer = min(peers, key=lambda r: r["rms_median"]) if peers else None
+        peer_cell = f"{peer['rms_median']:.2e} ({peer['solver'][10:]})" if peer else "-"
+        box, tuned = (f"{t:.0e}" for t in TARGETS[nfe]) if nfe in TARGETS else ("-", "-")
+        lines.append(f"| {nfe} | {peer_cell} | {cell('logsnr', nfe)} | - | {cell('auto', nfe)} | <= {box} | "
+                     f"{cell('learned', nfe)} | <= {tuned} |" if nfe in TARGETS else
+                     f"| {nfe} | {peer_cell} | {cell('logsnr', nfe)} | - | {cell('auto', nfe)} | - | {cell('learned', nfe)} | - |")
+    return lines
 
 
 def stochastic_main(args):

@@ -82,6 +82,10 @@ class AutoGrid:
         """The fit that changes nothing: `solver` on the base grid `init`, what a fit must beat on the held-out draws."""
         return Learned(init, init[:-1])
 
+    def measure(self, errors: torch.Tensor) -> float:
+        """The held-out check's figure of per-sample errors: the fit's own objective (the search's is the mean)."""
+        return float(errors.mean())
+
     def save(self, path, fit, report: dict) -> None:
         save_learned(path, fit, report)
 
@@ -129,8 +133,8 @@ class AutoGrid:
         tuned, report = self.fit(solver, scores["fit"], sde, x_T[fit], ref.samples[fit], init, progress)
         with torch.no_grad():
             plain = self.plain(solver, sde, init)
-            before, after = (float(rms_error(f.sampler(solver).sample(f.wrap(scores["held"]), sde, x_T[held], f.times).samples,
-                                             ref.samples[held]).mean()) for f in (plain, tuned))
+            before, after = (self.measure(rms_error(f.sampler(solver).sample(f.wrap(scores["held"]), sde, x_T[held], f.times).samples,
+                                                    ref.samples[held])) for f in (plain, tuned))
         kept = after < before
         tuned = tuned if kept else plain
         # The one-off cost in evaluations of the pilot batch: the reference solve and every solver run of the search.
@@ -193,6 +197,9 @@ class AutoMultistep(AutoGrid):
     def plain(self, solver, sde, init):
         return MultistepFit.of(solver, sde, init)
 
+    def measure(self, errors: torch.Tensor) -> float:
+        return float(errors.log().mean().exp())  # the geometric mean: the fit's objective (`learn_multistep`)
+
     def save(self, path, fit, report: dict) -> None:
         fit.table.save(path, fit.times, report)
 
@@ -225,11 +232,11 @@ def _unwrapped(score):
 
 
 def describe(name: str, tuning: dict) -> str:
-    """One line on where a solver's tuned grid came from and what it cost."""
+    """One line on where a solver's tuned grid (or learned table) came from and what it cost."""
     if not tuning["tuned"]:
         return f"{name}: grid not tuned ({tuning['reason']})"
     cost = "from the cache" if tuning["cached"] else (
         f"tuned once: {tuning['pilot_nfe']} pilot NFE, {tuning['seconds']:.1f} s, held-out error {tuning['held_out_before']:.3g} -> "
-        f"{tuning['held_out_after']:.3g}" + ("" if tuning["kept_tuned"] else " (no better: the base grid is kept)")
+        f"{tuning['held_out_after']:.3g}" + ("" if tuning["kept_tuned"] else " (no better: the base grid and solver are kept)")
         + ("" if tuning.get("converged") else ", search not converged"))
-    return f"{name}: grid {cost}" + (f" ({tuning['path']})" if tuning["path"] else "")
+    return f"{name}: {tuning.get('method', 'grid')} {cost}" + (f" ({tuning['path']})" if tuning["path"] else "")

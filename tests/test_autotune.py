@@ -133,7 +133,7 @@ def test_the_sample_command_learns_a_multistep_table_for_a_network_once(tmp_path
                 "sample.every=0", "sample.n=4", "sample.nfe=2", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
     assert train.returncode == 0, train.stderr
     common = [f"checkpoint={tmp_path / 'run' / 'checkpoint.pt'}", "timesteps=learned_multistep", "timesteps.pilot=3",
-              "timesteps.maxiter=4", "timesteps.grid_maxiter=5", "solver=[auto_tuned,ddim]", "nfe=4", "n=4", "progress=false"]
+              "timesteps.maxiter=4", "timesteps.grid_maxiter=5", "solver=[auto,ddim]", "nfe=4", "n=4", "progress=false"]
     for run in ("a", "b"):
         proc = cli("sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / run}")
         assert proc.returncode == 0, proc.stderr
@@ -174,7 +174,7 @@ def test_timesteps_learned_fits_evaluation_times_too_and_wraps_the_score(tmp_pat
 
 def test_timesteps_learned_multistep_fits_a_table_once_caches_it_and_replaces_the_solver(tmp_path):
     # UniPC-2 at 5 NFE on VE, fitted on 16 pilot draws and checked on 16 more. Measured on these 64 held-out draws (seed 9):
-    # the tuned grid 0.029, the learned table and grid 0.0050; held to a 2x margin.
+    # the tuned grid 0.029, the learned table and grid 0.0025; held to a 4x margin.
     sde = sf.VESDE(0.002, 80.0, eps=0.0)
     score, solver = sf.ScoreFunction(GM.score_fn(sde), sde), sf.UniPC(2)
     held = sde.prior_sampling((64, 8), torch.Generator().manual_seed(9), dtype=torch.float64)
@@ -187,7 +187,7 @@ def test_timesteps_learned_multistep_fits_a_table_once_caches_it_and_replaces_th
         nfe0 = score.nfe
         again, grid_again, _, report = for_model(tuner, score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64, progress=False)
         assert report["cached"] is True and score.nfe == nfe0 and torch.equal(grid_again(sde, 5), grid(sde, 5))
-    assert errors["LearnedMultistep"] < errors["UniPC"] / 2, errors
+    assert errors["LearnedMultistep"] < errors["UniPC"] / 4, errors
     cached = sf.MultistepFit.load(next(p for p in tmp_path.glob("grid_*.json") if "coefficients" in p.read_text()))
     assert cached.report["kept_tuned"] and cached.table.steps == 5
     with pytest.raises(ValueError, match="one evaluation per step"):

@@ -89,7 +89,7 @@ def test_a_multistep_table_read_off_a_linear_solver_is_that_solver(make):
 
 def test_learned_multistep_fitted_on_one_seed_lowers_the_held_out_error_of_another(tmp_path):
     # Fitted on 32 pilot draws (seed 1), scored on 256 held-out draws (seed 2) against the exact PF-ODE, 5 NFE, against
-    # DPM-Solver++(2M) on the same log-SNR grid. Measured: 5.5e-2 -> 1.9e-3 (29x) at 300 iterations; held to a 5x margin.
+    # DPM-Solver++(2M) on the same log-SNR grid. Measured: 5.5e-2 -> 2.1e-3 (27x) at 300 iterations; held to a 5x margin.
     score = exact_score()
     pilot = SDE.prior_sampling((32, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     held = SDE.prior_sampling((256, 8), torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -122,7 +122,7 @@ def test_a_diverging_candidate_is_a_bad_value_not_an_exception():
     init = sf.DPMSolverPP(2).plan(SDE, sf.LogSNRGrid(), nfe=5)
     solver, times, report = sf.learn_multistep(score, SDE, pilot, GM.ode_reference(SDE, pilot), init, maxiter=100, progress=False)
     assert report["rejected"] > 0 and bool(torch.isfinite(solver.coefficients).all())
-    assert report["error_after"] <= report["error_before"]
+    assert report["objective_after"] <= report["objective_before"]
 
 
 def test_a_learned_multistep_runs_only_on_its_own_grid(tmp_path):
