@@ -70,7 +70,7 @@ class AutoGrid:
         parts = [model_id, repr(sde), repr(solver), str(int(nfe)), str(tuple(shape)), str(dtype), repr(self)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
-    # --- What is fitted: a tuner that fits something else overrides these four ---------------------------------
+    # --- What is fitted and how it is checked and kept: a tuner that fits something else overrides these -----------
     def fit(self, solver, score, sde, x_T, reference, init, progress: bool):
         """(the fit on the pilot draws, the search's report): the grid, with each step's evaluation time if `learn`."""
         if self.learn:
