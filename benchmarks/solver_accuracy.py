@@ -190,7 +190,8 @@ def main(argv=None):
     ap.add_argument("--frontier", action="store_true",
                     help="reuse every row of an earlier run's CSV and run only the frontier rows (the default solver=auto out of "
                          "the box, with timesteps=auto, and with timesteps=learned_multistep)")
-    ap.add_argument("--frontier-nfe", type=int, nargs="+", default=[5, 10, 20, 50])
+    ap.add_argument("--frontier-nfe", type=int, nargs="*", default=[5, 10, 20, 50],
+                    help="budgets of the frontier rows to run (none: rewrite the results from the CSV's rows)")
     ap.add_argument("--learned-pilot", type=int, default=256, help="pilot draws of the learned multistep fit (as many held out)")
     ap.add_argument("--learned-maxiter", type=int, default=12000, help="L-BFGS iterations of the learned multistep fit")
     ap.add_argument("--learned-history", type=int, default=20, help="data predictions each learned step weighs (at most)")
@@ -390,7 +391,7 @@ def frontier_table(rows, args) -> list[str]:
              "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in frontier)) + ".", "",
              "| NFE | best diffusers peer | out of the box | target | `timesteps=auto` | target | learned multistep | target |",
              "|---|---|---|---|---|---|---|---|"]
-    for nfe in args.frontier_nfe:
+    for nfe in sorted({r["budget"] for r in frontier}):
         peers = [r for r in rows if r["source"] == "diffusers" and r["budget"] == nfe and r["nfe"] <= nfe]
         peer = min(peers, key=lambda r: r["rms_median"]) if peers else None
         peer_cell = f"{peer['rms_median']:.2e} ({peer['solver'][10:]})" if peer else "-"

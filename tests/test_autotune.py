@@ -1,9 +1,6 @@
 """Grid search that never fails, and grids tuned once per model and cached (`timesteps=auto`)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +10,8 @@ import sdeflow as sf
 from sdeflow.autotune import AutoGrid, AutoMultistep, for_model
 from sdeflow.grid_search import _grid_from_params
 from sdeflow.metrics import rms_error
+
+from helpers import cli
 
 SDE = sf.VPSDE()
 GM = sf.GaussianMixture.random(dim=8, components=4, seed=0)
@@ -101,20 +100,20 @@ def test_an_auto_grid_refuses_what_it_cannot_tune(tmp_path):
         AutoGrid(pilot=1)
 
 
-def test_the_sample_command_tunes_once_then_reads_the_cache(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
-    train = cli("sdeflow.apps.train", "data=digits", "model=ncsnpp_tiny", "model.net.nf=8", "train.steps=3", "train.batch_size=8",
-                "sample.every=0", "sample.n=4", "sample.nfe=2", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
+def tiny_checkpoint(tmp_path):
+    """A tiny NCSN++ after three training steps on digits, trained by the command line: its checkpoint's path."""
+    train = cli(tmp_path, "sdeflow.apps.train", "data=digits", "model=ncsnpp_tiny", "model.net.nf=8", "train.steps=3",
+                "train.batch_size=8", "sample.every=0", "sample.n=4", "sample.nfe=2", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
     assert train.returncode == 0, train.stderr
-    common = [f"checkpoint={tmp_path / 'run' / 'checkpoint.pt'}", "timesteps=auto", "timesteps.pilot=4", "timesteps.maxiter=12",
+    return tmp_path / "run" / "checkpoint.pt"
+
+
+def test_the_sample_command_tunes_once_then_reads_the_cache(tmp_path):
+    common = [f"checkpoint={tiny_checkpoint(tmp_path)}", "timesteps=auto", "timesteps.pilot=4", "timesteps.maxiter=12",
               "solver=dpmpp_2m", "nfe=5", "n=4", "progress=false"]
     rows = []
     for run in ("a", "b"):
-        proc = cli("sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / run}")
+        proc = cli(tmp_path, "sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / run}")
         assert proc.returncode == 0, proc.stderr
         rows.append(json.loads((tmp_path / run / "results.json").read_text())["rows"][0])
     assert rows[0]["grid_tuning"]["cached"] is False and rows[0]["grid_tuning"]["pilot_nfe"] > 0
@@ -124,18 +123,10 @@ def test_the_sample_command_tunes_once_then_reads_the_cache(tmp_path):
 
 @pytest.mark.slow
 def test_the_sample_command_learns_a_multistep_table_for_a_network_once(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
-    train = cli("sdeflow.apps.train", "data=digits", "model=ncsnpp_tiny", "model.net.nf=8", "train.steps=3", "train.batch_size=8",
-                "sample.every=0", "sample.n=4", "sample.nfe=2", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
-    assert train.returncode == 0, train.stderr
-    common = [f"checkpoint={tmp_path / 'run' / 'checkpoint.pt'}", "timesteps=learned_multistep", "timesteps.pilot=3",
+    common = [f"checkpoint={tiny_checkpoint(tmp_path)}", "timesteps=learned_multistep", "timesteps.pilot=3",
               "timesteps.maxiter=4", "timesteps.grid_maxiter=5", "solver=[auto,ddim]", "nfe=4", "n=4", "progress=false"]
     for run in ("a", "b"):
-        proc = cli("sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / run}")
+        proc = cli(tmp_path, "sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / run}")
         assert proc.returncode == 0, proc.stderr
     first, again = (json.loads((tmp_path / run / "results.json").read_text())["rows"] for run in ("a", "b"))
     for row in first:
