@@ -182,8 +182,9 @@ def _grid_parameters(sde, init: torch.Tensor):
 
 def _log_mean(errors: torch.Tensor) -> torch.Tensor:
     """The mean log error: the log of the errors' geometric mean. The fit's default objective: a few hard draws do not
-    dominate it as they do the mean, and it follows the median the results report (at 20 NFE on the benchmark mixture
-    it reached a held-out median of 3.0e-5 where the mean objective reached 6.7e-5 in a longer fit)."""
+    dominate it as they do the mean, and it follows the median the results report. On the benchmark mixture, held-out
+    medians: 6.2e-5 against the mean's 6.7e-5 at 20 NFE (128 pilot draws; the mean's fit ran 9 times longer), 7.5e-4
+    against 1.8e-3 at 5 NFE (256 pilot draws)."""
     return errors.log().mean()
 
 
