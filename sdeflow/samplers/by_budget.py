@@ -18,14 +18,16 @@ class Chosen(State):
 class ByBudget(Sampler):
     """Runs, on a grid of n steps, the first of `choices` whose budget bound covers n evaluations.
 
-    The choices are data (`conf/solver/auto.yaml` holds the table measured in
-    `benchmarks/results/solver_accuracy.md`), not a rule in code: the loop, the grid and the score
+    The choices are data (`conf/solver/auto.yaml` holds the choice `benchmarks/default_choice.py` makes from
+    measurements), not a rule in code: the loop, the grid and the score
     are the chosen solver's as if it were named directly. Every choice takes one score evaluation per
     step and integrates the probability-flow ODE, so the budget fixes the step count, and the step
     count the choice, whichever call (`plan` or `sample`) comes first.
 
     Args:
-        choices: [max_nfe, solver] pairs in increasing max_nfe; the last bound may be None (any budget).
+        choices: [max_nfe, solver] pairs in increasing max_nfe; the last bound may be None (any budget). A budget above
+            every bound runs the last solver.
+        denoise: a final denoising step after the chosen solver (counted in the budget).
     """
 
     nfe_per_step = 1
