@@ -21,7 +21,8 @@ def configured(name: str):
 
 
 def test_the_configured_choice_runs_the_measured_solver_of_each_budget_exactly():
-    auto, expected = configured("auto"), {5: sf.DEIS(3), 19: sf.DEIS(3), 20: sf.UniPC(3), 50: sf.UniPC(3)}
+    auto = configured("auto")
+    expected = {1: sf.DDIM(), 2: sf.DEIS(2), 3: sf.DEIS(3), 5: sf.DEIS(3), 19: sf.DEIS(3), 20: sf.UniPC(3), 50: sf.UniPC(3)}
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
     for nfe, solver in expected.items():
         grid = auto.plan(SDE, sf.LogSNRGrid(), nfe=nfe)
@@ -29,6 +30,14 @@ def test_the_configured_choice_runs_the_measured_solver_of_each_budget_exactly()
         ours, theirs = auto.sample(exact_score(GM, SDE), SDE, x_T, grid), solver.sample(exact_score(GM, SDE), SDE, x_T, grid)
         assert ours.nfe == theirs.nfe == nfe
         torch.testing.assert_close(ours.samples, theirs.samples, rtol=0, atol=0)
+
+
+def test_the_default_takes_every_budget():
+    # The apps' default must run whatever nfe= a user gives, 1 included (DEIS-3 alone refuses grids under 3 steps).
+    auto, score = configured("auto"), exact_score(GM, SDE)
+    x_T = SDE.prior_sampling((4, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    for nfe in range(1, 41):
+        assert auto.sample(score, SDE, x_T, auto.plan(SDE, sf.LogSNRGrid(), nfe=nfe)).nfe == nfe
 
 
 def test_the_configured_table_is_the_choice_the_committed_measurements_make():

@@ -281,7 +281,7 @@ BAD_INPUT = [
     ("sdeflow.apps.sample", ["CKPT", "solver=dpmpp_2m", "solver.dpmpp_2m.order=7"], "solver.dpmpp_2m: DPMSolverPP supports order 2 or 3, got 7"),
     ("sdeflow.apps.sample", ["CKPT", "solver=dpmpp_2m", "solver.dpmpp_2m.lower_order_final=maybe"],
      "solver.dpmpp_2m.lower_order_final must be true or false, got 'maybe'"),
-    ("sdeflow.apps.sample", ["CKPT", "solver.auto.choices.1.0=10"],
+    ("sdeflow.apps.sample", ["CKPT", "solver.auto.choices.2.0=1"],
      "solver.auto: choices' budget bounds must be increasing positive integers"),
     ("sdeflow.apps.sample", ["CKPT", "solver=all"], "solver.unipc_2_bh2_jump: AnalyticJump needs the data's mean and covariance"),
     ("sdeflow.bench.app", ["solver=ddim", "nfe=4", "+timesteps.t_max=5.0", "n_trajectory=4", "n_distribution=16"],
