@@ -121,6 +121,11 @@ def session():
     started = launch()
     try:
         yield world()
+        if started:
+            # Every rank done before any tears its connections down: a rank that destroys the group while its peer
+            # is still in gloo's last exchange can abort that peer ("terminate called without an active exception").
+            # Only on a clean exit: after an error the peer may never arrive.
+            dist.barrier()
     finally:
         if started:
             shutdown()
