@@ -66,21 +66,21 @@ def scores(cols, nfe: int) -> tuple[dict, dict, dict]:
     return present, best, out
 
 
-def choices(cols=None) -> dict[int, str]:
-    """NFE -> the solver (a `conf/solver` name) with the lowest score among those measured in every column."""
-    cols = columns() if cols is None else cols
-    picked = {}
-    for nfe in BUDGETS:
-        _, _, score = scores(cols, nfe)
-        complete = [s for s, (_, full) in score.items() if full]
-        if complete:
-            picked[nfe] = min(complete, key=lambda s: score[s][0])
-    return picked
+def pick(score: dict) -> str | None:
+    """The solver with the lowest score among those measured in every column (None if none is)."""
+    complete = [s for s, (_, full) in score.items() if full]
+    return min(complete, key=lambda s: score[s][0]) if complete else None
+
+
+def choices() -> dict[int, str]:
+    """NFE -> the chosen solver (a `conf/solver` name), at every budget where one was measured in every column."""
+    cols = columns()
+    picked = {nfe: pick(scores(cols, nfe)[2]) for nfe in BUDGETS}
+    return {nfe: s for nfe, s in picked.items() if s is not None}
 
 
 def main() -> None:
     cols = columns()
-    picked = choices(cols)
     with initialize_config_module("sdeflow.conf", version_base="1.3"):
         auto = instantiate(compose("sample", overrides=["checkpoint=none"]).solver["auto"])
     lines = ["# The default solver per budget (`solver=auto`)", "", f"command: `python benchmarks/{Path(__file__).name}`", "",
@@ -94,7 +94,7 @@ def main() -> None:
             cells = [("-" if (s, nfe) not in col else f"{col[s, nfe]:.3g}" + (" **best**" if col[s, nfe] == best[name] else ""))
                      for name, col in present.items()]
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {score[s][0]:.2f}{'' if score[s][1] else ' *'} |")
-        lines += ["", f"Chosen: **{picked.get(nfe)}**; `conf/solver/auto.yaml` runs {auto.choose(nfe)!r}.", ""]
+        lines += ["", f"Chosen: **{pick(score)}**; `conf/solver/auto.yaml` runs {auto.choose(nfe)!r}.", ""]
     (RESULTS / "default_choice.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -17,7 +17,7 @@ import torch
 
 from sdeflow.grid_search import optimize_grid
 from sdeflow.grids import Grid, LogSNRGrid
-from sdeflow.learned import Learned, MultistepFit, learn as learn_coefficients, learn_multistep, save_learned
+from sdeflow.learned import Learned, MultistepFit, mean_log, learn as learn_coefficients, learn_multistep, save_learned
 from sdeflow.metrics import rms_error
 from sdeflow.random import PILOT, seeded_generator
 
@@ -82,6 +82,9 @@ class AutoGrid:
         """The fit that changes nothing: `solver` on the base grid `init`, what a fit must beat on the held-out draws."""
         return Learned(init, init[:-1])
 
+    def check(self, solver, sde, nfe: int) -> None:
+        """Refuse, before any pilot is drawn, a solver this tuner cannot fit (every grid solver can be given a grid)."""
+
     def measure(self, errors: torch.Tensor) -> float:
         """The held-out check's figure of per-sample errors: the fit's own objective (the search's is the mean)."""
         return float(errors.mean())
@@ -112,6 +115,7 @@ class AutoGrid:
             # The fit follows trajectories of the probability-flow ODE, which a stochastic solver does not.
             return None, {"tuned": False, "cached": False, "pilot_nfe": 0, "seconds": 0.0,
                           "reason": f"{type(solver).__name__} is stochastic: it runs on the base grid {self.base!r}"}
+        self.check(solver, sde, nfe)
         path = None if cache_dir is None else Path(cache_dir) / f"grid_{self.key(model_id, sde, solver, nfe, shape, dtype)}.json"
         if path is not None and path.is_file():
             fit = self.load(path)
@@ -179,10 +183,8 @@ class AutoMultistep(AutoGrid):
         self.history = None if history is None else int(history)
         self.grid_maxiter = int(grid_maxiter)
 
-    def tuned(self, score, sde, solver, nfe: int, *args, **kwargs):
-        if not solver.stochastic and solver.nfe_per_step is not None and not solver.fixed_head:
-            self.plain(solver, sde, solver.plan(sde, self.base, nfe=nfe))  # a solver that is no table is refused before any pilot
-        return super().tuned(score, sde, solver, nfe, *args, **kwargs)
+    def check(self, solver, sde, nfe: int) -> None:
+        self.plain(solver, sde, solver.plan(sde, self.base, nfe=nfe))  # a solver that is no table is refused here
 
     def fit(self, solver, score, sde, x_T, reference, init, progress: bool):
         if self.grid_maxiter:
@@ -198,7 +200,7 @@ class AutoMultistep(AutoGrid):
         return MultistepFit.of(solver, sde, init)
 
     def measure(self, errors: torch.Tensor) -> float:
-        return float(errors.log().mean().exp())  # the geometric mean: the fit's objective (`learn_multistep`)
+        return float(mean_log(errors).exp())  # the geometric mean: the fit's objective (`learn_multistep`)
 
     def save(self, path, fit, report: dict) -> None:
         fit.table.save(path, fit.times, report)

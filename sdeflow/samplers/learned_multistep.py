@@ -107,7 +107,7 @@ class LearnedMultistep(Sampler):
             a = points[i + 1][0] / points[i][0]
             b = points[i + 1][1:] - a * points[i][1:]  # the weight of x0_j, for j = 0 .. n - 1
             b = torch.where(b.abs() < 1e-12, 0.0, b)  # rounding left by the subtraction, where the solver weighs nothing
-            if bool(b[i + 1:].abs().gt(1e-12).any()):
+            if bool(b[i + 1:].ne(0).any()):
                 raise ValueError(f"{solver!r} is not a table: step {i} uses a prediction not made yet")
             rows.append([float(a)] + b[: i + 1].flip(0).tolist() + [0.0] * (n - 1 - i))
         return cls(rows)
