@@ -10,6 +10,7 @@ batch: reproducible for a fixed batch only, and the cheapest per draw).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -90,6 +91,11 @@ class PerSampleNoise:
         for small arrays); on another device by the same arithmetic in torch, there: the integers
         are identical on every device.
         """
+        words = self._words(shape, device, draw)
+        return (torch.from_numpy(words.view(np.int64)) if isinstance(words, np.ndarray) else words).reshape(tuple(shape))
+
+    def _words(self, shape, device, draw):
+        """The words as an (n, per-sample) array: uint64 in numpy on the CPU, an int64 tensor on another device."""
         shape = tuple(shape)
         if not shape or shape[0] != self.n:
             got = shape[0] if shape else "a scalar"
@@ -104,35 +110,40 @@ class PerSampleNoise:
         # The counter: (block within the sample, draw index, sample index low word, high word).
         if device.type == "cpu":
             sample = np.arange(self.offset, self.offset + self.n, dtype=np.uint64)[:, None]
-            c0 = np.broadcast_to(np.arange(blocks, dtype=np.uint64), (self.n, blocks))
-            out = philox4x32(c0, np.uint64(index), sample & _MASK32, sample >> np.uint64(32), *keys)
-            words = torch.from_numpy(np.stack(out, axis=-1).view(np.int64))
+            c0 = np.arange(blocks, dtype=np.uint64)[None, :]
+            words = np.stack(philox4x32(c0, np.uint64(index), sample & _MASK32, sample >> np.uint64(32), *keys), axis=-1)
         else:
             sample = torch.arange(self.offset, self.offset + self.n, dtype=torch.int64, device=device)[:, None]
             c0 = torch.arange(blocks, dtype=torch.int64, device=device).expand(self.n, blocks)
-            out = philox4x32(c0, index, sample & 0xFFFFFFFF, sample >> 32, *keys, mulhilo=_mulhilo_int64)
-            words = torch.stack(out, dim=-1)
+            words = torch.stack(philox4x32(c0, index, sample & 0xFFFFFFFF, sample >> 32, *keys, mulhilo=_mulhilo_int64), dim=-1)
         if draw is None:
             self.draws += 1
         # The four words of a block are four consecutive elements.
-        return words.reshape(self.n, -1)[:, :per_sample].reshape(shape)
+        return words.reshape(self.n, -1)[:, :per_sample]
 
     def randn(self, shape, dtype=torch.float32, device=None, draw: int | None = None, fast: bool = False) -> torch.Tensor:
         """Standard normals, shape (n, *shape[1:]); `draw`: those of this draw index (see `words`).
 
-        `fast`: Box-Muller in float32, four times cheaper; its uniforms keep 24 of the 32 bits, which
-        cuts the tails at 5.8 standard deviations (probability 7e-9). For bulk noise whose values are
-        summed (the Brownian tree's nodes); the default float64 transform keeps every bit.
+        Box-Muller on pairs of words: the radius sqrt(-2 log u) is computed in float64, so the tails
+        keep all 32 bits of u (out to 6.7 standard deviations); the angle's cosine and sine in float32
+        unless `dtype` is float64, since they set only the last bits of a float32 normal.
+
+        `fast`: the radius in float32 too, four times cheaper; its uniforms keep 24 of the 32 bits,
+        which cuts the tails at 5.8 standard deviations (probability 7e-9). For bulk noise whose
+        values are summed (the Brownian tree's nodes).
         """
-        place = _where_to_draw(shape, device)
-        w = self.words(_even(shape), place, draw)
-        # Box-Muller on pairs of words (open interval (0, 1), so the logarithm is finite).
-        work = torch.float32 if fast else torch.float64
-        u = (w.reshape(self.n, -1, 2).to(work) + 0.5) * 2.0**-32  # int64 + 0.5 would be float32
-        r = torch.sqrt(-2.0 * torch.log(u[..., 0]))
-        angle = (2 * math.pi) * u[..., 1]
-        z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=-1)
-        return to_device(z.reshape(self.n, -1)[:, : _per_sample(shape)].reshape(tuple(shape)).to(dtype), device)
+        w = self._words(_even(shape), _where_to_draw(shape, device), draw)
+        # In numpy where the words were made (its small operations cost a third of torch's), in torch on a device.
+        xp = np if isinstance(w, np.ndarray) else torch
+        f32, f64 = (np.float32, np.float64) if xp is np else (torch.float32, torch.float64)
+        wide = torch.finfo(dtype).bits > 32 and not fast
+        pairs = w.reshape(self.n, -1, 2)
+        # The words are converted before the offset (in torch int64 + 0.5 would be float32); (0, 1) is open, so the log is finite.
+        u = _as(pairs[..., 0], f32 if fast else f64, xp) + 0.5
+        r = _as(xp.sqrt(-2.0 * xp.log(u * 2.0**-32)), f64 if wide else f32, xp)
+        angle = (_as(pairs[..., 1], f64 if wide else f32, xp) + 0.5) * (2 * math.pi * 2.0**-32)
+        z = xp.stack([r * xp.cos(angle), r * xp.sin(angle)], -1).reshape(self.n, -1)[:, : _per_sample(shape)]
+        return to_device((torch.from_numpy(z) if xp is np else z).reshape(tuple(shape)).to(dtype), device)
 
     def rand(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
         """Uniform on [0, 1), with as many random bits as `dtype` holds (at most 32)."""
@@ -178,13 +189,36 @@ def philox4x32(c0, c1, c2, c3, k0: int, k1: int, rounds: int = 10, mulhilo=_mulh
     The words are uint64 numpy arrays (default) or int64 tensors (with `mulhilo=_mulhilo_int64`),
     broadcasting against each other.
     """
-    as_word = np.uint64 if mulhilo is _mulhilo_uint64 else int
+    if mulhilo is _mulhilo_uint64:
+        return _philox4x32_numpy(c0, c1, c2, c3, k0, k1, rounds)
     for _ in range(rounds):
         hi0, lo0 = mulhilo(_PHILOX_M[0], c0)
         hi1, lo1 = mulhilo(_PHILOX_M[1], c2)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ as_word(k0), lo1, hi0 ^ c3 ^ as_word(k1), lo0
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
         k0, k1 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF, (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
     return c0, c1, c2, c3
+
+
+def _philox4x32_numpy(c0, c1, c2, c3, k0: int, k1: int, rounds: int) -> tuple:
+    """The same rounds in numpy with the two multiplied words stacked, so a round is five array operations, not ten.
+
+    A = (c0, c2) are the words multiplied, B = (c1, c3) the words xored in: a round maps A to
+    (hi(M1 c2) ^ c1 ^ k0, hi(M0 c0) ^ c3 ^ k1) and B to (lo(M1 c2), lo(M0 c0)), the halves swapped.
+    On small draws numpy's cost is per call, so fewer calls are faster.
+    """
+    shape = np.broadcast(c0, c1, c2, c3).shape
+    a, b = np.empty((2, *shape), np.uint64), np.empty((2, *shape), np.uint64)
+    a[0], a[1], b[0], b[1] = c0, c2, c1, c3
+    ones = (1,) * len(shape)
+    m = np.array(_PHILOX_M, np.uint64).reshape(2, *ones)
+    r = np.arange(rounds, dtype=np.uint64)[:, None]
+    keys = ((np.array([k0, k1], np.uint64) + r * np.array(_PHILOX_W, np.uint64)) & _MASK32).reshape(rounds, 2, *ones)
+    for key in keys:
+        p = a * m
+        a = (p >> np.uint64(32))[::-1] ^ b
+        a ^= key
+        b = (p & _MASK32)[::-1]
+    return a[0], b[0], a[1], b[1]
 
 
 # Below this many numbers a draw is made on the CPU and copied: the ~200 small kernels of Philox and
@@ -194,13 +228,17 @@ DEVICE_DRAW_MIN = 2**17
 
 
 def _where_to_draw(shape, device) -> torch.device | None:
-    if device is None or torch.device(device).type == "cpu" or int(np.prod(tuple(shape), dtype=np.int64)) < DEVICE_DRAW_MIN:
+    if device is None or torch.device(device).type == "cpu" or math.prod(shape) < DEVICE_DRAW_MIN:
         return None
     return torch.device(device)
 
 
+def _as(a, dtype, xp):
+    return a.astype(dtype) if xp is np else a.to(dtype)
+
+
 def _per_sample(shape) -> int:
-    return int(np.prod(tuple(shape)[1:], dtype=np.int64))
+    return math.prod(tuple(shape)[1:])
 
 
 def _even(shape):
@@ -211,8 +249,14 @@ def _even(shape):
 
 def stream_seed(seed: int, *key: int) -> int:
     """The seed of stream `key` (a purpose, and a sample index for per-sample streams) of run `seed`."""
-    # SeedSequence decorrelates neighbouring seeds and keys, unlike seeding with seed + key.
-    state = np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)).generate_state(1, np.uint64)[0]
+    return _stream_seed(int(seed), tuple(int(k) for k in key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _stream_seed(seed: int, key: tuple) -> int:
+    # SeedSequence decorrelates neighbouring seeds and keys, unlike seeding with seed + key. Cached: it takes
+    # about 10 us, and every sampling call keys two streams.
+    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint64)[0]
     return int(state) & 0x7FFF_FFFF_FFFF_FFFF
 
 

@@ -145,19 +145,20 @@ class ScoreFunction:
         `coef`: (alpha(t), sigma(t)) when the caller has them already (a solver at a grid point reads
         them from its `Schedule`), which saves recomputing them at every evaluation.
         """
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if not (isinstance(t, torch.Tensor) and t.dtype == x.dtype and t.device == x.device):
+            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         # alpha and sigma of a scalar time (every grid solver's case) are a few scalar operations, not per-sample ones.
         alpha, sigma = coef if coef is not None else (self.sde.alpha(t), self.sde.sigma(t))
         alpha, sigma = append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
         self.nfe += 1
         self.forwards += 1
-        out = self.model(x, batch_times(t, x), **self.cond)
+        out = self.model(x, t.expand(x.shape[0]) if t.ndim == 0 else batch_times(t, x), **self.cond)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the score model returned {got} for input of shape {tuple(x.shape)}; it must return a tensor of "
                              "the input's shape")
         # A model that computes in another precision (e.g. under autocast) must not change the samples' dtype.
-        return out.to(x.dtype), alpha, sigma
+        return (out if out.dtype == x.dtype else out.to(x.dtype)), alpha, sigma
 
     def eps_x0(self, x: torch.Tensor, t, coef=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted noise and clean data at (x, t), from one model evaluation (`coef`: see `evaluate`)."""

@@ -15,6 +15,7 @@ so one solver object serves any number of concurrent runs. Adaptive and composit
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -202,7 +203,7 @@ class Sampler(abc.ABC):
         check_score_input(score, sde, x)
         noise = as_noise(generator)
         name = type(self).__name__
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             raise NonFiniteError(f"{name}: the initial state holds NaN or infinity")
         n = len(timesteps) - 1
         # Preallocated: a list of states and its stacked copy would hold the trajectory twice.
@@ -237,7 +238,7 @@ class Sampler(abc.ABC):
         # no_grad rather than inference_mode: the samples stay ordinary tensors that a caller may
         # later use in autograd (a loss on generated data), which inference tensors forbid.
         with torch.set_grad_enabled(grad):
-            x = self.solve(score, sde, x, Schedule(sde, timesteps), noise, record)
+            x = self.solve(score, sde, x, Schedule.of(sde, timesteps), noise, record)
             if deferred:
                 flags = torch.stack([f for _, f in deferred]).tolist()
                 if not all(flags):
@@ -271,18 +272,24 @@ class Sampler(abc.ABC):
 
 def finite_flag(x: torch.Tensor) -> torch.Tensor:
     """A 0-d boolean tensor on x's device: whether x holds no NaN or infinity (a sum propagates both)."""
-    return torch.isfinite(x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32))
+    return torch.isfinite(_total(x))
 
 
 def all_finite(x: torch.Tensor) -> bool:
-    """Whether x holds no NaN or infinity: one reduction, accumulated in at least float32."""
-    return bool(finite_flag(x))
+    """Whether x holds no NaN or infinity: one reduction, accumulated in at least float32, read back as a number."""
+    return math.isfinite(_total(x).item())
+
+
+def _total(x: torch.Tensor) -> torch.Tensor:
+    # A NaN or infinity anywhere makes the sum NaN or infinite (a state whose sum overflows float32 has diverged
+    # anyway). Half precision is summed in float32, where a float16 batch cannot overflow.
+    return x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
 def check_score_input(score, sde, x: torch.Tensor) -> None:
     """Refuse, in one line, what the score model cannot take: another SDE, device or floating dtype."""
     own = getattr(score, "sde", None)
-    if own is not None and own != sde:
+    if own is not None and own is not sde and own != sde:
         raise ValueError(f"the score function reads its model through {own!r}, but the sampler was given {sde!r}; "
                          "sample with the score function's own SDE")
     params = getattr(getattr(score, "model", None), "parameters", None)
@@ -303,11 +310,13 @@ def check_timesteps(timesteps, sde, x: torch.Tensor, forward_ok: bool = False) -
     timesteps = torch.as_tensor(timesteps, dtype=x.dtype, device=x.device)
     if timesteps.ndim != 1 or len(timesteps) < 2:
         raise ValueError(f"timesteps must be a 1-D grid of at least two times, got shape {tuple(timesteps.shape)}")
-    decreasing = bool((timesteps[1:] < timesteps[:-1]).all())
-    if not decreasing and not (forward_ok and bool((timesteps[1:] > timesteps[:-1]).all())):
+    # Checked on Python numbers: one read of the grid, rather than a dozen tensor operations per sampling call.
+    t = timesteps.tolist()
+    decreasing = all(b < a for a, b in zip(t, t[1:]))
+    if not decreasing and not (forward_ok and all(b > a for a, b in zip(t, t[1:]))):
         raise ValueError("timesteps must be strictly decreasing (from T towards eps)"
                          + ("; or strictly increasing to encode data with a deterministic solver" if forward_ok else ""))
-    lo, hi = (float(timesteps[-1]), float(timesteps[0])) if decreasing else (float(timesteps[0]), float(timesteps[-1]))
+    lo, hi = (t[-1], t[0]) if decreasing else (t[0], t[-1])
     slack = 1e-6 * sde.T
     if lo < sde.eps - slack or hi > sde.T + slack:
         raise ValueError(f"timesteps must lie in [eps, T] = [{sde.eps}, {sde.T}], got [{lo}, {hi}]")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.exponential import check_order, dpm_solver_stages
+from dataclasses import dataclass, field
+
+from sdeflow.samplers.base import Sampler, State
+from sdeflow.samplers.exponential import check_order, dpm_solver_stages, stage_table
 
 
 class DPMSolver(Sampler):
@@ -20,7 +22,16 @@ class DPMSolver(Sampler):
         self.order = check_order(order, (1, 2, 3), "DPMSolver")
         self.nfe_per_step = self.order
 
+    def init(self, score, sde, x, sched):
+        # Every step's intermediate times and coefficients, computed once for the grid.
+        return Table(sched, sched.memo((DPMSolver, self.order), lambda: stage_table(sde, sched, self.order)))
+
     def step(self, score, sde, x, i, state, noise):
-        s, t = state.sched.t[i], state.sched.t[i + 1]
-        lam_s = sde.lambda_(s)
-        return dpm_solver_stages(score, sde, x, s, t, lam_s, sde.lambda_(t) - lam_s, self.order)[-1], state
+        return dpm_solver_stages(score, x, state.table[i], self.order)[-1], state
+
+
+@dataclass
+class Table(State):
+    """The state of a solver whose per-step coefficients are computed once per grid."""
+
+    table: list = field(default_factory=list)

@@ -8,7 +8,7 @@ import torch
 
 from sdeflow.samplers.adaptive import StepSizeController, error_norm
 from sdeflow.samplers.base import Sampler, SolverError, non_finite
-from sdeflow.samplers.exponential import dpm_solver_stages, time_at_lambda
+from sdeflow.samplers.exponential import dpm_solver_stages, stages, time_at_lambda
 
 
 class DPMSolverAdaptive(Sampler):
@@ -46,7 +46,7 @@ class DPMSolverAdaptive(Sampler):
                 break
             h = torch.minimum(h, lam_end - lam_s)
             t = time_at_lambda(sde, lam_s + h, x)
-            lower, higher = dpm_solver_stages(score, sde, x, s, t, lam_s, h, self.order)[-2:]
+            lower, higher = dpm_solver_stages(score, x, stages(sde, s, t, lam_s, h, self.order, x), self.order)[-2:]
             err = float(error_norm(higher - lower, lower, x_prev, self.rtol, self.atol).max())
             if math.isnan(err):
                 # Only NaN or infinity in the solutions gives a NaN norm; shrinking the step would not help.

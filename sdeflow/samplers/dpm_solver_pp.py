@@ -7,7 +7,7 @@ import math
 import torch
 
 from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import Schedule, check_order, ddim_step, lower_order_final
+from sdeflow.samplers.exponential import Schedule, check_order, ddim_step, lower_order_final, weighted_sum
 
 
 class DPMSolverPP(Sampler):
@@ -52,10 +52,13 @@ class DPMSolverPP(Sampler):
         if order == 2:
             # (s_t / s_s) x - a_t phi1 m0 - a_t phi1 / 2 (m0 - m1) / r0, its scalars folded
             c1 = -0.5 * a_t * phi1 / r0
-            return (s_t / s_s) * x + (c1 - a_t * phi1) * m0 - c1 * m1
+            return weighted_sum((s_t / s_s, x), (c1 - a_t * phi1, m0), (-c1, m1))
         m2 = history[-3]
         r1 = (lam[i - 1] - lam[i - 2]) / h
-        d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
-        d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-        d2 = (d1_0 - d1_1) / (r0 + r1)
-        return (s_t / s_s) * x - a_t * phi1 * m0 + a_t * (phi1 / h + 1) * d1 - a_t * ((phi1 + h) / h**2 - 0.5) * d2
+        # (s_t / s_s) x - a_t phi1 m0 + a_t (phi1 / h + 1) D1 - a_t ((phi1 + h) / h^2 - 1/2) D2, where
+        # D1 = d0 + r0 / (r0 + r1) (d0 - d1) and D2 = (d0 - d1) / (r0 + r1) with d0 = (m0 - m1) / r0, d1 = (m1 - m2) / r1:
+        # each a combination of m0, m1, m2, whose weights are folded here.
+        k1, k2 = a_t * (phi1 / h + 1), -a_t * ((phi1 + h) / h**2 - 0.5)
+        w0 = k1 * (1 + r0 / (r0 + r1)) + k2 / (r0 + r1)  # weight of d0 in the two corrections
+        w1 = -k1 * r0 / (r0 + r1) - k2 / (r0 + r1)  # weight of d1
+        return weighted_sum((s_t / s_s, x), (-a_t * phi1 + w0 / r0, m0), (-w0 / r0 + w1 / r1, m1), (-w1 / r1, m2))

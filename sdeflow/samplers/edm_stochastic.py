@@ -41,14 +41,15 @@ class EDMStochastic(EDMHeun):
 
     def step(self, score, sde, x, i, state, noise):
         t = state.sched.t[i]
-        sig, a = sde.nsr(t), sde.alpha(t)
         # The gate reads the schedule's Python number: float(sig) would wait for the GPU at every step.
         gamma = state.gamma_max if self.S_tmin <= state.sched.num.nsr[i] <= self.S_tmax else 0.0
         if gamma > 0:
+            # The churned time is computed on the device, so that no host-to-device copy waits on the queue.
+            sig, a = sde.nsr(t), sde.alpha(t)
             # Increase the noise level: sigma^ = (1 + gamma) sigma~, never above sigma~(T).
             sig_hat = torch.minimum(sig * (1 + gamma), state.sig_T)
             t_hat = sde.t_from_nsr(sig_hat.to(torch.float64)).to(t.dtype).clamp(max=state.T)
             z = noise.randn(x.shape, dtype=x.dtype, device=x.device)
             x = sde.alpha(t_hat) * (x / a + (sig_hat**2 - sig**2).clamp_min(0).sqrt() * self.S_noise * z)
-            t = t_hat
-        return self.heun(score, sde, x, t, state.sched.t[i + 1]), state
+            return self.heun(score, sde, x, t_hat, state.sched.t[i + 1]), state
+        return self.heun(score, sde, x, t, state.sched.t[i + 1], state.sched, i), state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sdeflow.samplers.base import Multistep, Sampler
+from sdeflow.samplers.exponential import weighted_sum
 
 # Adams-Bashforth weights for equal steps, newest derivative first; iPNDM uses them on any grid.
 AB_WEIGHTS = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
@@ -32,7 +33,8 @@ class IPNDM(Sampler):
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
         ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
-        slope = sum(w * d for w, d in zip(AB_WEIGHTS[len(ds)], ds))
         num = sched.num
-        x = (num.alpha[i + 1] / num.alpha[i]) * x + (num.alpha[i + 1] * (num.nsr[i + 1] - num.nsr[i])) * slope
+        # x_next = (alpha_next / alpha) x + alpha_next (nsr_next - nsr) sum_k w_k d_k, each weight one number.
+        scale = num.alpha[i + 1] * (num.nsr[i + 1] - num.nsr[i])
+        x = weighted_sum((num.alpha[i + 1] / num.alpha[i], x), *((scale * w, d) for w, d in zip(AB_WEIGHTS[len(ds)], ds)))
         return x, Multistep(sched, ds)

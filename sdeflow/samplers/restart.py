@@ -87,7 +87,7 @@ class Restart(EDMHeun):
         return RestartState(sched, restarts)
 
     def step(self, score, sde, x, i, state, noise):
-        x = self.heun(score, sde, x, state.sched.t[i], state.sched.t[i + 1])
+        x = self.heun(score, sde, x, state.sched.t[i], state.sched.t[i + 1], state.sched, i)
         for k, times, s_lo, s_hi in state.restarts.get(i + 1, ()):
             lift = math.sqrt(s_hi**2 - s_lo**2)
             for _ in range(k):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import Schedule, check_order, lower_order_final
+from sdeflow.samplers.exponential import Schedule, check_order, lower_order_final, weighted_sum
 
 # The two published variants of B(h): hh (bh1) or e^hh - 1 (bh2), hh = -h (data prediction).
 VARIANTS = ("bh1", "bh2")
@@ -72,11 +72,10 @@ class UniPC(Sampler):
         """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order."""
         num = sched.num
         c_x, c_m0, weights, c_new = unipc_coefficients(num.lam, num.alpha, num.sigma, i, order, self.variant, m_new is not None)
-        m0 = history[-1]
-        x_t = c_x * x + c_m0 * m0
-        for w, m in zip(weights, history[-2::-1]):
-            x_t = x_t + w * (m - m0)
-        return x_t if m_new is None else x_t + c_new * (m_new - m0)
+        # c_x x + c_m0 m0 + sum_k w_k (m_k - m0) + c_new (m_new - m0), as one combination of x and the outputs.
+        extra = [(c_new, m_new)] if m_new is not None else []
+        terms = list(zip(weights, history[-2::-1])) + extra
+        return weighted_sum((c_x, x), (c_m0 - sum(w for w, _ in terms), history[-1]), *terms)
 
 
 @functools.lru_cache(maxsize=4096)
