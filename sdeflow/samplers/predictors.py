@@ -39,11 +39,13 @@ class EulerMaruyama(Predictor):
     """Euler-Maruyama on the reverse SDE with the grid's real step t_next - t (weak order 1)."""
 
     def update(self, score, sde, x, t, t_next, noise):
+        # x + [f x - g^2 score] dt (`sde.reverse(score).sde`), its coefficients taken at t as it is: at the one time
+        # of a grid step they are a few scalar operations, not per-sample ones.
         dt = t_next - t
-        drift, diffusion = sde.reverse(score).sde(x, t)
-        x_mean = x + drift * dt
+        f, g2 = append_dims(sde.f(t), x.ndim), append_dims(sde.g2(t), x.ndim)
+        x_mean = (1 + f * dt) * x - (g2 * dt) * score(x, t)
         z = noise.increment(x.shape, t, t_next, dtype=x.dtype, device=x.device)
-        return x_mean + append_dims(diffusion, x.ndim) * torch.sqrt(-dt) * z, x_mean
+        return x_mean + torch.sqrt(-g2 * dt) * z, x_mean
 
 
 class ReverseDiffusion(Predictor):
