@@ -125,8 +125,10 @@ class PerSampleNoise:
         """Standard normals, shape (n, *shape[1:]); `draw`: those of this draw index (see `words`).
 
         Box-Muller on pairs of words: the radius sqrt(-2 log u) is computed in float64, so the tails
-        keep all 32 bits of u (out to 6.7 standard deviations); the angle's cosine and sine in float32
-        unless `dtype` is float64, since they set only the last bits of a float32 normal.
+        keep all 32 bits of u (out to 6.7 standard deviations). Unless `dtype` is float64 the angle's
+        cosine and sine are taken in float32, as curand does, which is ten times cheaper on a CPU: a
+        float32 normal then differs from the float64 one by at most 4e-6 (the radius times the
+        angle's rounding), a 24-bit angle instead of a 32-bit one.
 
         `fast`: the radius in float32 too, four times cheaper; its uniforms keep 24 of the 32 bits,
         which cuts the tails at 5.8 standard deviations (probability 7e-9). For bulk noise whose

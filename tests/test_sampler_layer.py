@@ -104,3 +104,20 @@ def test_a_solver_is_reentrant_configuration():
         xb, sb = solver.step(score, sde, xb, i, sb, None)
     ref_a = solver.sample(score, sde, sde.prior_sampling((4, 16), torch.Generator().manual_seed(0), dtype=torch.float64), sched_a.t)
     assert torch.equal(xa, ref_a.samples)
+
+
+def test_calls_on_one_grid_share_its_schedule_and_a_learned_grid_gets_its_own():
+    sde = sf.VPSDE()
+    t = sf.LogSNRGrid()(sde, 8).float()
+    shared = sf.Schedule.of(sde, t)
+    assert sf.Schedule.of(sf.VPSDE(), t.clone()) is shared  # an equal SDE and equal times
+    assert sf.Schedule.of(sf.VPSDE(beta_max=19.0), t) is not shared
+    assert sf.Schedule.of(sde, t.double()) is not shared
+    fresh = sf.Schedule(sde, t)
+    assert shared.num == fresh.num and torch.equal(shared.alpha, fresh.alpha) and torch.equal(shared.t, t)
+    # Times being learned: a schedule of their own each call, through which gradients reach the times.
+    learned = t.double().requires_grad_(True)
+    a, b = sf.Schedule.of(sde, learned), sf.Schedule.of(sde, learned)
+    assert a is not b
+    a.alpha.sum().backward()
+    assert learned.grad is not None and bool(torch.isfinite(learned.grad).all()) and float(learned.grad.abs().sum()) > 0

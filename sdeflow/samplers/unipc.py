@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -70,21 +69,21 @@ class UniPC(Sampler):
 
     def _update(self, x, history, sched: Schedule, i: int, order: int, m_new=None):
         """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order."""
-        num = sched.num
-        c_x, c_m0, weights, c_new = unipc_coefficients(num.lam, num.alpha, num.sigma, i, order, self.variant, m_new is not None)
+        corrector = m_new is not None
+        c_x, c_m0, weights, c_new = sched.memo((UniPC, self.variant, i, order, corrector), lambda: unipc_coefficients(
+            sched.num.lam, sched.num.alpha, sched.num.sigma, i, order, self.variant, corrector))
         # c_x x + c_m0 m0 + sum_k w_k (m_k - m0) + c_new (m_new - m0), as one combination of x and the outputs.
-        extra = [(c_new, m_new)] if m_new is not None else []
-        terms = list(zip(weights, history[-2::-1])) + extra
+        terms = list(zip(weights, history[-2::-1])) + ([(c_new, m_new)] if corrector else [])
         return weighted_sum((c_x, x), (c_m0 - sum(w for w, _ in terms), history[-1]), *terms)
 
 
-@functools.lru_cache(maxsize=4096)
 def unipc_coefficients(lam: tuple, alpha: tuple, sigma: tuple, i: int, order: int, variant: str, corrector: bool):
     """The scalars of UniPC's step from grid point i: x_t = c_x x + c_m0 m0 + sum_k w_k (m_{-k} - m0) [+ c_new (m_new - m0)].
 
     They depend only on the grid, so they are solved in float64 on Python numbers and numpy (a
-    3 x 3 system at most) and cached by grid: a benchmark or grid search that reruns a grid pays
-    nothing, and no step makes a tensor operation, kernel launch or host sync for them.
+    3 x 3 system at most) and kept with the grid's schedule (`Schedule.memo`): a benchmark or an
+    app's batches on one grid pay once, and no step makes a tensor operation, kernel launch or host
+    sync for them.
     """
     h = lam[i + 1] - lam[i]
     hh = -h
