@@ -72,6 +72,8 @@ class PerSampleNoise:
         self.key = stream_seed(self.seed, self.purpose) if key is None else int(key)
         # How many draws each sample has made: the second word of every counter.
         self.draws = 0
+        # Normals drawn ahead (see `randn`): (shape, dtype, fast), the first draw index, and a tensor of draws.
+        self._ahead: tuple | None = None
 
     @classmethod
     def for_step(cls, seed: int, step: int, n: int, offset: int = 0) -> "PerSampleNoise":
@@ -91,11 +93,22 @@ class PerSampleNoise:
         for small arrays); on another device by the same arithmetic in torch, there: the integers
         are identical on every device.
         """
-        words = self._words(shape, device, draw)
+        index = self._index(draw)
+        words = self._words(shape, device, index)[0]
         return (torch.from_numpy(words.view(np.int64)) if isinstance(words, np.ndarray) else words).reshape(tuple(shape))
 
-    def _words(self, shape, device, draw):
-        """The words as an (n, per-sample) array: uint64 in numpy on the CPU, an int64 tensor on another device."""
+    def _index(self, draw: int | None, count: int = 1) -> int:
+        """The draw index to read (the next one, advancing the count by `count`, or `draw`)."""
+        index = self.draws if draw is None else int(draw)
+        if not 0 <= index < 2**32 - count + 1:
+            raise ValueError(f"a draw index is a 32-bit counter word, got {index}")
+        if draw is None:
+            self.draws += count
+        return index
+
+    def _words(self, shape, device, index: int, count: int = 1):
+        """The words of draws index .. index + count - 1 as a (count, n, per-sample) array: uint64 in numpy on the CPU,
+        an int64 tensor on another device (one draw there)."""
         shape = tuple(shape)
         if not shape or shape[0] != self.n:
             got = shape[0] if shape else "a scalar"
@@ -104,22 +117,18 @@ class PerSampleNoise:
         per_sample = _per_sample(shape)
         blocks = -(-per_sample // 4)
         keys = (self.key & 0xFFFFFFFF, self.key >> 32)
-        index = self.draws if draw is None else int(draw)
-        if not 0 <= index < 2**32:
-            raise ValueError(f"a draw index is a 32-bit counter word, got {index}")
         # The counter: (block within the sample, draw index, sample index low word, high word).
         if device.type == "cpu":
             sample = np.arange(self.offset, self.offset + self.n, dtype=np.uint64)[:, None]
             c0 = np.arange(blocks, dtype=np.uint64)[None, :]
-            words = np.stack(philox4x32(c0, np.uint64(index), sample & _MASK32, sample >> np.uint64(32), *keys), axis=-1)
+            c1 = np.arange(index, index + count, dtype=np.uint64)[:, None, None]
+            words = np.stack(philox4x32(c0, c1, sample & _MASK32, sample >> np.uint64(32), *keys), axis=-1)
         else:
             sample = torch.arange(self.offset, self.offset + self.n, dtype=torch.int64, device=device)[:, None]
             c0 = torch.arange(blocks, dtype=torch.int64, device=device).expand(self.n, blocks)
             words = torch.stack(philox4x32(c0, index, sample & 0xFFFFFFFF, sample >> 32, *keys, mulhilo=_mulhilo_int64), dim=-1)
-        if draw is None:
-            self.draws += 1
         # The four words of a block are four consecutive elements.
-        return words.reshape(self.n, -1)[:, :per_sample]
+        return words.reshape(-1, self.n, 4 * blocks)[..., :per_sample]
 
     def randn(self, shape, dtype=torch.float32, device=None, draw: int | None = None, fast: bool = False) -> torch.Tensor:
         """Standard normals, shape (n, *shape[1:]); `draw`: those of this draw index (see `words`).
@@ -133,19 +142,37 @@ class PerSampleNoise:
         `fast`: the radius in float32 too, four times cheaper; its uniforms keep 24 of the 32 bits,
         which cuts the tails at 5.8 standard deviations (probability 7e-9). For bulk noise whose
         values are summed (the Brownian tree's nodes).
+
+        Small draws made on the CPU one after another in the same shape (a solver's noise, step after
+        step) are computed several at a time, up to `DRAW_AHEAD`: numpy's cost is per operation there,
+        so a block of eight costs about what three single draws do. Draw k is the same numbers either way.
         """
-        w = self._words(_even(shape), _where_to_draw(shape, device), draw)
+        place = _where_to_draw(shape, device)
+        if draw is not None or place is not None or math.prod(shape) > AHEAD_MAX:
+            return to_device(self._normals(shape, dtype, fast, place, self._index(draw))[0], device)
+        kind = (tuple(shape), dtype, fast)
+        if self._ahead is None or self._ahead[0] != kind or not 0 <= self.draws - self._ahead[1] < len(self._ahead[2]):
+            # Draw one ahead at first; double the block while the same draws keep coming.
+            last = self._ahead is not None and self._ahead[0] == kind and self.draws == self._ahead[1] + len(self._ahead[2])
+            count = min(2 * len(self._ahead[2]), DRAW_AHEAD) if last else 1
+            self._ahead = (kind, self.draws, self._normals(shape, dtype, fast, None, self.draws, count))
+        z = self._ahead[2][self._index(None) - self._ahead[1]]
+        return to_device(z, device)
+
+    def _normals(self, shape, dtype, fast: bool, place, index: int, count: int = 1) -> torch.Tensor:
+        """Draws index .. index + count - 1 of standard normals, shape (count, n, *shape[1:]), made on `place`."""
+        w = self._words(_even(shape), place, index, count)
         # In numpy where the words were made (its small operations cost a third of torch's), in torch on a device.
         xp = np if isinstance(w, np.ndarray) else torch
         f32, f64 = (np.float32, np.float64) if xp is np else (torch.float32, torch.float64)
         wide = torch.finfo(dtype).bits > 32 and not fast
-        pairs = w.reshape(self.n, -1, 2)
+        pairs = w.reshape(*w.shape[:2], -1, 2)
         # The words are converted before the offset (in torch int64 + 0.5 would be float32); (0, 1) is open, so the log is finite.
         u = _as(pairs[..., 0], f32 if fast else f64, xp) + 0.5
         r = _as(xp.sqrt(-2.0 * xp.log(u * 2.0**-32)), f64 if wide else f32, xp)
         angle = (_as(pairs[..., 1], f64 if wide else f32, xp) + 0.5) * (2 * math.pi * 2.0**-32)
-        z = xp.stack([r * xp.cos(angle), r * xp.sin(angle)], -1).reshape(self.n, -1)[:, : _per_sample(shape)]
-        return to_device((torch.from_numpy(z) if xp is np else z).reshape(tuple(shape)).to(dtype), device)
+        z = xp.stack([r * xp.cos(angle), r * xp.sin(angle)], -1).reshape(*w.shape[:2], -1)[..., : _per_sample(shape)]
+        return (torch.from_numpy(z) if xp is np else z).reshape(-1, *tuple(shape)).to(dtype)
 
     def rand(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
         """Uniform on [0, 1), with as many random bits as `dtype` holds (at most 32)."""
@@ -222,6 +249,11 @@ def _philox4x32_numpy(c0, c1, c2, c3, k0: int, k1: int, rounds: int) -> tuple:
         b = (p & _MASK32)[::-1]
     return a[0], b[0], a[1], b[1]
 
+
+# Draws of at most this many numbers are made ahead, up to DRAW_AHEAD at a time (see `PerSampleNoise.randn`): below it
+# numpy's per-operation cost dominates; above it a draw costs in proportion to its size, and drawing ahead would only hold memory.
+AHEAD_MAX = 2**15
+DRAW_AHEAD = 8
 
 # Below this many numbers a draw is made on the CPU and copied: the ~200 small kernels of Philox and
 # Box-Muller on a GPU cost more launch time than numpy takes (batch-1 sampling, small training batches).

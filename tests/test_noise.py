@@ -122,3 +122,17 @@ def test_float32_normals_differ_from_the_float64_ones_by_the_float32_angle_only(
     z64 = PerSampleNoise(8, 2000).randn((2000, 50), dtype=torch.float64)
     assert float((z32.double() - z64).abs().max()) < 4e-6
     assert float((z32.double() - z64).abs().mean()) < 3e-7  # most differ in the last place only
+
+
+def test_draws_made_ahead_are_the_draws_made_one_at_a_time():
+    # A solver's sequential small draws are computed in blocks; each must equal the same draw index read alone,
+    # also when shapes and dtypes interleave (which restarts the blocks) and past a block's end.
+    kinds = [((20, 5), torch.float32), ((20, 5), torch.float32), ((20, 2), torch.float64), ((20, 5), torch.float32)]
+    seq = PerSampleNoise(3, 20)
+    got = [seq.randn(shape, dtype=dtype) for _ in range(6) for shape, dtype in kinds] + [seq.randn((20, 5)) for _ in range(30)]
+    one = PerSampleNoise(3, 20)
+    want = [one.randn(shape, dtype=dtype, draw=k) for k, (shape, dtype) in enumerate([kd for _ in range(6) for kd in kinds])]
+    want += [one.randn((20, 5), draw=24 + k) for k in range(30)]
+    assert seq.draws == 54 and one.draws == 0
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert len(seq._ahead[2]) > 1  # the long run was drawn ahead

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from sdeflow.samplers.base import Multistep, Sampler
+from sdeflow.samplers.exponential import weighted_sum
 
 
 class DPMSolverPPSDE(Sampler):
@@ -32,10 +33,12 @@ class DPMSolverPPSDE(Sampler):
         num = sched.num
         lam, s_s, a_t, s_t = num.lam, num.sigma[i], num.alpha[i + 1], num.sigma[i + 1]
         h = lam[i + 1] - lam[i]
-        drift = m0
+        z = noise.increment(x.shape, num.t[i], num.t[i + 1], dtype=x.dtype, device=x.device)
+        # (s_t / s_s) e^-h x - a_t expm1(-2h) D + s_t sqrt(-expm1(-2h)) z, D = m0 + (m0 - m1) / (2r) in the second
+        # order: one combination of x, m0, m1 and z.
+        c_d = -a_t * math.expm1(-2 * h)
+        terms = [(s_t / s_s * math.exp(-h), x), (c_d, m0), (s_t * math.sqrt(-math.expm1(-2 * h)), z)]
         if self.second_order and state.history:
             r = (lam[i] - lam[i - 1]) / h
-            drift = m0 + 0.5 * (m0 - state.history[-1]) / r
-        z = noise.increment(x.shape, num.t[i], num.t[i + 1], dtype=x.dtype, device=x.device)
-        x = (s_t / s_s * math.exp(-h)) * x - (a_t * math.expm1(-2 * h)) * drift + (s_t * math.sqrt(-math.expm1(-2 * h))) * z
-        return x, Multistep(sched, [m0])
+            terms[1:2] = [(c_d * (1 + 0.5 / r), m0), (-c_d * 0.5 / r, state.history[-1])]
+        return weighted_sum(*terms), Multistep(sched, [m0])

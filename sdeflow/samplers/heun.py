@@ -16,22 +16,26 @@ class EDMHeun(Sampler):
     nfe_per_step = 2
     stochastic = False
 
-    def heun(self, score, sde, x, t, t_next, sched=None, i: int | None = None):
+    def heun(self, score, sde, x, t, t_next, at=None, at_next=None):
         """One Heun step in scaled variables from t to t_next; x is in the SDE's own variables.
 
-        Either time may lie off the grid. When they are grid points i and i + 1 of `sched`, give both:
-        their coefficients are then read from the schedule as numbers, not computed with tensor operations.
+        Either time may lie off the grid. `at`, `at_next`: (sigma~, alpha, coef) of t and t_next when
+        they are known as numbers (a grid point: `grid_point`), which saves computing them with tensor
+        operations; `coef` is the (alpha, sigma) pair for the score function, or None.
         """
-        if sched is None:
-            (sig, a), (sig_n, a_n), coef = (sde.nsr(t), sde.alpha(t)), (sde.nsr(t_next), sde.alpha(t_next)), (None, None)
-        else:
-            num = sched.num
-            (sig, a), (sig_n, a_n), coef = (num.nsr[i], num.alpha[i]), (num.nsr[i + 1], num.alpha[i + 1]), sched.coef[i : i + 2]
+        sig, a, coef = at if at is not None else (sde.nsr(t), sde.alpha(t), None)
+        sig_n, a_n, coef_n = at_next if at_next is not None else (sde.nsr(t_next), sde.alpha(t_next), None)
         # The scalars are grouped so that, as numbers, they cost no tensor operation.
         step = sig_n - sig
-        d = score.eps(x, t, coef[0])
-        d_next = score.eps(a_n * (x / a + step * d), t_next, coef[1])
+        d = score.eps(x, t, coef)
+        d_next = score.eps(a_n * (x / a + step * d), t_next, coef_n)
         return (a_n / a) * x + (0.5 * a_n * step) * (d + d_next)
 
     def step(self, score, sde, x, i, state, noise):
-        return self.heun(score, sde, x, state.sched.t[i], state.sched.t[i + 1], state.sched, i), state
+        sched = state.sched
+        return self.heun(score, sde, x, sched.t[i], sched.t[i + 1], grid_point(sched, i), grid_point(sched, i + 1)), state
+
+
+def grid_point(sched, i: int) -> tuple:
+    """(sigma~, alpha, coef) of grid point i as the schedule holds them: the `at` of `EDMHeun.heun`."""
+    return sched.num.nsr[i], sched.num.alpha[i], sched.coef[i]

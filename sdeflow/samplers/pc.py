@@ -33,7 +33,7 @@ class PCSampler(Sampler):
         self.nfe_per_step = predictor.nfe_per_step + corrector.nfe_per_step
 
     def step(self, score, sde, x, i, state, noise):
-        t, t_next = state.sched.t[i], state.sched.t[i + 1]
-        x, _ = self.corrector.update(score, sde, x, t, t_next, noise)
-        x, _ = self.predictor.update(score, sde, x, t, t_next, noise)
+        sched = state.sched
+        x, _ = self.corrector.update(score, sde, x, sched.t[i], sched.t[i + 1], noise)
+        x, _ = self.predictor.update_on_grid(score, sde, x, sched, i, noise)
         return x, state

@@ -21,6 +21,11 @@ class Predictor:
     def update(self, score, sde, x, t, t_next, noise) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def update_on_grid(self, score, sde, x, sched, i: int, noise) -> tuple[torch.Tensor, torch.Tensor]:
+        """`update` from grid point i to i + 1 of `sched` (what `PCSampler` calls). A predictor whose coefficients
+        the schedule holds as numbers overrides this to read them there rather than compute them with tensor operations."""
+        return self.update(score, sde, x, sched.t[i], sched.t[i + 1], noise)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -39,13 +44,19 @@ class EulerMaruyama(Predictor):
     """Euler-Maruyama on the reverse SDE with the grid's real step t_next - t (weak order 1)."""
 
     def update(self, score, sde, x, t, t_next, noise):
-        # x + [f x - g^2 score] dt (`sde.reverse(score).sde`), its coefficients taken at t as it is: at the one time
-        # of a grid step they are a few scalar operations, not per-sample ones.
-        dt = t_next - t
-        f, g2 = append_dims(sde.f(t), x.ndim), append_dims(sde.g2(t), x.ndim)
-        x_mean = (1 + f * dt) * x - (g2 * dt) * score(x, t)
-        z = noise.increment(x.shape, t, t_next, dtype=x.dtype, device=x.device)
-        return x_mean + torch.sqrt(-g2 * dt) * z, x_mean
+        return self.move(score, x, t, t_next, append_dims(sde.f(t), x.ndim), append_dims(sde.g2(t), x.ndim), t_next - t, None, noise)
+
+    def update_on_grid(self, score, sde, x, sched, i, noise):
+        f, g2 = sched.memo((EulerMaruyama, "f, g2"), lambda: (sde.f(sched.t.double()).tolist(), sde.g2(sched.t.double()).tolist()))
+        num = sched.num
+        return self.move(score, x, sched.t[i], num.t[i + 1], f[i], g2[i], num.t[i + 1] - num.t[i], sched.coef[i], noise, num.t[i])
+
+    @staticmethod
+    def move(score, x, t, t_next, f, g2, dt, coef, noise, t_number=None):
+        """x + [f x - g^2 score] dt + g sqrt(-dt) z (`sde.reverse(score).sde`), its coefficients numbers or tensors at t."""
+        x_mean = (1 + f * dt) * x - (g2 * dt) * score(x, t, coef)
+        z = noise.increment(x.shape, t if t_number is None else t_number, t_next, dtype=x.dtype, device=x.device)
+        return x_mean + (-g2 * dt) ** 0.5 * z, x_mean
 
 
 class ReverseDiffusion(Predictor):
@@ -66,11 +77,18 @@ class Ancestral(Predictor):
     """
 
     def update(self, score, sde, x, t, t_next, noise):
-        a_t, s_t, a_s, s_s = sde.alpha(t), sde.sigma(t), sde.alpha(t_next), sde.sigma(t_next)
+        return self.move(score, x, t, t_next, sde.alpha(t), sde.sigma(t), sde.alpha(t_next), sde.sigma(t_next), None, noise)
+
+    def update_on_grid(self, score, sde, x, sched, i, noise):
+        num = sched.num
+        return self.move(score, x, sched.t[i], num.t[i + 1], num.alpha[i], num.sigma[i], num.alpha[i + 1], num.sigma[i + 1],
+                         sched.coef[i], noise, num.t[i])
+
+    @staticmethod
+    def move(score, x, t, t_next, a_t, s_t, a_s, s_s, coef, noise, t_number=None):
+        """The posterior draw, its coefficients numbers or tensors (grouped so that numbers cost no tensor operation)."""
         a_ts = a_t / a_s
         var_ts = s_t**2 - a_ts**2 * s_s**2
-        x0 = score.x0(x, t)
-        x_mean = (a_ts * s_s**2 / s_t**2) * x + (a_s * var_ts / s_t**2) * x0
-        std = torch.sqrt(var_ts * s_s**2 / s_t**2)
-        z = noise.increment(x.shape, t, t_next, dtype=x.dtype, device=x.device)
-        return x_mean + std * z, x_mean
+        x_mean = (a_ts * s_s**2 / s_t**2) * x + (a_s * var_ts / s_t**2) * score.x0(x, t, coef)
+        z = noise.increment(x.shape, t if t_number is None else t_number, t_next, dtype=x.dtype, device=x.device)
+        return x_mean + (var_ts * s_s**2 / s_t**2) ** 0.5 * z, x_mean

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from sdeflow.samplers.base import BudgetError, State
-from sdeflow.samplers.heun import EDMHeun
+from sdeflow.samplers.heun import EDMHeun, grid_point
 
 
 @dataclass
@@ -87,7 +87,8 @@ class Restart(EDMHeun):
         return RestartState(sched, restarts)
 
     def step(self, score, sde, x, i, state, noise):
-        x = self.heun(score, sde, x, state.sched.t[i], state.sched.t[i + 1], state.sched, i)
+        sched = state.sched
+        x = self.heun(score, sde, x, sched.t[i], sched.t[i + 1], grid_point(sched, i), grid_point(sched, i + 1))
         for k, times, s_lo, s_hi in state.restarts.get(i + 1, ()):
             lift = math.sqrt(s_hi**2 - s_lo**2)
             for _ in range(k):
