@@ -112,6 +112,9 @@ def test_the_device_arithmetic_gives_the_cpu_words_and_normals(monkeypatch):
     monkeypatch.setattr(PerSampleNoise, "_words", lambda self, *a: torch.from_numpy(numpy_words(self, *a).view(np.int64)))
     for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-13)):
         torch.testing.assert_close(PerSampleNoise(3, 50).randn((50, 7, 3), dtype=dtype), draws[dtype], rtol=0, atol=tol)
+    # The device branch's layout, run on the meta device (shapes without values): one draw of (n, *shape[1:]).
+    monkeypatch.undo()
+    assert PerSampleNoise(0, 5)._normals((5, 7, 3), torch.float32, False, torch.device("meta"), 0).shape == (1, 5, 7, 3)
 
 
 def test_float32_normals_differ_from_the_float64_ones_by_the_float32_angle_only():
