@@ -133,15 +133,13 @@ class PerSampleNoise:
     def randn(self, shape, dtype=torch.float32, device=None, draw: int | None = None, fast: bool = False) -> torch.Tensor:
         """Standard normals, shape (n, *shape[1:]); `draw`: those of this draw index (see `words`).
 
-        Box-Muller on pairs of words: the radius sqrt(-2 log u) is computed in float64, so the tails
-        keep all 32 bits of u (out to 6.7 standard deviations). Unless `dtype` is float64 the angle's
-        cosine and sine are taken in float32, as curand does, which is ten times cheaper on a CPU: a
-        float32 normal then differs from the float64 one by at most 4e-6 (the radius times the
-        angle's rounding), a 24-bit angle instead of a 32-bit one.
+        Box-Muller on pairs of words, in float64 whatever `dtype`: the tails keep all 32 bits of the
+        uniforms (out to 6.7 standard deviations), and a float32 normal is the float64 one rounded, so
+        it is the same number whichever device or code path (numpy on the CPU, torch on a GPU) made it.
 
-        `fast`: the radius in float32 too, four times cheaper; its uniforms keep 24 of the 32 bits,
-        which cuts the tails at 5.8 standard deviations (probability 7e-9). For bulk noise whose
-        values are summed (the Brownian tree's nodes).
+        `fast`: Box-Muller in float32, four times cheaper; its uniforms keep 24 of the 32 bits, which
+        cuts the tails at 5.8 standard deviations (probability 7e-9). For bulk noise whose values are
+        summed (the Brownian tree's nodes).
 
         Small draws made on the CPU one after another in the same shape (a solver's noise, step after
         step) are computed several at a time, up to `DRAW_AHEAD`: numpy's cost is per operation there,
@@ -162,17 +160,15 @@ class PerSampleNoise:
     def _normals(self, shape, dtype, fast: bool, place, index: int, count: int = 1) -> torch.Tensor:
         """Draws index .. index + count - 1 of standard normals, shape (count, n, *shape[1:]), made on `place`."""
         w = self._words(_even(shape), place, index, count)
-        # In numpy where the words were made (its small operations cost a third of torch's), in torch on a device.
-        xp = np if isinstance(w, np.ndarray) else torch
-        f32, f64 = (np.float32, np.float64) if xp is np else (torch.float32, torch.float64)
-        wide = torch.finfo(dtype).bits > 32 and not fast
-        pairs = w.reshape(*w.shape[:2], -1, 2)
-        # The words are converted before the offset (in torch int64 + 0.5 would be float32); (0, 1) is open, so the log is finite.
-        u = _as(pairs[..., 0], f32 if fast else f64, xp) + 0.5
-        r = _as(xp.sqrt(-2.0 * xp.log(u * 2.0**-32)), f64 if wide else f32, xp)
-        angle = (_as(pairs[..., 1], f64 if wide else f32, xp) + 0.5) * (2 * math.pi * 2.0**-32)
-        z = xp.stack([r * xp.cos(angle), r * xp.sin(angle)], -1).reshape(*w.shape[:2], -1)[..., : _per_sample(shape)]
-        return (torch.from_numpy(z) if xp is np else z).reshape(-1, *tuple(shape)).to(dtype)
+        w = torch.from_numpy(w.view(np.int64)) if isinstance(w, np.ndarray) else w
+        # In torch on every device, so the normals are the same numbers on a CPU and a GPU (its vectorised float64
+        # logarithm and cosine are also three times numpy's speed). The words are converted before the offset
+        # (int64 + 0.5 would be float32); (0, 1) is open, so the log is finite.
+        u = (w.reshape(*w.shape[:2], -1, 2).to(torch.float32 if fast else torch.float64) + 0.5) * 2.0**-32
+        r = torch.sqrt(-2.0 * torch.log(u[..., 0]))
+        angle = (2 * math.pi) * u[..., 1]
+        z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], -1).reshape(*w.shape[:2], -1)[..., : _per_sample(shape)]
+        return z.reshape(-1, *tuple(shape)).to(dtype)
 
     def rand(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:
         """Uniform on [0, 1), with as many random bits as `dtype` holds (at most 32)."""
@@ -265,10 +261,6 @@ def _where_to_draw(shape, device) -> torch.device | None:
     if device is None or torch.device(device).type == "cpu" or math.prod(shape) < DEVICE_DRAW_MIN:
         return None
     return torch.device(device)
-
-
-def _as(a, dtype, xp):
-    return a.astype(dtype) if xp is np else a.to(dtype)
 
 
 def _per_sample(shape) -> int:
