@@ -16,7 +16,7 @@ from sdeflow.samplers import (
     DDIM, IPNDM, LMS, AnalyticJump, Ancestral, AnnealedLangevin, DPMSolver, DPMSolverAdaptive, DPMSolverPP, DPMSolverPPSDE,
     EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
     BudgetError, IncompatibleSampler, Multistep, NonFiniteError, PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler,
-    Schedule, SolverError, State, UniPC,
+    Schedule, SolverError, State, UniPC, weighted_sum,
     DEIS, DPMSolverPP3MSDE, DPMSolverPPSDESinglestep, ERScaler, ERSDE, EulerAncestral, ODEScaler, Restart, SASolver, SDEScaler,
     StochasticDDIM, LearnedMultistep, ByBudget,
 )
@@ -43,7 +43,7 @@ __all__ = [
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "LeadingTimesteps", "ListGrid", "OptimizedGrid",
     "optimize_grid", "save_grid", "AutoGrid", "AutoMultistep", "Learned", "MultistepFit", "ShiftedScore", "learn", "learn_multistep", "save_learned",
     "PerSampleNoise", "SharedNoise", "BrownianNoise",
-    "Sampler", "State", "Multistep", "Schedule", "SampleResult", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
+    "Sampler", "State", "Multistep", "Schedule", "weighted_sum", "SampleResult", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
     "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",

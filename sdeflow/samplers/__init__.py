@@ -16,7 +16,7 @@ from sdeflow.samplers.dpm_solver_pp_sde_singlestep import DPMSolverPPSDESinglest
 from sdeflow.samplers.edm_stochastic import EDMStochastic
 from sdeflow.samplers.er_sde import ERScaler, ERSDE, ODEScaler, SDEScaler
 from sdeflow.samplers.euler_ancestral import EulerAncestral
-from sdeflow.samplers.exponential import Schedule
+from sdeflow.samplers.exponential import Schedule, weighted_sum
 from sdeflow.samplers.gotta_go_fast import GottaGoFast
 from sdeflow.samplers.heun import EDMHeun
 from sdeflow.samplers.learned_multistep import LearnedMultistep
@@ -30,7 +30,7 @@ from sdeflow.samplers.predictors import Ancestral, EulerMaruyama, NonePredictor,
 from sdeflow.samplers.unipc import UniPC
 
 __all__ = [
-    "SampleResult", "Sampler", "State", "Multistep", "Schedule", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
+    "SampleResult", "Sampler", "State", "Multistep", "Schedule", "weighted_sum", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
     "PCSampler", "Predictor", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
     "Corrector", "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     "ProbabilityFlowODE",
