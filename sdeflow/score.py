@@ -14,7 +14,7 @@ import abc
 
 import torch
 
-from sdeflow.utils import append_dims, batch_times
+from sdeflow.utils import append_dims, as_times, batch_times
 
 
 class Prediction(abc.ABC):
@@ -145,14 +145,13 @@ class ScoreFunction:
         `coef`: (alpha(t), sigma(t)) when the caller has them already (a solver at a grid point reads
         them from its `Schedule`), which saves recomputing them at every evaluation.
         """
-        if not (isinstance(t, torch.Tensor) and t.dtype == x.dtype and t.device == x.device):
-            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t = as_times(t, x)
         # alpha and sigma of a scalar time (every grid solver's case) are a few scalar operations, not per-sample ones.
         alpha, sigma = coef if coef is not None else (self.sde.alpha(t), self.sde.sigma(t))
         alpha, sigma = append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
         self.nfe += 1
         self.forwards += 1
-        out = self.model(x, t.expand(x.shape[0]) if t.ndim == 0 else batch_times(t, x), **self.cond)
+        out = self.model(x, batch_times(t, x), **self.cond)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the score model returned {got} for input of shape {tuple(x.shape)}; it must return a tensor of "

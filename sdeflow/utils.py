@@ -17,9 +17,17 @@ def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
+def as_times(t, x: torch.Tensor) -> torch.Tensor:
+    """t as a tensor of x's dtype on x's device; a tensor that already is one is returned as it is, with no call into
+    torch (a sampler converts its times at every model evaluation)."""
+    if isinstance(t, torch.Tensor) and t.dtype == x.dtype and t.device == x.device:
+        return t
+    return torch.as_tensor(t, dtype=x.dtype, device=x.device)
+
+
 def batch_times(t, x: torch.Tensor) -> torch.Tensor:
     """Times as a (batch,) tensor on x's device and dtype, from a float, a 0-d or a (batch,) tensor."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    t = as_times(t, x)
     if t.ndim == 0:
         return t.expand(x.shape[0])
     if t.shape != (x.shape[0],):

@@ -44,18 +44,20 @@ class EulerMaruyama(Predictor):
     """Euler-Maruyama on the reverse SDE with the grid's real step t_next - t (weak order 1)."""
 
     def update(self, score, sde, x, t, t_next, noise):
-        return self.move(score, x, t, t_next, append_dims(sde.f(t), x.ndim), append_dims(sde.g2(t), x.ndim), t_next - t, None, noise)
+        f, g2 = append_dims(sde.f(t), x.ndim), append_dims(sde.g2(t), x.ndim)
+        return self.move(score, x, t, (t, t_next), f, g2, t_next - t, None, noise)
 
     def update_on_grid(self, score, sde, x, sched, i, noise):
-        f, g2 = sched.memo((EulerMaruyama, "f, g2"), lambda: (sde.f(sched.t.double()).tolist(), sde.g2(sched.t.double()).tolist()))
+        f, g2 = sched.memo((EulerMaruyama, "f, g2"), lambda: tuple(v(sched.t.double()).tolist() for v in (sde.f, sde.g2)))
         num = sched.num
-        return self.move(score, x, sched.t[i], num.t[i + 1], f[i], g2[i], num.t[i + 1] - num.t[i], sched.coef[i], noise, num.t[i])
+        return self.move(score, x, sched.t[i], num.t[i : i + 2], f[i], g2[i], num.t[i + 1] - num.t[i], sched.coef[i], noise)
 
     @staticmethod
-    def move(score, x, t, t_next, f, g2, dt, coef, noise, t_number=None):
-        """x + [f x - g^2 score] dt + g sqrt(-dt) z (`sde.reverse(score).sde`), its coefficients numbers or tensors at t."""
+    def move(score, x, t, span, f, g2, dt, coef, noise):
+        """x + [f x - g^2 score] dt + g sqrt(-dt) z (`sde.reverse(score).sde`), its coefficients numbers or tensors at t;
+        `span`: the step's (t, t_next) for the noise's increment."""
         x_mean = (1 + f * dt) * x - (g2 * dt) * score(x, t, coef)
-        z = noise.increment(x.shape, t if t_number is None else t_number, t_next, dtype=x.dtype, device=x.device)
+        z = noise.increment(x.shape, *span, dtype=x.dtype, device=x.device)
         return x_mean + (-g2 * dt) ** 0.5 * z, x_mean
 
 
@@ -77,18 +79,19 @@ class Ancestral(Predictor):
     """
 
     def update(self, score, sde, x, t, t_next, noise):
-        return self.move(score, x, t, t_next, sde.alpha(t), sde.sigma(t), sde.alpha(t_next), sde.sigma(t_next), None, noise)
+        return self.move(score, x, t, (t, t_next), sde.alpha(t), sde.sigma(t), sde.alpha(t_next), sde.sigma(t_next), None, noise)
 
     def update_on_grid(self, score, sde, x, sched, i, noise):
         num = sched.num
-        return self.move(score, x, sched.t[i], num.t[i + 1], num.alpha[i], num.sigma[i], num.alpha[i + 1], num.sigma[i + 1],
-                         sched.coef[i], noise, num.t[i])
+        return self.move(score, x, sched.t[i], num.t[i : i + 2], num.alpha[i], num.sigma[i], num.alpha[i + 1], num.sigma[i + 1],
+                         sched.coef[i], noise)
 
     @staticmethod
-    def move(score, x, t, t_next, a_t, s_t, a_s, s_s, coef, noise, t_number=None):
-        """The posterior draw, its coefficients numbers or tensors (grouped so that numbers cost no tensor operation)."""
+    def move(score, x, t, span, a_t, s_t, a_s, s_s, coef, noise):
+        """The posterior draw, its coefficients numbers or tensors (grouped so that numbers cost no tensor operation);
+        `span`: the step's (t, t_next) for the noise's increment."""
         a_ts = a_t / a_s
         var_ts = s_t**2 - a_ts**2 * s_s**2
         x_mean = (a_ts * s_s**2 / s_t**2) * x + (a_s * var_ts / s_t**2) * score.x0(x, t, coef)
-        z = noise.increment(x.shape, t if t_number is None else t_number, t_next, dtype=x.dtype, device=x.device)
+        z = noise.increment(x.shape, *span, dtype=x.dtype, device=x.device)
         return x_mean + (var_ts * s_s**2 / s_t**2) ** 0.5 * z, x_mean
