@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 
 def spawn(fn, world: int, *args, threads: int = 1) -> None:
-    """Run fn(*args) on `world` fresh processes, each with `threads` torch threads, joined by `sdeflow.distributed.launch()`."""
+    """Run fn(*args) on `world` fresh processes, each with `threads` torch threads, joined by `sdeflow.core.distributed.launch()`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -20,7 +20,7 @@ def spawn(fn, world: int, *args, threads: int = 1) -> None:
 def _entry(rank, world, port, threads, fn, args):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(threads)
-    from sdeflow import distributed
+    from sdeflow.core import distributed
 
     with distributed.session():
         fn(*args)

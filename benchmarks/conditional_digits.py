@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
-from sdeflow.checkpoint import load_trained
-from sdeflow.data import digits
+from sdeflow.hub.trained import load_trained
+from sdeflow.training.data import digits
 from sdeflow.eval.features import TrainedClassifier
-from sdeflow.io import write_json
-from sdeflow.losses import DSMLoss
+from sdeflow.core.io import write_json
+from sdeflow.training.losses import DSMLoss
 from sdeflow.nets import NCSNpp
-from sdeflow.random import INIT_WEIGHTS, stream_seed
-from sdeflow.trainer import Trainer
-from sdeflow.viz import save_samples_png
+from sdeflow.noise.generators import INIT_WEIGHTS, stream_seed
+from sdeflow.training.trainer import Trainer
+from sdeflow.apps.viz import save_samples_png
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

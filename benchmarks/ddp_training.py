@@ -24,12 +24,12 @@ import torch
 from _spawn import spawn
 
 import sdeflow as sf
-from sdeflow import distributed
-from sdeflow.data import digits
-from sdeflow.io import write_json
-from sdeflow.losses import DSMLoss
+from sdeflow.core import distributed
+from sdeflow.training.data import digits
+from sdeflow.core.io import write_json
+from sdeflow.training.losses import DSMLoss
 from sdeflow.nets import NCSNpp
-from sdeflow.trainer import Trainer
+from sdeflow.training.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

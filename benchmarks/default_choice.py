@@ -29,7 +29,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from sdeflow.io import read_csv
+from sdeflow.core.io import read_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGETS = (5, 10, 20, 50)

@@ -16,7 +16,7 @@ import time
 import torch
 
 import sdeflow as sf
-from sdeflow.metrics import rms_error
+from sdeflow.eval.metrics import rms_error
 
 
 

@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 import sdeflow as sf
-from sdeflow.io import write_csv
-from sdeflow.metrics import rms_error
+from sdeflow.core.io import write_csv
+from sdeflow.eval.metrics import rms_error
 from sdeflow.problems import LabelledMixture
 
 RESULTS = Path(__file__).resolve().parent / "results"

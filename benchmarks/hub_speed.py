@@ -24,7 +24,7 @@ import torch
 
 import sdeflow as sf
 from sdeflow.hub import load_diffusers
-from sdeflow.io import write_json
+from sdeflow.core.io import write_json
 
 # DDPM's CIFAR-10 UNet (Ho et al. 2020) in diffusers' terms; --tiny shrinks it.
 CIFAR = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,

@@ -23,8 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 import sdeflow as sf
-from sdeflow.io import write_csv
-from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats
+from sdeflow.core.io import write_csv
+from sdeflow.eval.metrics import SlicedWasserstein, frechet_distance, gaussian_stats
 from sdeflow.problems import observed_posterior
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -24,9 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 import sdeflow as sf
-from sdeflow.io import write_csv
-from sdeflow.learned import learn
-from sdeflow.metrics import rms_error
+from sdeflow.core.io import write_csv
+from sdeflow.tuning.learned import learn
+from sdeflow.eval.metrics import rms_error
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SOLVERS = {"unipc_2_bh2": sf.UniPC(2), "dpmpp_2m": sf.DPMSolverPP(2), "ddim": sf.DDIM()}

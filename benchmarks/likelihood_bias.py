@@ -18,7 +18,7 @@ import torch
 
 import sdeflow as sf
 from sdeflow.eval import log_likelihood
-from sdeflow.io import write_csv
+from sdeflow.core.io import write_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

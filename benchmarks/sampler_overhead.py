@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
-from sdeflow.compiled import MODES
-from sdeflow.io import atomic_write_bytes, write_json
+from sdeflow.score.compiled import MODES
+from sdeflow.core.io import atomic_write_bytes, write_json
 from sdeflow.nets import NCSNpp, ScoreMLP
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_overhead"

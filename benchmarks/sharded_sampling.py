@@ -1,8 +1,8 @@
 """Scaling of sharded sample generation from 1 to N processes (issue: scale out).
 
 Each configuration starts `world` processes that join one process group through
-`sdeflow.distributed.launch()` (gloo on the CPU; on a GPU machine the samples are gathered over gloo
-too), draw their share of n samples with `sdeflow.generation.generate`, and gather them on rank 0.
+`sdeflow.core.distributed.launch()` (gloo on the CPU; on a GPU machine the samples are gathered over gloo
+too), draw their share of n samples with `sdeflow.samplers.generate.generate`, and gather them on rank 0.
 The clock runs from a barrier before generation to the end of the gather, so process start-up and
 imports are left out; each configuration is timed `--rounds` times and the median is reported.
 Rank 0 also checks that the gathered samples equal the one-process samples bit for bit.
@@ -31,9 +31,9 @@ import torch
 from _spawn import spawn
 
 import sdeflow as sf
-from sdeflow import distributed
-from sdeflow.generation import generate
-from sdeflow.io import write_json
+from sdeflow.core import distributed
+from sdeflow.samplers.generate import generate
+from sdeflow.core.io import write_json
 from sdeflow.nets import NCSNpp
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -26,10 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 import sdeflow as sf
-from sdeflow.bench.report import plot
-from sdeflow.brownian import brownian_span
-from sdeflow.io import write_csv, write_json
-from sdeflow.metrics import rms_error
+from sdeflow.apps.bench.report import plot
+from sdeflow.noise.brownian import brownian_span
+from sdeflow.core.io import write_csv, write_json
+from sdeflow.eval.metrics import rms_error
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -238,7 +238,7 @@ def main(argv=None):
 
     jobs = [(n, s, g) for n in args.nfe for s in {**solvers, **jumps} for g in grids]
     if args.peers_only or args.frontier:
-        from sdeflow.io import read_csv
+        from sdeflow.core.io import read_csv
 
         # A frontier run keeps every earlier row but its own; a peers-only run keeps the sdeflow rows and reruns the peers.
         rows = [{**r, "budget": int(r["budget"]), "nfe": int(r["nfe"]), "rms_median": float(r["rms_median"]),
@@ -348,7 +348,7 @@ def frontier_rows(args, score, sde, x_T, ref) -> list[dict]:
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    from sdeflow.autotune import for_model
+    from sdeflow.tuning.autotune import for_model
 
     with initialize_config_module("sdeflow.conf", version_base="1.3"):
         cfg = compose("sample", overrides=["checkpoint=none"])
@@ -417,7 +417,7 @@ def frontier_table(rows, args) -> list[str]:
 
 def stochastic_main(args):
     """Stochastic samplers against diffusers' on the same VE problem, equal NFE, the same Karras grid."""
-    from sdeflow.metrics import SlicedWasserstein, frechet_distance, gaussian_stats
+    from sdeflow.eval.metrics import SlicedWasserstein, frechet_distance, gaussian_stats
 
     start = time.perf_counter()
     sde = sf.VESDE(sigma_min=0.002, sigma_max=80.0, eps=0.0)

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
-from sdeflow.data import Dataset, digits
-from sdeflow.io import write_json
-from sdeflow.losses import DSMLoss
+from sdeflow.training.data import Dataset, digits
+from sdeflow.core.io import write_json
+from sdeflow.training.losses import DSMLoss
 from sdeflow.nets import NCSNpp, SinusoidalEmbedding
-from sdeflow.trainer import Trainer
+from sdeflow.training.trainer import Trainer
 
 MODELS = {
     # conf/model/ncsnpp_tiny.yaml on digits (8 x 8)

@@ -1,39 +1,39 @@
 """sdeflow: score-based generative modelling with SDEs and interchangeable samplers.
 
-The public API, re-exported in one place.
+The public API, re-exported in one place. The solvers come from the one registry,
+`sdeflow.samplers.solvers`: a solver file added there is exported here with no other edit.
 """
 
-from sdeflow.api import sample
-from sdeflow.generation import Generated, generate
-from sdeflow.guidance import Autoguidance, ClassifierFreeGuidance, ClassifierGuidance, DynamicThresholding, GuidedScore
-from sdeflow.grids import Grid, KarrasGrid, LeadingTimesteps, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
+from sdeflow import hub, noise
+from sdeflow.conditioning import inverse
+from sdeflow.conditioning.editing import decode, encode, sdedit
+from sdeflow.conditioning.guidance import Autoguidance, ClassifierFreeGuidance, ClassifierGuidance, DynamicThresholding, GuidedScore
+from sdeflow.noise import BrownianNoise, PerSampleNoise, SharedNoise
 from sdeflow.problems import GaussianMixture
-from sdeflow.random import PerSampleNoise, SharedNoise
-from sdeflow.grid_search import OptimizedGrid, optimize_grid, save_grid
-from sdeflow.learned import Learned, MultistepFit, ShiftedScore, learn, learn_multistep, save_learned
-from sdeflow.autotune import AutoGrid, AutoMultistep
-from sdeflow.samplers import (
-    DDIM, IPNDM, LMS, AnalyticJump, Ancestral, AnnealedLangevin, DPMSolver, DPMSolverAdaptive, DPMSolverPP, DPMSolverPPSDE,
-    EDMHeun, EDMStochastic, EulerMaruyama, GaussianStats, GottaGoFast, LangevinCorrector, NoneCorrector, NonePredictor,
-    BudgetError, IncompatibleSampler, Multistep, NonFiniteError, PCSampler, ProbabilityFlowODE, ReverseDiffusion, SampleResult, Sampler,
-    Schedule, SolverError, State, UniPC, weighted_sum,
-    DEIS, DPMSolverPP3MSDE, DPMSolverPPSDESinglestep, ERScaler, ERSDE, EulerAncestral, ODEScaler, Restart, SASolver, SDEScaler,
-    StochasticDDIM, LearnedMultistep, ByBudget,
+from sdeflow.samplers import solvers as _solvers
+from sdeflow.samplers.base import BudgetError, IncompatibleSampler, Multistep, NonFiniteError, SampleResult, Sampler, SolverError, State
+from sdeflow.samplers.correctors import AnnealedLangevin, LangevinCorrector, NoneCorrector
+from sdeflow.samplers.exponential import Schedule, weighted_sum
+from sdeflow.samplers.generate import Generated, generate
+from sdeflow.samplers.grids import Grid, KarrasGrid, LeadingTimesteps, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
+from sdeflow.samplers.predictors import Ancestral, EulerMaruyama, NonePredictor, ReverseDiffusion
+from sdeflow.samplers.sample import sample
+from sdeflow.samplers.solvers import *  # noqa: F403 (every solver of the registry)
+from sdeflow.score import (
+    Compiled, EpsPrediction, FlowPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction, compile_score,
 )
-from sdeflow.brownian import BrownianNoise
-from sdeflow.compiled import Compiled, compile_score
-from sdeflow import hub, inverse
-from sdeflow.inversion import decode, encode
-from sdeflow.sdedit import sdedit
-from sdeflow.score import EpsPrediction, FlowPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction
 from sdeflow.sde import (
-    EDMSDE, SDE, CosineVPSDE, DiscreteVPSDE, FlowSDE, SubVPSDE, VESDE, VPSchedule, VPSDE, cosine_betas, linear_betas, scaled_linear_betas,
+    EDMSDE, SDE, CosineVPSDE, DiscreteVPSDE, FlowSDE, SubVPSDE, VESDE, VPSchedule, VPSDE, cosine_betas, linear_betas,
+    scaled_linear_betas,
 )
+from sdeflow.tuning.autotune import AutoGrid, AutoMultistep
+from sdeflow.tuning.grid_search import OptimizedGrid, optimize_grid, save_grid
+from sdeflow.tuning.learned import Learned, MultistepFit, ShiftedScore, learn, learn_multistep, save_learned
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "generate", "Generated", "encode", "decode", "sdedit", "inverse", "hub",
+    "sample", "generate", "Generated", "encode", "decode", "sdedit", "inverse", "hub", "noise",
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "VPSchedule", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE", "FlowSDE",
     "linear_betas", "scaled_linear_betas", "cosine_betas",
     "GuidedScore", "ClassifierFreeGuidance", "ClassifierGuidance", "Autoguidance", "DynamicThresholding",
@@ -41,15 +41,11 @@ __all__ = [
     "ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction", "FlowPrediction",
     "GaussianMixture",
     "Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "LeadingTimesteps", "ListGrid", "OptimizedGrid",
-    "optimize_grid", "save_grid", "AutoGrid", "AutoMultistep", "Learned", "MultistepFit", "ShiftedScore", "learn", "learn_multistep", "save_learned",
+    "optimize_grid", "save_grid", "AutoGrid", "AutoMultistep", "Learned", "MultistepFit", "ShiftedScore", "learn",
+    "learn_multistep", "save_learned",
     "PerSampleNoise", "SharedNoise", "BrownianNoise",
-    "Sampler", "State", "Multistep", "Schedule", "weighted_sum", "SampleResult", "SolverError", "NonFiniteError", "BudgetError", "IncompatibleSampler",
-    "PCSampler", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor",
-    "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
-    "ProbabilityFlowODE",
-    "DDIM", "DPMSolver", "DPMSolverAdaptive", "DPMSolverPP", "UniPC", "EDMHeun", "IPNDM", "LMS",
-    "EDMStochastic", "DPMSolverPPSDE", "GottaGoFast",
-    "DEIS", "StochasticDDIM", "EulerAncestral", "DPMSolverPP3MSDE", "DPMSolverPPSDESinglestep", "SASolver",
-    "ERSDE", "ERScaler", "ODEScaler", "SDEScaler", "Restart",
-    "AnalyticJump", "GaussianStats", "LearnedMultistep", "ByBudget",
+    "Sampler", "State", "Multistep", "Schedule", "weighted_sum", "SampleResult", "SolverError", "NonFiniteError", "BudgetError",
+    "IncompatibleSampler",
+    "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor", "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
+    *_solvers.__all__,
 ]

@@ -20,12 +20,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from sdeflow import distributed
-from sdeflow.checkpoint import first_line
-from sdeflow.io import write_json
+from sdeflow.core import distributed
+from sdeflow.core.checkpoint import first_line
+from sdeflow.core.io import write_json
 from sdeflow.samplers.base import SolverError
-from sdeflow.tracking import sweep_group
-from sdeflow.trainer import TrainingDiverged
+from sdeflow.apps.tracking import sweep_group
+from sdeflow.training.trainer import TrainingDiverged
 
 # Errors that mean "this input, this checkpoint or this run cannot go on": one line, no traceback.
 CLEAR_ERRORS = (ValueError, FileNotFoundError, SolverError, TrainingDiverged, MissingMandatoryValue, InstantiationException)

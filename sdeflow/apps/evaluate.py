@@ -22,20 +22,20 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdeflow import distributed
+from sdeflow.core import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
-from sdeflow.autotune import describe, file_digest, for_model
-from sdeflow.bench.report import markdown_table
-from sdeflow.compiled import compile_score
-from sdeflow.data import Dataset
+from sdeflow.tuning.autotune import describe, file_digest, for_model
+from sdeflow.apps.bench.report import markdown_table
+from sdeflow.score.compiled import compile_score
+from sdeflow.training.data import Dataset
 from sdeflow.eval.likelihood import bits_per_dim, log_likelihood
 from sdeflow.eval.stats import FeatureStats, kid, load_stats, precision_recall
-from sdeflow.generation import generate
-from sdeflow.random import DEQUANTIZE, EXACT, HELD_OUT, SUBSETS, seeded_generator, stream_seed
-from sdeflow.safe_config import rebuild
-from sdeflow.score import ScoreFunction
-from sdeflow.io import write_csv
-from sdeflow.tracking import Tracker
+from sdeflow.samplers.generate import generate
+from sdeflow.noise.generators import DEQUANTIZE, EXACT, HELD_OUT, SUBSETS, seeded_generator, stream_seed
+from sdeflow.hub.safe_config import rebuild
+from sdeflow.score.function import ScoreFunction
+from sdeflow.core.io import write_csv
+from sdeflow.apps.tracking import Tracker
 
 METRICS = ("fd", "kid", "pr", "bpd")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 
-from sdeflow.checkpoint import CheckpointError, load_trained
-from sdeflow.guidance import Autoguidance, ClassifierFreeGuidance
+from sdeflow.core.checkpoint import CheckpointError
+from sdeflow.hub.trained import load_trained
+from sdeflow.conditioning.guidance import Autoguidance, ClassifierFreeGuidance
 
 
 class Guidance(abc.ABC):

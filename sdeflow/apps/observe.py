@@ -9,8 +9,8 @@ import torch
 from omegaconf import DictConfig
 
 from sdeflow.apps.common import build
-from sdeflow.inverse.observation import ObservationError, measure, read_images
-from sdeflow.safe_config import rebuild
+from sdeflow.conditioning.inverse.observation import ObservationError, measure, read_images
+from sdeflow.hub.safe_config import rebuild
 
 
 @dataclass

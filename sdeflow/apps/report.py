@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from sdeflow.bench.report import COLUMNS, markdown_table, plot
-from sdeflow.io import atomic_write_bytes, read_csv, write_csv
+from sdeflow.apps.bench.report import COLUMNS, markdown_table, plot
+from sdeflow.core.io import atomic_write_bytes, read_csv, write_csv
 
 
 def _number(v):

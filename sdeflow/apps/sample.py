@@ -21,15 +21,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdeflow import distributed
+from sdeflow.core import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.apps.observe import inverse_task
-from sdeflow.autotune import describe, file_digest, for_model
-from sdeflow.compiled import compile_score
-from sdeflow.generation import generate
-from sdeflow.io import NonFiniteResult, atomic_write_bytes
-from sdeflow.tracking import Tracker
-from sdeflow.viz import save_samples_png
+from sdeflow.tuning.autotune import describe, file_digest, for_model
+from sdeflow.score.compiled import compile_score
+from sdeflow.samplers.generate import generate
+from sdeflow.core.io import NonFiniteResult, atomic_write_bytes
+from sdeflow.apps.tracking import Tracker
+from sdeflow.apps.viz import save_samples_png
 
 
 def run(cfg: DictConfig) -> list[dict]:

@@ -20,18 +20,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-import sdeflow.schemas  # noqa: F401  (registers the structured configs)
-from sdeflow import distributed
+import sdeflow.training.schemas  # noqa: F401  (registers the structured configs)
+from sdeflow.core import distributed
 from sdeflow.apps.common import build, console_app, job_name, model_description, run_dir, write_results
-from sdeflow.checkpoint import CheckpointError, first_line, peek_step
-from sdeflow.data import DatasetError
-from sdeflow.io import lock_run_folder, remove_stale_temporaries
-from sdeflow.random import INIT_WEIGHTS, stream_seed
-from sdeflow.generation import generate
-from sdeflow.score import ScoreFunction
-from sdeflow.tracking import Tracker
-from sdeflow.trainer import Trainer, TrainingInterrupted
-from sdeflow.viz import save_samples_png
+from sdeflow.core.checkpoint import CheckpointError, first_line, peek_step
+from sdeflow.training.data import DatasetError
+from sdeflow.core.io import lock_run_folder, remove_stale_temporaries
+from sdeflow.noise.generators import INIT_WEIGHTS, stream_seed
+from sdeflow.samplers.generate import generate
+from sdeflow.score.function import ScoreFunction
+from sdeflow.apps.tracking import Tracker
+from sdeflow.training.trainer import Trainer, TrainingInterrupted
+from sdeflow.apps.viz import save_samples_png
 
 
 def build_network(cfg: DictConfig, shape):

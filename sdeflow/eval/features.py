@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdeflow import distributed
-from sdeflow.random import BATCHES, INIT_WEIGHTS, seeded_generator, stream_seed
+from sdeflow.core import distributed
+from sdeflow.noise.generators import BATCHES, INIT_WEIGHTS, seeded_generator, stream_seed
 
 
 class SmallCNN(nn.Module):

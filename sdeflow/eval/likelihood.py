@@ -12,8 +12,8 @@ import math
 import torch
 
 from sdeflow.samplers.base import SolverError
-from sdeflow.samplers.ode import pinned_options
-from sdeflow.score import ScoreFunction
+from sdeflow.samplers.solvers.ode import pinned_options
+from sdeflow.score.function import ScoreFunction
 
 
 def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "rademacher", eps: float | None = None,

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdeflow import distributed
-from sdeflow.io import atomic_write_bytes
-from sdeflow.metrics import frechet_distance
+from sdeflow.core import distributed
+from sdeflow.core.io import atomic_write_bytes
+from sdeflow.eval.metrics import frechet_distance
 
 
 class StatsFileError(ValueError):

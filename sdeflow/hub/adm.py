@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from sdeflow.checkpoint import CheckpointError, read_weights_only
+from sdeflow.core.checkpoint import CheckpointError, read_weights_only
 from sdeflow.hub.discrete_time import DiscreteTimeModel
 from sdeflow.hub.edm import LabelledNet
 from sdeflow.hub.strict import load_strict
 from sdeflow.nets.song_unet import Conv2d, DhariwalUNet
-from sdeflow.score import EpsPrediction, ScoreFunction
+from sdeflow.score.function import EpsPrediction, ScoreFunction
 
 AFFINE = {"weight": "weight", "bias": "bias"}
 BLOCK = {"in_layers.0.weight": "norm0.weight", "in_layers.0.bias": "norm0.bias", "in_layers.2.weight": "conv0.weight",

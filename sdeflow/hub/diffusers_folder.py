@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sdeflow.checkpoint import CheckpointError, first_line
+from sdeflow.core.checkpoint import CheckpointError, first_line
 from sdeflow.hub.discrete_time import DiscreteTimeModel
 from sdeflow.hub.strict import load_strict
-from sdeflow.score import EpsPrediction, ScoreFunction, VPrediction, X0Prediction
+from sdeflow.score.function import EpsPrediction, ScoreFunction, VPrediction, X0Prediction
 from sdeflow.sde.discrete import DiscreteVPSDE, cosine_betas, linear_betas, scaled_linear_betas
 
 # diffusers' names for its schedules and targets, translated at the door (a scheduler config is data).

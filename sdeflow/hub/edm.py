@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sdeflow.checkpoint import CheckpointError, first_line
+from sdeflow.core.checkpoint import CheckpointError, first_line
 from sdeflow.hub.safe_pickle import Record, safe_load, tensors
 from sdeflow.hub.scaling import IndexLabels, LogSigmaLabels, ScaledDenoiser, TimeLabels
 from sdeflow.hub.strict import load_strict
 from sdeflow.nets.embeddings import one_hot_labels
 from sdeflow.nets.precond import EDMPrecond
 from sdeflow.nets.song_unet import DhariwalUNet, SongUNet
-from sdeflow.score import ScoreFunction, X0Prediction
+from sdeflow.score.function import ScoreFunction, X0Prediction
 from sdeflow.sde.edm import EDMSDE
 from sdeflow.sde.vp import VPSDE
 

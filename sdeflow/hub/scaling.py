@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from sdeflow.utils import append_dims
+from sdeflow.core.tensors import append_dims
 
 
 class TimeLabels:

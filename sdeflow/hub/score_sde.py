@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from sdeflow.checkpoint import CheckpointError, read_weights_only, save_torch
+from sdeflow.core.checkpoint import CheckpointError, read_weights_only, save_torch
 from sdeflow.hub.edm import LabelledNet
 from sdeflow.hub.scaling import ScaledNoise
 from sdeflow.hub.strict import load_strict
 from sdeflow.nets.song_unet import Conv2d, FourierNoise, GroupNorm, SongUNet, UNetBlock
-from sdeflow.score import EpsPrediction, ScoreFunction
+from sdeflow.score.function import EpsPrediction, ScoreFunction
 
 # score_sde's parameter names inside each kind of module, in its state-dict order, and ours.
 AFFINE = {"weight": "weight", "bias": "bias"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sdeflow.checkpoint import CheckpointError
+from sdeflow.core.checkpoint import CheckpointError
 
 
 def _some(keys, limit: int = 3) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sdeflow.utils import append_dims
+from sdeflow.core.tensors import append_dims
 
 
 class EDMPrecond(nn.Module):

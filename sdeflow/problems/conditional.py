@@ -16,7 +16,7 @@ import math
 import torch
 
 from sdeflow.problems.gmm import GaussianMixture, _Identity
-from sdeflow.utils import batch_times
+from sdeflow.core.tensors import batch_times
 
 
 class LabelledMixture:
@@ -86,8 +86,8 @@ class LabelledMixture:
 
     def guided_ode_reference(self, sde, x_T: torch.Tensor, y, w: float, t_end=None, rtol: float = 1e-10, atol: float = 1e-10):
         """The guided probability-flow ODE's solution from x_T (dopri8, float64): the truth guided solvers are scored on."""
-        from sdeflow.samplers.ode import ProbabilityFlowODE
-        from sdeflow.score import ScoreFunction
+        from sdeflow.samplers.solvers.ode import ProbabilityFlowODE
+        from sdeflow.score.function import ScoreFunction
 
         t_end = sde.eps if t_end is None else t_end
         guided = ScoreFunction(lambda x, t: self.guided_score(x, t, sde, y, w), sde)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from sdeflow.utils import append_dims, batch_times
+from sdeflow.core.tensors import append_dims, batch_times
 
 
 class GaussianMixture:
@@ -158,8 +158,8 @@ class GaussianMixture:
 
         This is the benchmark's ground truth: check it against a looser solve when tolerances change.
         """
-        from sdeflow.samplers.ode import ProbabilityFlowODE
-        from sdeflow.score import ScoreFunction
+        from sdeflow.samplers.solvers.ode import ProbabilityFlowODE
+        from sdeflow.score.function import ScoreFunction
         from sdeflow.sde.ve import VESDE
 
         t_end = sde.eps if t_end is None else t_end

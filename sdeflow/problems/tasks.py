@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.inverse.operators import Inpainting
+from sdeflow.conditioning.inverse.operators import Inpainting
 from sdeflow.problems.conditional import LabelledMixture, observed_posterior
 from sdeflow.problems.gmm import GaussianMixture
 

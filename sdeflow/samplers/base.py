@@ -21,7 +21,7 @@ from typing import Callable, ClassVar
 
 import torch
 
-from sdeflow.random import as_noise
+from sdeflow.noise.generators import as_noise
 from sdeflow.samplers.exponential import Schedule
 
 
@@ -167,7 +167,7 @@ class Sampler(abc.ABC):
         elif int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         if grid is None:
-            from sdeflow.grids import UniformGrid
+            from sdeflow.samplers.grids import UniformGrid
 
             grid = UniformGrid()
         return self.timesteps(grid, sde, int(steps))

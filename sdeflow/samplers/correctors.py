@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.utils import append_dims
+from sdeflow.core.tensors import append_dims
 
 
 class Corrector:

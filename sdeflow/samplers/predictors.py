@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import torch
 
-from sdeflow.utils import append_dims
+from sdeflow.core.tensors import append_dims
 
 
 class Predictor:

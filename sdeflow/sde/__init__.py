@@ -5,7 +5,7 @@ from sdeflow.sde.cosine import CosineVPSDE
 from sdeflow.sde.discrete import DiscreteVPSDE, cosine_betas, linear_betas, scaled_linear_betas
 from sdeflow.sde.edm import EDMSDE
 from sdeflow.sde.flow import FlowSDE
-from sdeflow.sde.variance_preserving import VPSchedule
+from sdeflow.sde.beta_schedule import VPSchedule
 from sdeflow.sde.ve import VESDE
 from sdeflow.sde.vp import SubVPSDE, VPSDE
 

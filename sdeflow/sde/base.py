@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from sdeflow.utils import append_dims, batch_times
+from sdeflow.core.tensors import append_dims, batch_times
 
 
 class SDE(abc.ABC):
@@ -98,7 +98,7 @@ class SDE(abc.ABC):
 
     def prior_sampling(self, shape, generator=None, dtype=torch.float32, device=None) -> torch.Tensor:
         """Draw from the prior p_T; `generator` is a torch.Generator or a `sdeflow.PerSampleNoise`."""
-        from sdeflow.random import as_noise
+        from sdeflow.noise.generators import as_noise
 
         return as_noise(generator).randn(tuple(shape), dtype=dtype, device=device) * self.prior_std
 

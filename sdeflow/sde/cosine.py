@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from sdeflow.sde.variance_preserving import VPSchedule
+from sdeflow.sde.beta_schedule import VPSchedule
 
 
 class CosineVPSDE(VPSchedule):

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from sdeflow.sde.variance_preserving import VPSchedule
+from sdeflow.sde.beta_schedule import VPSchedule
 
 
 def linear_betas(n: int = 1000, start: float = 1e-4, end: float = 0.02) -> list[float]:

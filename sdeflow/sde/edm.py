@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sdeflow.sde.base import SDE
-from sdeflow.utils import batch_times
+from sdeflow.core.tensors import batch_times
 
 
 class EDMSDE(SDE):

@@ -7,7 +7,7 @@ import math
 import torch
 
 from sdeflow.sde.base import SDE
-from sdeflow.utils import batch_times
+from sdeflow.core.tensors import batch_times
 
 
 class VESDE(SDE):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sdeflow.sde.base import SDE
-from sdeflow.utils import append_dims, batch_times
+from sdeflow.core.tensors import append_dims, batch_times
 
 
 class _LinearBetaSDE(SDE):

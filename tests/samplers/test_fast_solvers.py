@@ -1,0 +1,261 @@
+"""The fast solvers against exact answers: orders, identities between algorithms, statistics, errors."""
+
+import json
+
+import pytest
+import torch
+
+import sdeflow as sf
+from sdeflow.eval.metrics import rms_error
+
+from helpers import slope
+
+DETERMINISTIC = {
+    "ddim": sf.DDIM(),
+    "dpm_solver_1": sf.DPMSolver(1),
+    "dpm_solver_2": sf.DPMSolver(2),
+    "dpm_solver_3": sf.DPMSolver(3),
+    "dpmpp_2m": sf.DPMSolverPP(2),
+    "dpmpp_3m": sf.DPMSolverPP(3),
+    "unipc_1_bh2": sf.UniPC(1, "bh2"),
+    "unipc_2_bh1": sf.UniPC(2, "bh1"),
+    "unipc_2_bh2": sf.UniPC(2, "bh2"),
+    "unipc_3_bh2": sf.UniPC(3, "bh2"),
+    "unip_2": sf.UniPC(2, corrector=False),
+    "edm_heun": sf.EDMHeun(),
+    "ipndm": sf.IPNDM(4),
+    "lms": sf.LMS(4),
+    "deis_2": sf.DEIS(2),
+    "deis_3": sf.DEIS(3),
+    "sa_solver_p2c3": sf.SASolver(2, 3, tau=0.0),
+    "sa_solver_p3c4": sf.SASolver(3, 4, tau=0.0),
+    "er_sde_2_ode": sf.ERSDE(2, sf.ODEScaler()),
+    "er_sde_3_ode": sf.ERSDE(3, sf.ODEScaler()),
+    "dpmpp_3m_sde_eta0": sf.DPMSolverPP3MSDE(eta=0.0),
+    "dpmpp_2s": sf.DPMSolverPPSDESinglestep(eta=0.0),
+    "euler": sf.EulerAncestral(eta=0.0),
+    "restart_none": sf.Restart(restarts=[]),
+}
+STOCHASTIC = {
+    "edm_stochastic": sf.EDMStochastic(S_churn=10.0, S_tmin=0.0, S_tmax=1e3),
+    "dpmpp_2m_sde": sf.DPMSolverPPSDE(),
+    "dpmpp_3m_sde": sf.DPMSolverPP3MSDE(),
+    "dpmpp_sde": sf.DPMSolverPPSDESinglestep(),
+    "ddim_eta1": sf.StochasticDDIM(eta=1.0),
+    "euler_ancestral": sf.EulerAncestral(),
+    "sa_solver": sf.SASolver(),
+    "er_sde": sf.ERSDE(),
+    "er_sde_reverse": sf.ERSDE(1, sf.SDEScaler()),
+    "restart": sf.Restart(),
+}
+
+
+def exact(gm, sde):
+    return sf.ScoreFunction(gm.score_fn(sde), sde)
+
+
+@pytest.fixture(scope="module")
+def smooth_problem():
+    return sf.GaussianMixture.random(dim=4, components=3, std_range=(0.3, 0.5), seed=1)
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.parametrize("sde", [sf.VPSDE(), sf.VESDE()], ids=["vp", "ve"])
+def test_convergence_order(name, sde, smooth_problem):
+    # Steps 20..160 on the log-SNR grid, float64, exact score. Single-step methods reach their order;
+    # multistep ones are held to one more than their warm-up steps' order, and at most their own.
+    solver = DETERMINISTIC[name]
+    x_T = sde.prior_sampling((32, 4), torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = smooth_problem.ode_reference(sde, x_T)
+    steps = [20, 40, 80, 160]
+    errors = [rms_error(solver.sample(exact(smooth_problem, sde), sde, x_T, sf.LogSNRGrid()(sde, n)).samples, ref).max() for n in steps]
+    fitted = slope(steps, errors)
+    assert solver.convergence_order - 0.3 <= fitted <= solver.order + 0.5, f"fitted order {fitted:.2f}"
+
+
+def test_ddim_is_dpm_solver_1(sde):
+    gm = sf.GaussianMixture.random(dim=3, components=4, seed=2)
+    x_T = sde.prior_sampling((16, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
+    grid = sf.KarrasGrid()(sde, 12)
+    a = sf.DDIM().sample(exact(gm, sde), sde, x_T, grid).samples
+    b = sf.DPMSolver(1).sample(exact(gm, sde), sde, x_T, grid).samples
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_unip_2_bh2_is_dpm_solver_pp_2m(sde):
+    gm = sf.GaussianMixture.random(dim=3, components=4, seed=2)
+    x_T = sde.prior_sampling((16, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
+    grid = sf.LogSNRGrid()(sde, 15)
+    a = sf.UniPC(2, "bh2", corrector=False).sample(exact(gm, sde), sde, x_T, grid).samples
+    b = sf.DPMSolverPP(2).sample(exact(gm, sde), sde, x_T, grid).samples
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc_2_bh2", "ddim", "edm_heun", "sa_solver_p2c3", "er_sde_3_ode",
+                                  "dpmpp_3m_sde_eta0", "dpmpp_2s", "restart_none"])
+def test_invariant_to_the_time_parameterisation(name):
+    # The probability-flow ODE of VP, written in x / alpha and sigma / alpha, is VE's: a solver that
+    # works in lambda gives the same answer on a VP grid and on the VE grid with the same log-SNRs.
+    vp = sf.VPSDE()
+    gm = sf.GaussianMixture.random(dim=3, components=4, seed=2)
+    t_vp = sf.LogSNRGrid()(vp, 10)
+    ratio = torch.exp(-vp.lambda_(t_vp))  # sigma / alpha at each grid point
+    ve = sf.VESDE(sigma_min=float(ratio[-1]), sigma_max=float(ratio[0]), eps=0.0)
+    t_ve = ve.t_from_lambda(vp.lambda_(t_vp))
+    t_ve[0], t_ve[-1] = 1.0, 0.0
+    x_T = vp.prior_sampling((16, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
+    a_T, a_0 = vp.alpha(t_vp[0]), vp.alpha(t_vp[-1])
+    out_vp = DETERMINISTIC[name].sample(exact(gm, vp), vp, x_T, t_vp).samples
+    out_ve = DETERMINISTIC[name].sample(exact(gm, ve), ve, x_T / a_T, t_ve).samples
+    torch.testing.assert_close(out_vp / a_0, out_ve, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_solvers_reproduce_moments_and_mode_weights(sde, name):
+    # 20k samples, 200 steps; tolerances: weights 0.02, mean 0.05, covariance 0.1 (O(1) scale).
+    gm = sf.problems.eight_gaussians(radius=2.0, std=0.2)
+    out = sf.sample(sde, gm.score_fn(sde), STOCHASTIC[name], (20_000, 2), steps=200, grid=sf.LogSNRGrid(),
+                    generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = out.samples
+    weights = torch.bincount(gm.assign(x), minlength=8).double() / len(x)
+    assert (weights - gm.weights).abs().max() < 0.02
+    assert (x.mean(0) - gm.mean(sde.eps, sde)).abs().max() < 0.05
+    assert (torch.cov(x.T) - gm.cov(sde.eps, sde)).abs().max() < 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", [sf.VPSDE(), sf.VESDE()], ids=["vp", "ve"])
+def test_gotta_go_fast_reproduces_moments_and_counts_nfe(sde):
+    # d = 16 (see the class docstring for the rejection bias in very low dimensions); 5k samples.
+    # Tolerances: mode weights 0.03 (binomial sd <= 0.007), mean 0.05, covariance 0.1.
+    gm = sf.GaussianMixture.random(dim=16, components=4, std_range=(0.2, 0.4), seed=0)
+    calls = []
+
+    def model(x, t):
+        calls.append(1)
+        return gm.score(x, t, sde)
+
+    nfes = []
+    for reltol in (0.05, 0.01):
+        calls.clear()
+        out = sf.sample(sde, model, sf.GottaGoFast(reltol=reltol, abstol=reltol / 2), (5000, 16),
+                        generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        assert out.nfe == len(calls)
+        nfes.append(out.nfe)
+        x = out.samples
+        weights = torch.bincount(gm.assign(x), minlength=4).double() / len(x)
+        assert (weights - gm.weights).abs().max() < 0.03
+        assert (x.mean(0) - gm.mean(sde.eps, sde)).abs().max() < 0.05
+        assert (torch.cov(x.T) - gm.cov(sde.eps, sde)).abs().max() < 0.1
+    assert nfes[1] > nfes[0]
+
+
+def test_gotta_go_fast_is_batch_invariant_with_per_sample_noise():
+    sde, gm = sf.VPSDE(), sf.problems.eight_gaussians()
+    run = lambda n, off=0: sf.sample(sde, gm.score_fn(sde), sf.GottaGoFast(reltol=0.05), (n, 2), seed=3, offset=off,  # noqa: E731
+                                     dtype=torch.float64).samples
+    full = run(6)
+    torch.testing.assert_close(run(2), full[:2], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(run(4, 2), full[2:], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_adaptive_dpm_solver_error_follows_its_tolerance(order):
+    sde = sf.VESDE(0.002, 80.0, eps=0.0)
+    gm = sf.GaussianMixture.random(dim=8, components=4, seed=0)
+    x_T = sde.prior_sampling((64, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = gm.ode_reference(sde, x_T)
+    ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
+    loose = sf.DPMSolverAdaptive(order, rtol=0.05, atol=0.01).sample(exact(gm, sde), sde, x_T, ends)
+    tight = sf.DPMSolverAdaptive(order, rtol=1e-3, atol=2e-4).sample(exact(gm, sde), sde, x_T, ends)
+    e_loose, e_tight = rms_error(loose.samples, ref).median(), rms_error(tight.samples, ref).median()
+    assert tight.nfe > loose.nfe
+    assert e_tight < 1e-3 and e_tight < e_loose
+
+
+def test_analytic_jump_is_exact_for_gaussian_data(sde):
+    gm = sf.GaussianMixture([1.0], [[0.5, -1.0, 0.2]], [[0.3, 0.8, 0.5]])
+    x_T = sde.prior_sampling((10, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
+    stats = sf.GaussianStats.from_distribution(gm)
+    T, e = torch.tensor(sde.T, dtype=torch.float64), torch.tensor(sde.eps, dtype=torch.float64)
+    torch.testing.assert_close(stats.flow(sde, x_T, T, e), gm.ode_reference(sde, x_T), rtol=1e-8, atol=1e-8)
+    # Through the sampler: the jump costs nothing, the rest is the inner solver's.
+    jump = sf.AnalyticJump(sf.DDIM(), stats, sigma_jump=0.5)
+    out = sf.sample(sde, gm.score_fn(sde), jump, (10, 3), steps=4, dtype=torch.float64)
+    assert out.nfe == 4 and len(out.timesteps) == 6
+
+
+def test_low_rank_statistics_from_samples():
+    x = torch.randn(500, 1, 4, 4, dtype=torch.float64) * torch.linspace(0.1, 2.0, 16).reshape(1, 1, 4, 4)
+    stats = sf.GaussianStats.from_samples(x, rank=3)
+    assert stats.eigvecs.shape == (16, 3) and stats.rest > 0
+    sde = sf.VPSDE()
+    y = stats.flow(sde, torch.randn(5, 1, 4, 4, dtype=torch.float64), torch.tensor(1.0), torch.tensor(0.3))
+    assert y.shape == (5, 1, 4, 4) and torch.isfinite(y).all()
+
+
+def test_grid_optimisation_helps_on_held_out_samples(tmp_path):
+    sde = sf.VESDE(0.002, 80.0, eps=0.0)
+    gm = sf.GaussianMixture.random(dim=8, components=4, seed=0)
+    score = exact(gm, sde)
+    pilot = sde.prior_sampling((64, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
+    held_out = sde.prior_sampling((64, 8), torch.Generator().manual_seed(2), dtype=torch.float64)
+    solver = sf.DPMSolverPP(2)
+    init = sf.UniformGrid()(sde, 8)
+    grid, report = sf.optimize_grid(solver, score, sde, pilot, gm.ode_reference(sde, pilot), init, maxiter=300, progress=False)
+    ref = gm.ode_reference(sde, held_out)
+    before = rms_error(solver.sample(score, sde, held_out, init).samples, ref).median()
+    after = rms_error(solver.sample(score, sde, held_out, grid).samples, ref).median()
+    assert after < 0.5 * before
+    path = sf.save_grid(tmp_path / "grid.json", grid, report)
+    loaded = sf.OptimizedGrid(path)
+    assert torch.equal(loaded(sde), grid) and loaded.report["steps"] == 8
+    with pytest.raises(FileNotFoundError, match="no optimised grid"):
+        sf.OptimizedGrid(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"times": [1, 0]}))
+    with pytest.raises(ValueError, match="not a saved grid"):
+        sf.OptimizedGrid(tmp_path / "bad.json")
+
+
+ALL = {**DETERMINISTIC, **STOCHASTIC, "dpm_solver_adaptive": sf.DPMSolverAdaptive(), "gotta_go_fast": sf.GottaGoFast(reltol=0.1)}
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_solver_keeps_dtype_and_counts_nfe(name, dtype):
+    solver, sde, gm = ALL[name], sf.VESDE(), sf.problems.eight_gaussians()
+    calls = []
+
+    def model(x, t):
+        calls.append(1)
+        return gm.score(x, t, sde)
+
+    steps = None if solver.nfe_per_step is None else 6
+    out = sf.sample(sde, model, solver, (8, 2), steps=steps, grid=sf.KarrasGrid(), dtype=dtype)
+    assert out.samples.dtype == dtype and torch.isfinite(out.samples).all()
+    assert out.nfe == len(calls)
+    if steps is not None:
+        assert out.nfe == steps * solver.nfe_per_step + getattr(solver, "restart_nfe", 0)
+
+
+def test_impossible_combinations_are_refused():
+    sde = sf.VPSDE()
+    score = sf.ScoreFunction(lambda x, t: -x, sde)
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="needs at least 3 steps"):
+        sf.DPMSolverPP(3).sample(score, sde, x, sf.UniformGrid()(sde, 2))
+    with pytest.raises(ValueError, match="needs at least 3 steps"):
+        sf.UniPC(3).sample(score, sde, x, sf.UniformGrid()(sde, 2))
+    with pytest.raises(ValueError, match="order 2 or 3"):
+        sf.DPMSolverPP(4)
+    with pytest.raises(ValueError, match="variant"):
+        sf.UniPC(2, variant="bh3")
+    with pytest.raises(ValueError, match="at least 3 NFE"):
+        sf.DPMSolver(3).steps_for_nfe(2)
+    with pytest.raises(ValueError, match="chooses its own steps"):
+        sf.DPMSolverAdaptive().steps_for_nfe(10)
+    with pytest.raises(ValueError, match="sigma_jump must lie"):
+        sf.AnalyticJump(sf.DDIM(), sf.GaussianStats.from_cov(torch.zeros(2), torch.eye(2)), sigma_jump=1e6).timesteps(sf.UniformGrid(), sde, 4)
+    with pytest.raises(ValueError, match="S_churn"):
+        sf.EDMStochastic(S_churn=-1)
