@@ -67,7 +67,7 @@ def main(argv=None):
     solver = sf.DPMSolverPP(2)
     for w in args.w:
         guided = sf.ClassifierFreeGuidance(score, labels, w)
-        out = sf.sample(sde, guided, solver, (len(labels), 1, 8, 8), nfe=args.nfe, grid=sf.LogSNRGrid(), seed=1)
+        out = sf.sample(guided, sde, solver, (len(labels), 1, 8, 8), nfe=args.nfe, grid=sf.LogSNRGrid(), seed=1)
         with torch.no_grad():
             pred = classifier.net(out.samples.clamp(-1, 1)).argmax(1)
         per_class = [(pred[labels == c] == c).double().mean().item() for c in range(10)]

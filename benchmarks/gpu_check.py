@@ -40,7 +40,7 @@ def solver_agreement(device):
             for dtype in (torch.float32, torch.float64):
                 score = sf.ScoreFunction(gm.score_fn(sde), sde)
                 start = time.perf_counter()
-                out = sf.sample(sde, score, solver, (512, 16), nfe=20, grid=sf.KarrasGrid(), seed=0, dtype=dtype, device=dev)
+                out = sf.sample(score, sde, solver, (512, 16), nfe=20, grid=sf.KarrasGrid(), seed=0, dtype=dtype, device=dev)
                 if dev != "cpu":
                     torch.cuda.synchronize()
                 res[(dev, dtype)] = (out.samples.double().cpu(), out.nfe, time.perf_counter() - start)
@@ -78,7 +78,7 @@ def deferred_nan(device):
         return s * float("nan") if calls["n"] > 3 else s
 
     try:
-        sf.sample(sde, sf.ScoreFunction(poisoned, sde), sf.DDIM(), (8, 4), steps=10, seed=0, device=device)
+        sf.sample(sf.ScoreFunction(poisoned, sde), sde, sf.DDIM(), (8, 4), steps=10, seed=0, device=device)
     except sf.NonFiniteError as e:
         print("raised:", e)
         return {"raised": True, "message": str(e), "names_step_4": "at step 4 of 10" in str(e)}

@@ -71,7 +71,7 @@ def main(argv=None):
     for nfe in tqdm(args.nfe, desc="NFE"):
         for name, make in methods.items():
             sampler, sc, hook = make()
-            out = sf.sample(sde, sc, sampler, (n, D), nfe=nfe, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook)
+            out = sf.sample(sc, sde, sampler, (n, D), nfe=nfe, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook)
             k = torch.bincount(gm.assign(out.samples), minlength=4).double() / n
             rows.append({"method": name, "budget": nfe, "nfe": out.nfe, "forwards": out.forwards, "backwards": out.backwards,
                          **scores(out.samples), "mode_weights": [round(v, 3) for v in k.tolist()]})

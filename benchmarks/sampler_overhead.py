@@ -109,7 +109,7 @@ def ours(solver_name, sde, shape, nfe, device, shared: bool):
     def run(net):
         score = sf.ScoreFunction(net, sde, sf.EpsPrediction())
         gen = torch.Generator(device=device).manual_seed(0) if shared else None
-        return sf.sample(sde, score, solver, shape, nfe=nfe, seed=0, generator=gen, device=device).nfe
+        return sf.sample(score, sde, solver, shape, nfe=nfe, seed=0, generator=gen, device=device).nfe
     return run
 
 

@@ -56,7 +56,7 @@ def worker(args, out_file):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        gen = generate(score, sde, sf.DPMSolverPP(order=2), sf.LogSNRGrid(), args.n, (1, 8, 8), nfe=args.nfe, seed=0,
+        gen = generate(score, sde, sf.DPMSolverPP(order=2), args.n, (1, 8, 8), nfe=args.nfe, grid=sf.LogSNRGrid(), seed=0,
                        batch_size=args.batch, device=device, progress=False)
         samples = distributed.gather_rows(gen.samples)
         distributed.barrier()

@@ -147,7 +147,8 @@ def run(cfg: DictConfig) -> list[dict]:
         if tuning is not None and main:
             print(describe(name, tuning))
         start = time.perf_counter()
-        gen = generate(score, sde, solver, solver_grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
+        gen = generate(score, sde, solver, cfg.n, shape, nfe=cfg.nfe, grid=solver_grid, seed=cfg.seed, batch_size=cfg.batch_size,
+                       device=device, progress=cfg.progress,
                        brownian=bool(cfg.get("brownian", False)), condition=lambda batch_score, _: wrap(batch_score))
         feats = torch.cat([torch.empty(0, train_feats.shape[1]), *[extractor(chunk) for chunk in gen.samples.split(cfg.batch_size)]])
         stats = FeatureStats(train_feats.shape[1]).update(feats).all_reduce()

@@ -67,7 +67,8 @@ def run(cfg: DictConfig) -> list[dict]:
         if tuning is not None:
             print(describe(name, tuning))
         start = time.perf_counter()
-        gen = generate(score, sde, solver, solver_grid, cfg.n, shape, cfg.nfe, cfg.seed, cfg.batch_size, device, cfg.progress,
+        gen = generate(score, sde, solver, cfg.n, shape, nfe=cfg.nfe, grid=solver_grid, seed=cfg.seed, batch_size=cfg.batch_size,
+                       device=device, progress=cfg.progress,
                        brownian=bool(cfg.get("brownian", False)), labels=labels,
                        condition=lambda batch_score, batch_labels: wrap(guide.wrap(batch_score, batch_labels)),
                        bind=None if task is None else task.bind(sde))

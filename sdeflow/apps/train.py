@@ -86,7 +86,7 @@ def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
     n = cfg.sample.n
     label_dim = getattr(trainer.model, "label_dim", 0)
     # A class-conditional model's picture shows the classes in turn.
-    out = generate(score, sde, solver, instantiate(cfg.sample.grid), n, tuple(cfg.data.shape), cfg.sample.nfe, seed=0, batch_size=n,
+    out = generate(score, sde, solver, n, tuple(cfg.data.shape), nfe=cfg.sample.nfe, grid=instantiate(cfg.sample.grid), seed=0, batch_size=n,
                    device=trainer.device, progress=False, labels=list(range(label_dim)) if label_dim else None)
     samples = distributed.gather_rows(out.samples)
     if samples is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdeflow.noise.brownian import BrownianNoise
+from sdeflow.noise.brownian import BrownianNoise, brownian_span
 from sdeflow.noise.generators import NOISE, PRIOR, PerSampleNoise
 
 
@@ -18,3 +18,17 @@ def streams(seed: int, n: int, offset: int = 0, brownian=None) -> tuple:
     else:
         noise = BrownianNoise(seed, n, offset, *brownian)
     return PerSampleNoise(seed, n, offset, purpose=PRIOR), noise
+
+
+def sampling_streams(sde, n: int, seed: int | None = 0, generator=None, offset: int = 0, brownian: bool = False) -> tuple:
+    """The (prior, noise) sources of samples offset..offset+n-1 of a sampling run: the one preamble of `sample`,
+    `generate` and `sdedit`.
+
+    With `generator` (a torch.Generator or a noise source), both draws come from it as it is; else from the
+    per-sample streams of `seed`, the solver noise being a Brownian path over [eps, T] when `brownian` is set.
+    """
+    if generator is not None:
+        return generator, generator
+    if seed is None:
+        raise ValueError("give a seed or a generator")
+    return streams(seed, n, offset, brownian=brownian_span(sde) if brownian else None)

@@ -15,8 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdeflow.core import distributed
-from sdeflow.noise.brownian import brownian_span
-from sdeflow.noise.streams import streams
+from sdeflow.noise.streams import sampling_streams
 
 
 @dataclass
@@ -31,17 +30,18 @@ class Generated:
     backwards: int | None = None
 
 
-def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
-             progress: bool = True, indices: range | None = None, brownian: bool = False, labels=None, condition=None,
+def generate(score, sde, solver, n: int, shape, *, nfe: int | None = None, grid=None, seed: int = 0, batch_size: int = 256,
+             device=None, progress: bool = True, indices: range | None = None, brownian: bool = False, labels=None, condition=None,
              bind=None) -> Generated:
     """Draw samples `indices` (default: this rank's share of 0..n-1) of a run of n samples.
 
     Args:
         score: a `sdeflow.ScoreFunction`.
-        sde, solver, grid: the SDE, any sdeflow sampler, and its time grid.
+        sde, solver: the SDE and any sdeflow sampler.
         n: total number of samples of the run (over all ranks).
         shape: the shape of one sample.
         nfe: the NFE budget of a grid-stepping solver (None for adaptive solvers, which choose their own).
+        grid: the time grid (the solver's default when None, as in `sample`).
         seed: sample i's prior draw and its solver noise come from the streams (seed, PRIOR, i) and (seed, NOISE, i).
         batch_size: samples per solver call; also the unit of sharding.
         device: where to sample (default: the score model's device is not guessed: CPU).
@@ -64,7 +64,7 @@ def generate(score, sde, solver, grid, n: int, shape, nfe: int | None = None, se
     for start in tqdm(starts, desc=type(solver).__name__, disable=not (progress and distributed.is_main()), dynamic_ncols=True):
         b = min(batch_size, indices.stop - start)
         with torch.no_grad():
-            prior, noise = streams(seed, b, start, brownian=brownian_span(sde) if brownian else None)
+            prior, noise = sampling_streams(sde, b, seed, offset=start, brownian=brownian)
             x = sde.prior_sampling((b, *shape), prior, device=device)
             batch_score, batch_labels = score, None
             if labels is not None:

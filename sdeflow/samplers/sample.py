@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.noise.brownian import brownian_span
-from sdeflow.noise.streams import streams
+from sdeflow.noise.streams import sampling_streams
 from sdeflow.samplers.base import SampleResult
 from sdeflow.score.function import ScoreFunction
+from sdeflow.sde.base import SDE
 
 
 def sample(
-    sde,
     score,
-    sampler,
+    sde,
+    solver,
     shape,
+    *,
     steps: int | None = None,
     grid=None,
     seed: int | None = 0,
@@ -29,12 +30,15 @@ def sample(
     grad: bool = False,
     brownian: bool = False,
 ) -> SampleResult:
-    """Draw `shape[0]` samples: a prior draw, then `sampler` along the grid it plans (`sampler.plan`).
+    """Draw `shape[0]` samples: a prior draw, then `solver` along the grid it plans (`solver.plan`).
+
+    `sample`, `generate`, `encode`, `decode` and `sdedit` take their arguments in one order: the score, the
+    SDE, the solver, then what to start from (here the shape), and the rest by keyword.
 
     Args:
-        sde: the forward SDE (`sdeflow.VPSDE`, `SubVPSDE`, `VESDE`).
         score: a `sdeflow.ScoreFunction` of this SDE, or a plain callable `score(x, t)` returning the score.
-        sampler: any `sdeflow` sampler, e.g. `PCSampler(EulerMaruyama())` or `ProbabilityFlowODE()`.
+        sde: the forward SDE (`sdeflow.VPSDE`, `SubVPSDE`, `VESDE`, ...).
+        solver: any `sdeflow` sampler, e.g. `PCSampler(EulerMaruyama())` or `ProbabilityFlowODE()`.
         shape: (batch, *data_shape).
         steps: number of steps; or
         nfe: the budget of score evaluations, which the sampler turns into steps (adaptive samplers
@@ -52,12 +56,13 @@ def sample(
             the same seed then gives the same path whatever the grid or the step count, so runs at
             different NFE differ by their discretisation only (with `seed`; a `generator` is used as it is).
     """
+    if isinstance(score, SDE) or not isinstance(sde, SDE):
+        raise TypeError(f"sample takes (score, sde, solver, shape, ...), the score first as in generate, encode, decode and "
+                        f"sdedit; got a {type(score).__name__} and a {type(sde).__name__}")
     if not isinstance(score, ScoreFunction):
         score = ScoreFunction(score, sde)
-    if generator is None and seed is None:
-        raise ValueError("give a seed or a generator")
-    span = brownian_span(sde) if brownian else None
-    prior, noise = streams(seed, shape[0], offset, brownian=span) if generator is None else (generator, generator)
-    timesteps = sampler.plan(sde, grid, nfe=nfe, steps=steps)
+    prior, noise = sampling_streams(sde, shape[0], seed, generator, offset, brownian)
+    timesteps = solver.plan(sde, grid, nfe=nfe, steps=steps)
     x = sde.prior_sampling(shape, prior, dtype=dtype, device=device)
-    return sampler.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook, progress=progress, grad=grad)
+    return solver.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook,
+                         progress=progress, grad=grad)

@@ -93,7 +93,7 @@ def test_sample_i_of_an_inverse_task_does_not_depend_on_the_batch_size(method):
     def bind(score, solver, start, b):
         return method.bind(score, SDE, solver, problem.operator, problem.observation(b), problem.noise_std, seed=4, offset=start)
 
-    runs = [generate(score, SDE, sf.PCSampler(sf.EulerMaruyama()), sf.LogSNRGrid(), 10, (6,), nfe=8, seed=1, batch_size=bs,
+    runs = [generate(score, SDE, sf.PCSampler(sf.EulerMaruyama()), 10, (6,), nfe=8, grid=sf.LogSNRGrid(), seed=1, batch_size=bs,
                      progress=False, bind=bind) for bs in (3, 10)]
     torch.testing.assert_close(runs[0].samples, runs[1].samples, rtol=1e-5, atol=1e-6)
     assert runs[0].nfe == 8 and runs[0].backwards == (8 if isinstance(method, (sf.inverse.DPSMethod, sf.inverse.PiGDMMethod)) else 0)
@@ -112,7 +112,7 @@ def test_pigdm_with_a_general_matrix_matches_the_exact_linear_posterior():
     op, base = sf.inverse.MatrixOperator(A), sf.ScoreFunction(data.score_fn(SDE), SDE)
 
     def run(score):
-        x = sf.sample(SDE, score, sf.DDIM(), (n, d), steps=300, grid=sf.LogSNRGrid(), seed=2, dtype=torch.float64).samples
+        x = sf.sample(score, SDE, sf.DDIM(), (n, d), steps=300, grid=sf.LogSNRGrid(), seed=2, dtype=torch.float64).samples
         cov = torch.cov(x.T)
         along = torch.diag(A @ cov @ A.T) / torch.diag(A @ truth.covs[0] @ A.T)
         return (x.mean(0) - truth.means[0]).abs().max(), (cov - truth.covs[0]).abs().max(), along

@@ -120,7 +120,7 @@ def test_a_short_conditional_training_beats_chance_by_a_wide_margin():
     train_set, held_out = digits().split(0.8, seed=0)
     classifier = TrainedClassifier(steps=300).fit(train_set, held_out)
     labels = torch.arange(10).repeat_interleave(30)
-    out = sf.sample(sde, sf.ClassifierFreeGuidance(score, labels, 1.0), sf.DPMSolverPP(2), (300, 1, 8, 8), nfe=20, grid=sf.LogSNRGrid(),
+    out = sf.sample(sf.ClassifierFreeGuidance(score, labels, 1.0), sde, sf.DPMSolverPP(2), (300, 1, 8, 8), nfe=20, grid=sf.LogSNRGrid(),
                     seed=1)
     with torch.no_grad():
         accuracy = float((classifier.net(out.samples.clamp(-1, 1)).argmax(1) == labels).double().mean())

@@ -81,7 +81,7 @@ def test_guided_samples_reproduce_each_class(problem, how):
             score = sf.ClassifierFreeGuidance(sf.ScoreFunction(problem.model(SDE), SDE), y, 0.0)
         else:
             score = sf.ClassifierGuidance(sf.ScoreFunction(problem.mixture.score_fn(SDE), SDE), problem.classifier(SDE), y)
-        out = sf.sample(SDE, score, sf.PCSampler(sf.EulerMaruyama()), (n, 3), steps=200, seed=c, dtype=torch.float64)
+        out = sf.sample(score, SDE, sf.PCSampler(sf.EulerMaruyama()), (n, 3), steps=200, seed=c, dtype=torch.float64)
         target = problem.class_mixture(c)
         x = out.samples
         # Components overlap, so the mode shares are compared with those of exact samples of the class.

@@ -65,7 +65,7 @@ def test_pigdm_is_exact_on_gaussian_data(solver):
     # Observed coordinates: mean within 0.01 (6 standard errors), std within 5%; the rest keep the prior.
     gm, op, y, post = gaussian_case()
     score = sf.inverse.PiGDM(sf.ScoreFunction(gm.score_fn(SDE), SDE), op, y, NOISE, data_var=SD**2)
-    out = sf.sample(SDE, score, solver, (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64)
+    out = sf.sample(score, SDE, solver, (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64)
     x = out.samples
     assert out.forwards == 200 and out.backwards == 200
     assert (x[:, OBS].mean(0) - post.means[0, OBS]).abs().max() < 0.01
@@ -81,9 +81,9 @@ def test_dps_and_replacement_are_overconfident_on_gaussian_data():
     gm, op, y, post = gaussian_case()
     exact_std = post.stds[0, OBS]
     score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
-    dps = sf.sample(SDE, sf.inverse.DPS(score, op, y, NOISE), sf.PCSampler(sf.EulerMaruyama()), (N, D), steps=200,
+    dps = sf.sample(sf.inverse.DPS(score, op, y, NOISE), SDE, sf.PCSampler(sf.EulerMaruyama()), (N, D), steps=200,
                     grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64).samples
-    rep = sf.sample(SDE, score, sf.PCSampler(sf.EulerMaruyama()), (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5,
+    rep = sf.sample(score, SDE, sf.PCSampler(sf.EulerMaruyama()), (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5,
                     dtype=torch.float64, hook=sf.inverse.Replacement(SDE, op, y, seed=6)).samples
     assert bool((dps[:, OBS].std(0) < 0.85 * exact_std).all())
     assert bool((rep[:, OBS].std(0) < 0.2 * exact_std).all())
@@ -97,14 +97,14 @@ def test_repaint_with_one_resample_is_replacement():
     gm, op, y, _ = gaussian_case()
     score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
     solver = sf.PCSampler(sf.Ancestral())
-    plain = sf.sample(SDE, score, solver, (N, D), steps=20, seed=5, dtype=torch.float64, hook=sf.inverse.Replacement(SDE, op, y, seed=6))
+    plain = sf.sample(score, SDE, solver, (N, D), steps=20, seed=5, dtype=torch.float64, hook=sf.inverse.Replacement(SDE, op, y, seed=6))
     for jump in (1, 3):
-        repaint = sf.sample(SDE, score, sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y, seed=6), resamples=1, jump=jump),
+        repaint = sf.sample(score, SDE, sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y, seed=6), resamples=1, jump=jump),
                             (N, D), steps=20, seed=5, dtype=torch.float64)
         torch.testing.assert_close(repaint.samples, plain.samples, rtol=0, atol=0)
     for jump in (1, 3):  # 20 steps in blocks of 3: the last block has 2, and still every step is taken U times
         three = sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y[:8], seed=6), resamples=3, jump=jump)
-        out = sf.sample(SDE, score, three, (8, D), steps=20, seed=5, dtype=torch.float64, return_trajectory=True)
+        out = sf.sample(score, SDE, three, (8, D), steps=20, seed=5, dtype=torch.float64, return_trajectory=True)
         assert out.nfe == 60 == three.steps_for_nfe(60) * 3 and bool(torch.isfinite(out.trajectory).all())
 
 
@@ -134,7 +134,7 @@ def test_every_method_against_the_exact_bimodal_posterior():
     em = sf.PCSampler(sf.EulerMaruyama())
 
     def distance(sampler, sc, hook=None, steps=200):
-        return sw(sf.sample(SDE, sc, sampler, (N, D), steps=steps, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook).samples)
+        return sw(sf.sample(sc, SDE, sampler, (N, D), steps=steps, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook).samples)
 
     assert distance(em, sf.ScoreFunction(post.score_fn(SDE), SDE)) < 2 * floor
     measured = {

@@ -93,7 +93,7 @@ def test_sdedit_from_T_is_unconditional_sampling_in_distribution():
     gm = sf.problems.eight_gaussians(radius=2.0, std=0.2)
     x0 = torch.zeros(n, 2, dtype=torch.float64)
     edited = sf.sdedit(gm.score_fn(sde), sde, sf.DPMSolverPP3MSDE(), x0, sde.T, steps=100, seed=1).samples
-    fresh = sf.sample(sde, gm.score_fn(sde), sf.DPMSolverPP3MSDE(), (n, 2), steps=100, seed=2, dtype=torch.float64).samples
+    fresh = sf.sample(gm.score_fn(sde), sde, sf.DPMSolverPP3MSDE(), (n, 2), steps=100, seed=2, dtype=torch.float64).samples
     w_edit = torch.bincount(gm.assign(edited), minlength=8).double() / n
     w_fresh = torch.bincount(gm.assign(fresh), minlength=8).double() / n
     assert (w_edit - w_fresh).abs().max() < 0.02

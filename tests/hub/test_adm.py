@@ -98,7 +98,7 @@ def test_an_imported_adm_samples_with_any_solver(tmp_path):
     score, sde, _ = node.load(tmp_path / "model.pt")
     score = score.condition(y=torch.tensor([3, 4]))
     for solver, grid in [(sf.DDIM(), sf.LeadingTimesteps()), (sf.DPMSolverPP(2), sf.LogSNRGrid())]:
-        out = sf.sample(sde, score, solver, (2, 3, 16, 16), nfe=4, grid=grid, seed=0)
+        out = sf.sample(score, sde, solver, (2, 3, 16, 16), nfe=4, grid=grid, seed=0)
         assert bool(torch.isfinite(out.samples).all()) and out.nfe == 4
 
 

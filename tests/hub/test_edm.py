@@ -113,7 +113,7 @@ def test_an_imported_edm_network_samples_with_any_solver(tmp_path, persistence, 
     score, sde, _ = load_edm(tmp_path / "net.pkl")
     assert sde == sf.EDMSDE(0.002, 80.0)
     for solver, grid in [(sf.EDMHeun(), sf.KarrasGrid()), (sf.DPMSolverPP(2), sf.LogSNRGrid())]:
-        out = sf.sample(sde, score.condition(y=torch.tensor([1, 2])), solver, (2, 3, 8, 8), nfe=9, grid=grid)
+        out = sf.sample(score.condition(y=torch.tensor([1, 2])), sde, solver, (2, 3, 8, 8), nfe=9, grid=grid)
         assert bool(torch.isfinite(out.samples).all()) and out.nfe <= 9
 
 

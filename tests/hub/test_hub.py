@@ -82,7 +82,7 @@ def test_other_solvers_sample_the_imported_model_on_continuous_grids(tmp_path):
     unet_folder(tmp_path, schedule="squaredcos_cap_v2")
     score, sde, _ = load_diffusers(tmp_path)
     assert sde == sf.DiscreteVPSDE(sf.cosine_betas())
-    out = sf.sample(sde, score, sf.DPMSolverPP(2), (2, 3, 8, 8), nfe=6, grid=sf.LogSNRGrid())
+    out = sf.sample(score, sde, sf.DPMSolverPP(2), (2, 3, 8, 8), nfe=6, grid=sf.LogSNRGrid())
     assert out.samples.shape == (2, 3, 8, 8) and bool(torch.isfinite(out.samples).all()) and out.nfe == 6
 
 

@@ -25,7 +25,7 @@ ADM = os.environ.get("SDEFLOW_ADM_CHECKPOINT")
 
 
 def check_trained(score, sde, shape, solver, grid, nfe):
-    out = sf.sample(sde, score, solver, (8, *shape), nfe=nfe, grid=grid, seed=0)
+    out = sf.sample(score, sde, solver, (8, *shape), nfe=nfe, grid=grid, seed=0)
     x = out.samples
     assert bool(torch.isfinite(x).all())
     assert x.abs().quantile(0.99).item() < 1.5, "samples far outside the data range [-1, 1]"

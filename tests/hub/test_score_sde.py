@@ -153,8 +153,8 @@ def test_our_ncsnpp_exported_and_imported_back_gives_identical_samples(case, tmp
     save_score_sde(tmp_path / "checkpoint_1.pth", net, sigmas, step=1)
     score, sde, _ = fmt_.load(tmp_path / "checkpoint_1.pth")
     direct = sf.ScoreFunction(sf.hub.ScaledNoise(sf.hub.edm.LabelledNet(net), sde, fmt_.scaling), sde, sf.EpsPrediction())
-    a = sf.sample(sde, score, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples
-    b = sf.sample(sde, direct, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples
+    a = sf.sample(score, sde, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples
+    b = sf.sample(direct, sde, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples
     assert torch.equal(a, b) and bool(torch.isfinite(a).all())
 
 

@@ -91,7 +91,7 @@ def test_the_draws_are_independent_across_samples_draws_elements_and_streams():
 def test_a_stochastic_sampler_gives_sample_i_in_any_batch():
     sde = sf.VPSDE()
     gm = sf.GaussianMixture.random(dim=4, components=3)
-    run = lambda n, offset: sf.sample(sde, gm.score_fn(sde), sf.EDMStochastic(S_churn=10.0), (n, 4), steps=6, seed=2, offset=offset).samples
+    run = lambda n, offset: sf.sample(gm.score_fn(sde), sde, sf.EDMStochastic(S_churn=10.0), (n, 4), steps=6, seed=2, offset=offset).samples
     whole = run(9, 0)
     assert torch.equal(torch.cat([run(4, 0), run(5, 4)]), whole)
 

@@ -19,7 +19,7 @@ def _model_score(sde):
                          ids=["ddim", "pc", "ode"])
 def test_sampling_records_no_graph_by_default(sampler):
     sde = sf.VPSDE()
-    out = sf.sample(sde, _model_score(sde), sampler, (8, 4), nfe=6, seed=0, return_trajectory=True)
+    out = sf.sample(_model_score(sde), sde, sampler, (8, 4), nfe=6, seed=0, return_trajectory=True)
     assert not out.samples.requires_grad and out.samples.grad_fn is None
     assert not out.trajectory.requires_grad
 
@@ -27,20 +27,20 @@ def test_sampling_records_no_graph_by_default(sampler):
 def test_gradients_through_sampling_on_request():
     sde = sf.VPSDE()
     score = _model_score(sde)
-    out = sf.sample(sde, score, sf.DDIM(), (8, 4), steps=3, seed=0, grad=True)
+    out = sf.sample(score, sde, sf.DDIM(), (8, 4), steps=3, seed=0, grad=True)
     assert out.samples.requires_grad
     out.samples.square().sum().backward()
     grads = [p.grad for p in score.model.parameters()]
     assert all(g is not None for g in grads) and any(bool(g.abs().sum() > 0) for g in grads)
     # The same numbers either way: the switch changes what is recorded, not what is computed.
-    plain = sf.sample(sde, score, sf.DDIM(), (8, 4), steps=3, seed=0)
+    plain = sf.sample(score, sde, sf.DDIM(), (8, 4), steps=3, seed=0)
     assert torch.equal(out.samples.detach(), plain.samples)
 
 
 def test_the_trajectory_holds_every_grid_point_once():
     sde = sf.VPSDE()
     gm = sf.GaussianMixture.random(dim=4, components=3)
-    out = sf.sample(sde, gm.score_fn(sde), sf.DPMSolverPP(2), (5, 4), steps=6, seed=1, return_trajectory=True)
+    out = sf.sample(gm.score_fn(sde), sde, sf.DPMSolverPP(2), (5, 4), steps=6, seed=1, return_trajectory=True)
     assert out.trajectory.shape == (7, 5, 4)
     assert torch.equal(out.trajectory[-1], out.samples)
     prior = sde.prior_sampling((5, 4), sf.noise.streams(1, 5)[0])

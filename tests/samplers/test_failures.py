@@ -63,14 +63,14 @@ def test_a_score_of_the_wrong_shape_is_refused_at_its_first_call():
         return torch.zeros(x.shape[0], 1)  # would broadcast silently against (n, 2)
 
     with pytest.raises(ValueError, match=r"returned \(8, 1\) for input of shape \(8, 2\)"):
-        sf.sample(sde, flat, sf.DDIM(), (8, 2), steps=10)
+        sf.sample(flat, sde, sf.DDIM(), (8, 2), steps=10)
     assert len(calls) == 1
 
 
 def test_score_output_in_another_dtype_keeps_the_samples_dtype():
     sde = sf.VPSDE()
     exact = sf.problems.eight_gaussians().score_fn(sde)
-    out = sf.sample(sde, lambda x, t: exact(x, t).half(), sf.DPMSolverPP(2), (8, 2), steps=10, dtype=torch.float64)
+    out = sf.sample(lambda x, t: exact(x, t).half(), sde, sf.DPMSolverPP(2), (8, 2), steps=10, dtype=torch.float64)
     assert out.samples.dtype == torch.float64
 
 
@@ -79,8 +79,8 @@ def test_unipc_runs_in_half_precision(order):
     sde = sf.VPSDE()
     exact = sf.problems.eight_gaussians().score_fn(sde)
     kw = dict(shape=(256, 2), steps=10, grid=sf.LogSNRGrid(), seed=0)
-    half = sf.sample(sde, lambda x, t: exact(x.double(), t.double()).half(), sf.UniPC(order), dtype=torch.float16, **kw)
-    full = sf.sample(sde, exact, sf.UniPC(order), dtype=torch.float64, **kw)
+    half = sf.sample(lambda x, t: exact(x.double(), t.double()).half(), sde, sf.UniPC(order), dtype=torch.float16, **kw)
+    full = sf.sample(exact, sde, sf.UniPC(order), dtype=torch.float64, **kw)
     assert half.samples.dtype == torch.float16
     # Half precision carries about 3 significant digits; samples of norm ~2 agree to a few 1e-3.
     assert float((half.samples.double() - full.samples).abs().median()) < 1e-2
@@ -90,16 +90,16 @@ def test_a_model_of_another_dtype_or_device_is_refused_in_one_line():
     sde = sf.VPSDE()
     net = ScoreMLP(2, hidden=8, blocks=1)
     with pytest.raises(ValueError, match="weights are torch.float32 but the samples are torch.float64"):
-        sf.sample(sde, sf.ScoreFunction(net, sde, sf.EpsPrediction()), sf.DDIM(), (4, 2), steps=5, dtype=torch.float64)
+        sf.sample(sf.ScoreFunction(net, sde, sf.EpsPrediction()), sde, sf.DDIM(), (4, 2), steps=5, dtype=torch.float64)
     with pytest.raises(ValueError, match="on meta but the samples are on cpu"):
-        sf.sample(sde, sf.ScoreFunction(net.to("meta"), sde, sf.EpsPrediction()), sf.DDIM(), (4, 2), steps=5)
+        sf.sample(sf.ScoreFunction(net.to("meta"), sde, sf.EpsPrediction()), sde, sf.DDIM(), (4, 2), steps=5)
 
 
 def test_generate_without_a_budget_names_what_is_missing():
     sde = sf.VPSDE()
     score = sf.ScoreFunction(sf.problems.eight_gaussians().score_fn(sde), sde)
     with pytest.raises(ValueError, match="DDIM steps on a grid: give `steps` or `nfe`"):
-        sf.generate(score, sde, sf.DDIM(), sf.LogSNRGrid(), n=4, shape=(2,), nfe=None, progress=False)
+        sf.generate(score, sde, sf.DDIM(), n=4, shape=(2,), nfe=None, grid=sf.LogSNRGrid(), progress=False)
 
 
 def _stats_file(path, mu, sigma):

@@ -115,7 +115,7 @@ def test_invariant_to_the_time_parameterisation(name):
 def test_stochastic_solvers_reproduce_moments_and_mode_weights(sde, name):
     # 20k samples, 200 steps; tolerances: weights 0.02, mean 0.05, covariance 0.1 (O(1) scale).
     gm = sf.problems.eight_gaussians(radius=2.0, std=0.2)
-    out = sf.sample(sde, gm.score_fn(sde), STOCHASTIC[name], (20_000, 2), steps=200, grid=sf.LogSNRGrid(),
+    out = sf.sample(gm.score_fn(sde), sde, STOCHASTIC[name], (20_000, 2), steps=200, grid=sf.LogSNRGrid(),
                     generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = out.samples
     weights = torch.bincount(gm.assign(x), minlength=8).double() / len(x)
@@ -139,7 +139,7 @@ def test_gotta_go_fast_reproduces_moments_and_counts_nfe(sde):
     nfes = []
     for reltol in (0.05, 0.01):
         calls.clear()
-        out = sf.sample(sde, model, sf.GottaGoFast(reltol=reltol, abstol=reltol / 2), (5000, 16),
+        out = sf.sample(model, sde, sf.GottaGoFast(reltol=reltol, abstol=reltol / 2), (5000, 16),
                         generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         assert out.nfe == len(calls)
         nfes.append(out.nfe)
@@ -153,7 +153,7 @@ def test_gotta_go_fast_reproduces_moments_and_counts_nfe(sde):
 
 def test_gotta_go_fast_is_batch_invariant_with_per_sample_noise():
     sde, gm = sf.VPSDE(), sf.problems.eight_gaussians()
-    run = lambda n, off=0: sf.sample(sde, gm.score_fn(sde), sf.GottaGoFast(reltol=0.05), (n, 2), seed=3, offset=off,  # noqa: E731
+    run = lambda n, off=0: sf.sample(gm.score_fn(sde), sde, sf.GottaGoFast(reltol=0.05), (n, 2), seed=3, offset=off,  # noqa: E731
                                      dtype=torch.float64).samples
     full = run(6)
     torch.testing.assert_close(run(2), full[:2], rtol=1e-10, atol=1e-10)
@@ -182,7 +182,7 @@ def test_analytic_jump_is_exact_for_gaussian_data(sde):
     torch.testing.assert_close(stats.flow(sde, x_T, T, e), gm.ode_reference(sde, x_T), rtol=1e-8, atol=1e-8)
     # Through the sampler: the jump costs nothing, the rest is the inner solver's.
     jump = sf.AnalyticJump(sf.DDIM(), stats, sigma_jump=0.5)
-    out = sf.sample(sde, gm.score_fn(sde), jump, (10, 3), steps=4, dtype=torch.float64)
+    out = sf.sample(gm.score_fn(sde), sde, jump, (10, 3), steps=4, dtype=torch.float64)
     assert out.nfe == 4 and len(out.timesteps) == 6
 
 
@@ -232,7 +232,7 @@ def test_every_solver_keeps_dtype_and_counts_nfe(name, dtype):
         return gm.score(x, t, sde)
 
     steps = None if solver.nfe_per_step is None else 6
-    out = sf.sample(sde, model, solver, (8, 2), steps=steps, grid=sf.KarrasGrid(), dtype=dtype)
+    out = sf.sample(model, sde, solver, (8, 2), steps=steps, grid=sf.KarrasGrid(), dtype=dtype)
     assert out.samples.dtype == dtype and torch.isfinite(out.samples).all()
     assert out.nfe == len(calls)
     if steps is not None:

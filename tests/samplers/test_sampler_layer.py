@@ -57,7 +57,7 @@ def test_plan_turns_a_budget_into_the_grid_the_sampler_runs():
         sf.GottaGoFast().plan(sde, steps=10)
     with pytest.raises(ValueError, match="not both"):
         sf.DDIM().plan(sde, nfe=10, steps=10)
-    out = sf.sample(sde, GMM.score_fn(sde), sf.DPMSolverPP(2), (4, 16), nfe=7, grid=sf.LogSNRGrid())
+    out = sf.sample(GMM.score_fn(sde), sde, sf.DPMSolverPP(2), (4, 16), nfe=7, grid=sf.LogSNRGrid())
     assert out.nfe == 7 and len(out.timesteps) == 8
 
 
@@ -86,8 +86,8 @@ def test_neighbouring_seeds_share_no_stream():
 
 def test_sample_i_depends_on_seed_and_i_only():
     sde = sf.VPSDE()
-    big = sf.sample(sde, GMM.score_fn(sde), sf.PCSampler(sf.EulerMaruyama()), (6, 16), steps=5, seed=3)
-    part = sf.sample(sde, GMM.score_fn(sde), sf.PCSampler(sf.EulerMaruyama()), (2, 16), steps=5, seed=3, offset=4)
+    big = sf.sample(GMM.score_fn(sde), sde, sf.PCSampler(sf.EulerMaruyama()), (6, 16), steps=5, seed=3)
+    part = sf.sample(GMM.score_fn(sde), sde, sf.PCSampler(sf.EulerMaruyama()), (2, 16), steps=5, seed=3, offset=4)
     assert torch.equal(big.samples[4:], part.samples)
     assert torch.equal(PerSampleNoise(3, 2, 4).randn((2, 5)), PerSampleNoise(3, 6).randn((6, 5))[4:])
 

@@ -65,7 +65,7 @@ def test_restart_counts_its_restarts_in_the_budget():
     assert solver.restart_nfe == 2 * (2 * 3 + 1 * 2)
     steps = solver.steps_for_nfe(40)
     assert steps == (40 - 16) // 2
-    out = sf.sample(sde, sf.problems.eight_gaussians().score_fn(sde), solver, (4, 2), nfe=40, grid=sf.KarrasGrid(), dtype=torch.float64)
+    out = sf.sample(sf.problems.eight_gaussians().score_fn(sde), sde, solver, (4, 2), nfe=40, grid=sf.KarrasGrid(), dtype=torch.float64)
     assert out.nfe == 2 * steps + 16 <= 40
     with pytest.raises(ValueError, match="needs at least 18 NFE"):
         solver.steps_for_nfe(17)

@@ -46,7 +46,7 @@ def test_adaptive_ode_meets_tolerance_and_stays_inside_eps_T(sde):
 def test_torchdiffeq_failures_become_solver_errors():
     sde = sf.VPSDE()
     with pytest.raises(sf.SolverError, match="dopri5"):
-        sf.sample(sde, lambda x, t: x * float("nan"), sf.ProbabilityFlowODE("dopri5"), (4, 2), dtype=torch.float64)
+        sf.sample(lambda x, t: x * float("nan"), sde, sf.ProbabilityFlowODE("dopri5"), (4, 2), dtype=torch.float64)
 
 
 # --- Reverse SDE ----------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def test_euler_maruyama_weak_order_on_a_non_uniform_grid():
     target = gm.cov(sde.eps, sde).diagonal()
     steps, errors = [16, 32, 64, 128], []
     for n in steps:
-        out = sf.sample(sde, gm.score_fn(sde), sf.PCSampler(sf.EulerMaruyama()), (300_000, 2), steps=n,
+        out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(sf.EulerMaruyama()), (300_000, 2), steps=n,
                         grid=sf.QuadraticGrid(), generator=torch.Generator().manual_seed(n), dtype=torch.float64)
         errors.append(float((out.samples.var(0) - target).abs().sum()))
     assert 0.7 < slope(steps, errors) < 1.6
@@ -76,7 +76,7 @@ def test_reverse_sde_reproduces_moments_and_mode_weights(sde, predictor, correct
     # The rest of each margin is for the discretisation bias (measured: at most 0.009, 0.024, 0.041).
     gm = sf.problems.eight_gaussians(radius=2.0, std=0.2)
     n = 10_000
-    out = sf.sample(sde, gm.score_fn(sde), sf.PCSampler(predictor, corrector), (n, 2), steps=400,
+    out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(predictor, corrector), (n, 2), steps=400,
                     generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = out.samples
     weights = torch.bincount(gm.assign(x), minlength=8).double() / n
@@ -91,7 +91,7 @@ def test_pc_with_per_sample_langevin_reproduces_moments_in_16d(sde, predictor):
     # Per-sample step sizes in d = 16 (in 2-D the ratio ||z|| / ||score|| is heavy-tailed and inflates
     # variances, which is why the batch average exists). 5k samples, 200 steps; tolerances as above.
     gm = sf.GaussianMixture.random(dim=16, components=4, std_range=(0.2, 0.4), seed=0)
-    out = sf.sample(sde, gm.score_fn(sde), sf.PCSampler(predictor, sf.LangevinCorrector(snr=0.16)), (5000, 16), steps=200,
+    out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(predictor, sf.LangevinCorrector(snr=0.16)), (5000, 16), steps=200,
                     generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = out.samples
     weights = torch.bincount(gm.assign(x), minlength=4).double() / len(x)
@@ -125,7 +125,7 @@ def test_sub_vp_runs_with_the_langevin_corrector():
     # The reference crashes here (it looks up `sde.alphas`, which sub-VP lacks).
     sde = sf.SubVPSDE()
     gm = sf.problems.eight_gaussians()
-    out = sf.sample(sde, gm.score_fn(sde), sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector()), (64, 2), steps=20)
+    out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector()), (64, 2), steps=20)
     assert torch.isfinite(out.samples).all()
 
 
@@ -163,7 +163,7 @@ def test_nfe_is_the_number_of_model_calls(name):
         calls.append(1)
         return gm.score(x, t, sde)
 
-    out = sf.sample(sde, model, sampler, (16, 2), steps=None if sampler.nfe_per_step is None else 7, dtype=torch.float64)
+    out = sf.sample(model, sde, sampler, (16, 2), steps=None if sampler.nfe_per_step is None else 7, dtype=torch.float64)
     assert out.nfe == len(calls) > 0
     if sampler.nfe_per_step is not None:
         assert out.nfe == 7 * sampler.nfe_per_step + int(sampler.denoise)
@@ -173,7 +173,7 @@ def test_nfe_is_the_number_of_model_calls(name):
 def test_same_seed_same_samples_and_batch_size_invariance(name):
     sampler, sde, gm = SAMPLERS[name], sf.VPSDE(), sf.problems.eight_gaussians()
     steps = None if sampler.nfe_per_step is None else 10
-    run = lambda n, offset=0: sf.sample(sde, gm.score_fn(sde), sampler, (n, 2), steps=steps, seed=7, offset=offset,  # noqa: E731
+    run = lambda n, offset=0: sf.sample(gm.score_fn(sde), sde, sampler, (n, 2), steps=steps, seed=7, offset=offset,  # noqa: E731
                                         dtype=torch.float64).samples
     full = run(8)
     assert torch.equal(full, run(8))
@@ -181,7 +181,7 @@ def test_same_seed_same_samples_and_batch_size_invariance(name):
     tol = 1e-12 if sampler.nfe_per_step is not None else 100 * sampler.rtol
     torch.testing.assert_close(run(3), full[:3], rtol=tol, atol=tol)
     torch.testing.assert_close(run(5, offset=3), full[3:], rtol=tol, atol=tol)
-    assert not torch.allclose(full, sf.sample(sde, gm.score_fn(sde), sampler, (8, 2), steps=steps, seed=8, dtype=torch.float64).samples)
+    assert not torch.allclose(full, sf.sample(gm.score_fn(sde), sde, sampler, (8, 2), steps=steps, seed=8, dtype=torch.float64).samples)
 
 
 @pytest.mark.parametrize("name", ["em", "ode_rk4+denoise", "ode_dopri5"])
@@ -198,8 +198,8 @@ def test_trajectory_has_one_state_per_grid_point(name):
 
 def test_final_denoising_is_tweedie():
     sde, gm = sf.VPSDE(), sf.problems.eight_gaussians()
-    plain = sf.sample(sde, gm.score_fn(sde), sf.ProbabilityFlowODE("euler"), (4, 2), steps=5, dtype=torch.float64)
-    denoised = sf.sample(sde, gm.score_fn(sde), sf.ProbabilityFlowODE("euler", denoise=True), (4, 2), steps=5, dtype=torch.float64)
+    plain = sf.sample(gm.score_fn(sde), sde, sf.ProbabilityFlowODE("euler"), (4, 2), steps=5, dtype=torch.float64)
+    denoised = sf.sample(gm.score_fn(sde), sde, sf.ProbabilityFlowODE("euler", denoise=True), (4, 2), steps=5, dtype=torch.float64)
     expect = exact_score(gm, sde).x0(plain.samples, sde.eps)
     torch.testing.assert_close(denoised.samples, expect)
     assert denoised.nfe == plain.nfe + 1
@@ -209,7 +209,7 @@ def test_final_denoising_is_tweedie():
 def test_samplers_keep_the_dtype(dtype):
     sde, gm = sf.VESDE(), sf.problems.eight_gaussians()
     for sampler in SAMPLERS.values():
-        out = sf.sample(sde, gm.score_fn(sde), sampler, (4, 2), steps=None if sampler.nfe_per_step is None else 4, dtype=dtype)
+        out = sf.sample(gm.score_fn(sde), sde, sampler, (4, 2), steps=None if sampler.nfe_per_step is None else 4, dtype=dtype)
         assert out.samples.dtype == dtype and torch.isfinite(out.samples).all()
 
 
@@ -235,9 +235,9 @@ def test_bad_sampler_arguments():
     with pytest.raises(ValueError, match="at least 2 NFE"):
         sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector()).steps_for_nfe(1)
     with pytest.raises(ValueError, match="give `steps`"):
-        sf.sample(sde, score, sf.PCSampler(sf.EulerMaruyama()), (2, 2))
+        sf.sample(score, sde, sf.PCSampler(sf.EulerMaruyama()), (2, 2))
     with pytest.raises(TypeError, match="generator must be"):
-        sf.sample(sde, score, sf.PCSampler(sf.EulerMaruyama()), (2, 2), steps=2, generator=3)
+        sf.sample(score, sde, sf.PCSampler(sf.EulerMaruyama()), (2, 2), steps=2, generator=3)
 
 
 def test_grids():

@@ -15,7 +15,7 @@ def net():
 
 def draw(model, solver, prediction=sf.EpsPrediction()):
     sde = sf.VPSDE()
-    return sf.sample(sde, sf.ScoreFunction(model, sde, prediction), solver, (16, 4), nfe=8, seed=3).samples
+    return sf.sample(sf.ScoreFunction(model, sde, prediction), sde, solver, (16, 4), nfe=8, seed=3).samples
 
 
 def test_a_traced_network_gives_the_eager_samples_and_saves_as_the_network():

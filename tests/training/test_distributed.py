@@ -130,7 +130,7 @@ def _sharded_worker(tmp, batch_size):
     sde, score, ref = _sampling_setup()
     out = {}
     for name, make in SOLVERS.items():
-        gen = generate(score, sde, make(), sf.UniformGrid(), N, (2,), nfe=12, seed=SEED, batch_size=batch_size, progress=False)
+        gen = generate(score, sde, make(), N, (2,), nfe=12, grid=sf.UniformGrid(), seed=SEED, batch_size=batch_size, progress=False)
         stats = FeatureStats(2).update(gen.samples).all_reduce()
         out[name] = {"samples": distributed.gather_rows(gen.samples), "fd": stats.frechet(ref), "n": stats.n, "nfe": gen.nfe,
                      "indices": [gen.indices.start, gen.indices.stop]}
@@ -142,7 +142,7 @@ def test_sharded_sampling_gives_the_samples_and_frechet_distance_of_one_process(
     sde, score, ref = _sampling_setup()
     rank0, rank1 = (torch.load(tmp_path / f"sharded_rank{r}.pt", weights_only=True) for r in (0, 1))
     for name, make in SOLVERS.items():
-        one = generate(score, sde, make(), sf.UniformGrid(), N, (2,), nfe=12, seed=SEED, batch_size=4, progress=False)
+        one = generate(score, sde, make(), N, (2,), nfe=12, grid=sf.UniformGrid(), seed=SEED, batch_size=4, progress=False)
         # 10 batches of 4 (the last of 1): 5 whole batches per rank.
         assert rank0[name]["indices"] == [0, 20] and rank1[name]["indices"] == [20, 37]
         assert rank1[name]["samples"] is None

@@ -148,7 +148,7 @@ def _toy_trainer(steps=1200, seed=0):
 
 
 def _mode_distance(score, sde, gm):
-    out = sf.sample(sde, score, sf.DPMSolverPP(2), (500, 2), steps=25, grid=sf.LogSNRGrid(), seed=0)
+    out = sf.sample(score, sde, sf.DPMSolverPP(2), (500, 2), steps=25, grid=sf.LogSNRGrid(), seed=0)
     return _median_distance(out.samples, gm)
 
 
