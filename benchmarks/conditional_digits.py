@@ -59,7 +59,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    score, sde = load_trained(args.checkpoint)[:2] if args.checkpoint else train_model(args.steps)
+    loaded = load_trained(args.checkpoint) if args.checkpoint else None
+    score, sde = (loaded.score, loaded.sde) if loaded else train_model(args.steps)
     train_set, held_out = digits().split(0.8, seed=0)
     classifier = TrainedClassifier().fit(train_set, held_out)
     rows, pictures = [], []

@@ -76,9 +76,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         unet.save_pretrained(folder, safe_serialization=True)
         diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear").save_pretrained(folder)
-        score, sde, info = load_diffusers(folder, device=device)
+        loaded = load_diffusers(folder, device=device)
+    score, sde = loaded.score, loaded.sde
     unet = unet.to(device).requires_grad_(False)
-    shape = (args.batch, *info["data"]["shape"])
+    shape = (args.batch, *loaded.shape)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
     params = sum(p.numel() for p in unet.parameters())
 

@@ -11,9 +11,12 @@ from sdeflow.conditioning.guidance import Autoguidance, ClassifierFreeGuidance, 
 from sdeflow.noise import BrownianNoise, PerSampleNoise, SharedNoise
 from sdeflow.problems import GaussianMixture
 from sdeflow.samplers import solvers as _solvers
-from sdeflow.samplers.base import BudgetError, IncompatibleSampler, Multistep, NonFiniteError, SampleResult, Sampler, SolverError, State
+from sdeflow.samplers.base import (
+    Adaptive, BudgetError, IncompatibleSampler, Multistep, NonFiniteError, SampleResult, Sampler, SolverError, State,
+    Step,
+)
 from sdeflow.samplers.correctors import AnnealedLangevin, LangevinCorrector, NoneCorrector
-from sdeflow.samplers.exponential import Schedule, weighted_sum
+from sdeflow.samplers.coefficients import GridCoefficients, Schedule, weighted_sum  # Schedule: the old name
 from sdeflow.samplers.generate import Generated, generate
 from sdeflow.samplers.grids import Grid, KarrasGrid, LeadingTimesteps, ListGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from sdeflow.samplers.predictors import Ancestral, EulerMaruyama, NonePredictor, ReverseDiffusion
@@ -44,7 +47,8 @@ __all__ = [
     "optimize_grid", "save_grid", "AutoGrid", "AutoMultistep", "Learned", "MultistepFit", "ShiftedScore", "learn",
     "learn_multistep", "save_learned",
     "PerSampleNoise", "SharedNoise", "BrownianNoise",
-    "Sampler", "State", "Multistep", "Schedule", "weighted_sum", "SampleResult", "SolverError", "NonFiniteError", "BudgetError",
+    "Sampler", "State", "Multistep", "Adaptive", "Step", "GridCoefficients", "Schedule", "weighted_sum", "SampleResult",
+    "SolverError", "NonFiniteError", "BudgetError",
     "IncompatibleSampler",
     "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NonePredictor", "LangevinCorrector", "AnnealedLangevin", "NoneCorrector",
     *_solvers.__all__,

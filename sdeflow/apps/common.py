@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import platform
 import re
 import types
@@ -61,10 +62,23 @@ def write_results(out: Path, cfg, **fields) -> dict:
     return result
 
 
+def config_dir() -> Path:
+    """conf/: the package's `sdeflow.conf` when installed, else the conf/ beside the sdeflow/ that is imported.
+
+    An install maps conf/ into the package; a checkout's own sdeflow/ has no conf subpackage, and a checkout is
+    what `python -m pytest` or `python -m sdeflow.apps...` imports first, even beside a non-editable install.
+    Either way the configs read are the ones that sit with the code that runs.
+    """
+    try:
+        return Path(importlib.resources.files("sdeflow.conf"))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "conf"
+
+
 def console_app(config_name: str, command: str, fn):
     """The console script `command`: Hydra composes `conf/<config_name>.yaml`, and each job runs `fn(cfg)` through `run_task`."""
 
-    @hydra.main(version_base="1.3", config_path="pkg://sdeflow.conf", config_name=config_name)
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def hydra_main(cfg):
         return run_task(command, fn, cfg)
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdeflow.core import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
+from sdeflow.apps.solvers import build_solvers
 from sdeflow.tuning.autotune import describe, file_digest, for_model
 from sdeflow.apps.bench.report import markdown_table
 from sdeflow.score.compiled import compile_score
@@ -102,14 +103,14 @@ def run(cfg: DictConfig) -> list[dict]:
         raise ValueError("give exactly one of checkpoint=<path> (a trained model) or problem=<name> (an exact problem, e.g. gmm16)")
     device, main = distributed.device(cfg.device), distributed.is_main()
     if cfg.checkpoint is not None:
-        score, sde, train_cfg = build(cfg.checkpoint_format, "checkpoint_format").load(cfg.checkpoint, cfg.use_ema, device)
-        score = compile_score(score, cfg.get("compile"))
-        shape = tuple(train_cfg["data"]["shape"])
+        model = build(cfg.checkpoint_format, "checkpoint_format").load(cfg.checkpoint, cfg.use_ema, device)
+        score, sde = compile_score(model.score, cfg.get("compile")), model.sde
+        shape = model.shape
         if cfg.get("data") is not None:  # the user's own data config, from this command line
             data = instantiate(cfg.data.dataset)
-        elif train_cfg["data"].get("dataset") is not None:
+        elif model.dataset is not None:
             # The training data as the stored config names it: rebuilt from the allow-list, never instantiated.
-            data = rebuild(train_cfg["data"]["dataset"], "config.data.dataset")
+            data = rebuild(model.dataset, "config.data.dataset")
         else:
             raise ValueError(f"{cfg.checkpoint} records no training data to score against: give data=<conf/data entry>, "
                              "e.g. data=cifar10 data.dataset.root=<folder>")
@@ -135,7 +136,7 @@ def run(cfg: DictConfig) -> list[dict]:
     rows = []
     grid = instantiate(cfg.timesteps)
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
-    solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
+    solvers = build_solvers(cfg)
     # What a tuned grid (timesteps=auto) is cached under: the checkpoint (beside it), or the exact problem (in the run).
     if cfg.checkpoint is not None:
         model_id, cache = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}", Path(cfg.checkpoint).parent / "tuned_grids"

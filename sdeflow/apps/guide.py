@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 
 from sdeflow.core.checkpoint import CheckpointError
+from sdeflow.hub.format import Loaded
 from sdeflow.hub.trained import load_trained
 from sdeflow.conditioning.guidance import Autoguidance, ClassifierFreeGuidance
 
@@ -18,8 +19,8 @@ class Guidance(abc.ABC):
 
     w: float
 
-    def prepare(self, train_cfg: dict, label_dim: int, device) -> None:
-        """Check the settings against the checkpoint (its stored run config and label count); load what they need."""
+    def prepare(self, model: Loaded, device) -> None:
+        """Check the settings against the checkpoint's model (its shape, SDE and label count); load what they need."""
 
     @abc.abstractmethod
     def wrap(self, score, labels):
@@ -42,8 +43,8 @@ class ClassifierFree(Guidance):
     def __init__(self, w: float = 0.0, interval=None, batched: bool = True):
         self.w, self.interval, self.batched = float(w), _interval(interval), bool(batched)
 
-    def prepare(self, train_cfg, label_dim, device):
-        if self.w != 0 and not label_dim:
+    def prepare(self, model, device):
+        if self.w != 0 and not model.label_dim:
             raise ValueError(f"guidance.w={self.w:g} needs a class-conditional model; this checkpoint's is unconditional "
                              "(guide it with guidance=autoguidance)")
 
@@ -63,19 +64,21 @@ class AutoGuided(Guidance):
         self.checkpoint, self.w, self.use_ema, self.interval = str(checkpoint), float(w), bool(use_ema), _interval(interval)
         self._weak = None
 
-    def prepare(self, train_cfg, label_dim, device):
-        weak, _, cfg = load_trained(self.checkpoint, self.use_ema, device)
-        if cfg["data"]["shape"] != train_cfg["data"]["shape"]:
+    def prepare(self, model, device):
+        weak = load_trained(self.checkpoint, self.use_ema, device)
+        if weak.shape != model.shape:
             raise CheckpointError(f"guidance.checkpoint={self.checkpoint}: the weak model makes samples of shape "
-                                  f"{cfg['data']['shape']}, the main model {train_cfg['data']['shape']}")
-        if cfg["sde"] != train_cfg["sde"]:
+                                  f"{list(weak.shape)}, the main model {list(model.shape)}")
+        # Two sdeflow checkpoints are compared by their stored SDE configs; another format's main model by its SDE.
+        same_sde = weak.config["sde"] == model.config["sde"] if model.config is not None else weak.sde == model.sde
+        if not same_sde:
             raise CheckpointError(f"guidance.checkpoint={self.checkpoint}: the weak model was trained on another SDE "
-                                  f"({cfg['sde'].get('_target_')}, {cfg['sde']}); autoguidance needs the main model's")
-        weak_labels = getattr(weak.model, "label_dim", 0)
-        if weak_labels != label_dim:
-            raise CheckpointError(f"guidance.checkpoint={self.checkpoint}: the weak model has label_dim={weak_labels}, "
-                                  f"the main model {label_dim}; they must read the same labels")
-        self._weak = weak
+                                  f"({weak.config['sde'].get('_target_')}, {weak.config['sde']}); "
+                                  "autoguidance needs the main model's")
+        if weak.label_dim != model.label_dim:
+            raise CheckpointError(f"guidance.checkpoint={self.checkpoint}: the weak model has label_dim="
+                                  f"{weak.label_dim}, the main model {model.label_dim}; they must read the same labels")
+        self._weak = weak.score
 
     def wrap(self, score, labels):
         if self._weak is None:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from sdeflow.apps.common import build
 from sdeflow.conditioning.inverse.observation import ObservationError, measure, read_images
+from sdeflow.hub.format import Loaded
 from sdeflow.hub.safe_config import rebuild
 
 
@@ -54,8 +55,8 @@ class InverseTask:
         return {"residual_rms": float(residual.mean()), "psnr": float((-10 * torch.log10(mse)).mean())}
 
 
-def inverse_task(cfg: DictConfig, shape, centered: bool, train_cfg: dict) -> InverseTask | None:
-    """The run's inverse problem, or None; mismatched settings refused at the door."""
+def inverse_task(cfg: DictConfig, model: Loaded) -> InverseTask | None:
+    """The run's inverse problem for the checkpoint's model, or None; mismatched settings refused at the door."""
     method, operator = cfg.get("inverse"), cfg.get("operator")
     if method is None and operator is None:
         return None
@@ -67,17 +68,18 @@ def inverse_task(cfg: DictConfig, shape, centered: bool, train_cfg: dict) -> Inv
     noise_std = obs.noise_std
     if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std >= 0 or not math.isfinite(noise_std):
         raise ValueError(f"observation.noise_std must be a number >= 0, got {noise_std!r}")
-    op = build(operator, "operator")(tuple(shape))
+    op = build(operator, "operator")(model.shape)
     if obs.images is not None:
-        images = read_images(obs.images, shape, centered)
+        images = read_images(obs.images, model.shape, model.centered)
     else:
-        images = training_images(train_cfg, int(obs.first), cfg.n, centered)
+        images = training_images(model, int(obs.first), cfg.n)
     return InverseTask(build(method, "inverse"), op, images.float(), float(noise_std), int(cfg.seed))
 
 
-def training_images(train_cfg: dict, first: int, n: int, centered: bool) -> torch.Tensor:
-    """Images first .. first + n - 1 of the checkpoint's training data, rebuilt from its stored config's allow-list."""
-    node = train_cfg["data"].get("dataset")
+def training_images(model: Loaded, first: int, n: int) -> torch.Tensor:
+    """Images first .. first + n - 1 of the checkpoint's training data (`model.dataset`, rebuilt from the allow-list),
+    scaled as the model's data."""
+    node = model.dataset
     if node is None:
         raise ObservationError("the checkpoint records no dataset: give observation.images=<file>")
     data = rebuild(node, "config.data.dataset")
@@ -86,4 +88,4 @@ def training_images(train_cfg: dict, first: int, n: int, centered: bool) -> torc
     if not 0 <= first < len(data):
         raise ObservationError(f"observation.first must be in 0..{len(data) - 1}, got {first}")
     x = data.data[first: first + n]
-    return x * 2 - 1 if centered else x
+    return x * 2 - 1 if model.centered else x

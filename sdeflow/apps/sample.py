@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdeflow.core import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.apps.observe import inverse_task
+from sdeflow.apps.solvers import build_solvers
 from sdeflow.tuning.autotune import describe, file_digest, for_model
 from sdeflow.score.compiled import compile_score
 from sdeflow.samplers.generate import generate
@@ -36,20 +37,19 @@ def run(cfg: DictConfig) -> list[dict]:
     check_settings(cfg, n="count", nfe="count", batch_size="count", seed="index", use_ema="flag", progress="flag")
     out = run_dir()
     device = distributed.device(cfg.device)
-    score, sde, train_cfg = build(cfg.checkpoint_format, "checkpoint_format").load(cfg.checkpoint, cfg.use_ema, device)
-    score = compile_score(score, cfg.get("compile"))
-    shape = tuple(train_cfg["data"]["shape"])
-    centered = bool((train_cfg["data"].get("dataset") or {}).get("centered", True))
+    model = build(cfg.checkpoint_format, "checkpoint_format").load(cfg.checkpoint, cfg.use_ema, device)
+    score, sde = compile_score(model.score, cfg.get("compile")), model.sde
+    shape, centered = model.shape, model.centered
     grid = instantiate(cfg.timesteps)
-    label_dim = getattr(score.model, "label_dim", 0)
+    label_dim = model.label_dim
     labels = class_labels(cfg, label_dim)
     guide = build(cfg.guidance, "guidance")
-    guide.prepare(train_cfg, label_dim, device)
-    task = inverse_task(cfg, shape, centered, train_cfg)
+    guide.prepare(model, device)
+    task = inverse_task(cfg, model)
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
-    solvers = {name: build(node, f"solver.{name}") for name, node in cfg.solver.items()}
+    solvers = build_solvers(cfg)
     if task is not None:
         for solver in solvers.values():  # the method must take each solver (RePaint takes one-step solvers only)
             task.bind(sde)(score, solver, 0, 1)

@@ -18,11 +18,11 @@ import torch
 from sdeflow.core.checkpoint import CheckpointError, read_weights_only
 from sdeflow.hub.discrete_time import DiscreteTimeModel
 from sdeflow.hub.edm import LabelledNet
-from sdeflow.hub.strict import load_strict
+from sdeflow.hub.format import CheckpointFormat, Loaded
+from sdeflow.hub.strict import AFFINE, load_strict
 from sdeflow.nets.song_unet import Conv2d, DhariwalUNet
 from sdeflow.score.function import EpsPrediction, ScoreFunction
 
-AFFINE = {"weight": "weight", "bias": "bias"}
 BLOCK = {"in_layers.0.weight": "norm0.weight", "in_layers.0.bias": "norm0.bias", "in_layers.2.weight": "conv0.weight",
          "in_layers.2.bias": "conv0.bias", "emb_layers.1.weight": "affine.weight", "emb_layers.1.bias": "affine.bias",
          "out_layers.0.weight": "norm1.weight", "out_layers.0.bias": "norm1.bias", "out_layers.3.weight": "conv1.weight",
@@ -132,8 +132,10 @@ def to_adm(net: DhariwalUNet, new_attention_order: bool = False) -> OrderedDict:
     return state
 
 
-class ADMCheckpoint:
-    """`checkpoint_format=adm_<model>` in the apps: a guided-diffusion model file and the flags it was trained with.
+class ADMFormat(CheckpointFormat):
+    """guided-diffusion's model files (`checkpoint_format=adm_<model>` in the apps) and the flags each was trained with.
+
+    guided-diffusion publishes one set of weights per model, so `use_ema` chooses nothing.
 
     Args:
         network: `DhariwalUNet` arguments equivalent to the model's flags (out_channels 6: eps and the learned variances).
@@ -145,20 +147,17 @@ class ADMCheckpoint:
     def __init__(self, network: dict, sde, new_attention_order: bool = False, name: str = "adm"):
         self.network, self.sde, self.new_attention_order, self.name = dict(network), sde, bool(new_attention_order), name
 
-    def load(self, path, use_ema: bool = True, device="cpu"):
-        """(score function, sde, info); guided-diffusion publishes one set of weights per model, so `use_ema` chooses nothing."""
+    def load(self, path, use_ema: bool = True, device="cpu") -> Loaded:
         state = read_weights_only(path)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path} is not a guided-diffusion model file (a state dict of tensors)")
         net = DhariwalUNet(**self.network)
         where = f"{path} (guided-diffusion {self.name})"
         load_strict(net, from_adm(state, net, self.new_attention_order, where), where)
-        channels = self.network["in_channels"]
+        channels, size = int(self.network["in_channels"]), int(self.network["img_resolution"])
         model = DiscreteTimeModel(LabelledNet(net, channels), self.sde.N).to(device).eval().requires_grad_(False)
-        size = self.network["img_resolution"]
-        info = {"data": {"shape": [channels, size, size], "dataset": None}, "sde": repr(self.sde), "prediction": "EpsPrediction",
-                "source": f"guided-diffusion:{self.name}:{Path(path)}"}
-        return ScoreFunction(model, self.sde, EpsPrediction()), self.sde, info
+        return Loaded(ScoreFunction(model, self.sde, EpsPrediction()), self.sde, (channels, size, size),
+                      f"guided-diffusion:{self.name}:{Path(path)}", label_dim=net.label_dim)
 
-    def __repr__(self) -> str:
-        return f"ADMCheckpoint({self.name})"
+
+ADMCheckpoint = ADMFormat  # the former name (sdeflow.hub.ADMCheckpoint in older configs and code)

@@ -15,6 +15,7 @@ from torch import nn
 
 from sdeflow.core.checkpoint import CheckpointError, first_line
 from sdeflow.hub.discrete_time import DiscreteTimeModel
+from sdeflow.hub.format import CheckpointFormat, Loaded
 from sdeflow.hub.strict import load_strict
 from sdeflow.score.function import EpsPrediction, ScoreFunction, VPrediction, X0Prediction
 from sdeflow.sde.discrete import DiscreteVPSDE, cosine_betas, linear_betas, scaled_linear_betas
@@ -71,41 +72,6 @@ def _diffusers():
     return diffusers
 
 
-def load_diffusers(path, device="cpu", scheduler: dict | None = None):
-    """(score function, sde, info) of a diffusers `UNet2DModel` on its own discrete VP schedule.
-
-    Args:
-        path: a pipeline folder (with `unet/` and `scheduler/`), or a UNet folder (`config.json` and
-            `diffusion_pytorch_model.safetensors`, optionally a `scheduler_config.json` beside them).
-        device: where the network runs.
-        scheduler: a scheduler config to use instead of the folder's (default: DDPM's linear betas, eps prediction).
-
-    `info` holds the sample shape (`info["data"]["shape"]`), the schedule and the prediction type,
-    in the layout of a sdeflow run config so that the apps read either alike.
-    """
-    root = Path(path)
-    unet_dir = root / "unet" if (root / "unet").is_dir() else root
-    if not (unet_dir / "config.json").is_file():
-        raise CheckpointError(f"{root}: no config.json (a diffusers UNet2DModel folder has config.json and "
-                              f"{WEIGHTS[0]}; a pipeline folder has them in unet/)")
-    config = read_json(unet_dir / "config.json")
-    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        raise CheckpointError(f"{unet_dir}: holds a {config['_class_name']}; sdeflow imports UNet2DModel (pixel-space) folders")
-    if scheduler is None:
-        found = [p for p in (root / "scheduler" / "scheduler_config.json", unet_dir / "scheduler_config.json") if p.is_file()]
-        scheduler = read_json(found[0]) if found else {}
-    sde, prediction = schedule_from(scheduler, str(root))
-    state = _read_weights(unet_dir)
-    unet = _diffusers().UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-    load_strict(unet, state, str(unet_dir))
-    net = DiscreteTimeModel(UNetOutput(unet), sde.N).to(device).eval().requires_grad_(False)
-    size = unet.config.sample_size
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    info = {"data": {"shape": [unet.config.in_channels, height, width], "dataset": None},
-            "sde": repr(sde), "prediction": type(prediction).__name__, "source": f"diffusers:{unet_dir}"}
-    return ScoreFunction(net, sde, prediction), sde, info
-
-
 def _read_weights(folder: Path) -> dict:
     for name in WEIGHTS:
         file = folder / name
@@ -122,14 +88,50 @@ def _read_weights(folder: Path) -> dict:
     raise CheckpointError(f"{folder}: no weights ({' or '.join(WEIGHTS)})")
 
 
-class DiffusersFolder:
-    """`checkpoint_format=diffusers` in the apps: `load(path, use_ema, device)` as for sdeflow's own checkpoints.
+class DiffusersFormat(CheckpointFormat):
+    """diffusers' `UNet2DModel` folders (`checkpoint_format=diffusers` in the apps), on their own discrete VP schedule.
 
-    diffusers folders hold one set of weights (a pipeline saves its EMA weights as the model), so `use_ema` is not used.
+    `path` is a pipeline folder (with `unet/` and `scheduler/`), or a UNet folder (`config.json` and
+    `diffusion_pytorch_model.safetensors`, optionally a `scheduler_config.json` beside them). A folder
+    holds one set of weights (a pipeline saves its EMA weights as the model), so `use_ema` chooses nothing.
+
+    Args:
+        scheduler: a scheduler config to use instead of the folder's (default: the folder's, else DDPM's
+            linear betas with eps prediction).
     """
 
-    def load(self, path, use_ema: bool = True, device="cpu"):
-        return load_diffusers(path, device)
+    def __init__(self, scheduler: dict | None = None):
+        self.scheduler = scheduler
 
-    def __repr__(self) -> str:
-        return "DiffusersFolder()"
+    def load(self, path, use_ema: bool = True, device="cpu") -> Loaded:
+        root = Path(path)
+        unet_dir = root / "unet" if (root / "unet").is_dir() else root
+        if not (unet_dir / "config.json").is_file():
+            raise CheckpointError(f"{root}: no config.json (a diffusers UNet2DModel folder has config.json and "
+                                  f"{WEIGHTS[0]}; a pipeline folder has them in unet/)")
+        config = read_json(unet_dir / "config.json")
+        if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+            raise CheckpointError(f"{unet_dir}: holds a {config['_class_name']}; "
+                                  "sdeflow imports UNet2DModel (pixel-space) folders")
+        scheduler = self.scheduler
+        if scheduler is None:
+            places = (root / "scheduler" / "scheduler_config.json", unet_dir / "scheduler_config.json")
+            found = [p for p in places if p.is_file()]
+            scheduler = read_json(found[0]) if found else {}
+        sde, prediction = schedule_from(scheduler, str(root))
+        state = _read_weights(unet_dir)
+        unet = _diffusers().UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+        load_strict(unet, state, str(unet_dir))
+        net = DiscreteTimeModel(UNetOutput(unet), sde.N).to(device).eval().requires_grad_(False)
+        size = unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return Loaded(ScoreFunction(net, sde, prediction), sde, (int(unet.config.in_channels), int(height), int(width)),
+                      f"diffusers:{unet_dir}", label_dim=net.label_dim)
+
+
+def load_diffusers(path, device="cpu", scheduler: dict | None = None) -> Loaded:
+    """The diffusers folder at `path`: `DiffusersFormat(scheduler).load(path, device=device)`."""
+    return DiffusersFormat(scheduler).load(path, device=device)
+
+
+DiffusersFolder = DiffusersFormat  # the former name (sdeflow.hub.DiffusersFolder in older configs and code)

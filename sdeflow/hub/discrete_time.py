@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from sdeflow.core.checks import integer
 
 
 class DiscreteTimeModel(nn.Module):
@@ -23,8 +24,7 @@ class DiscreteTimeModel(nn.Module):
 
     def __init__(self, net: nn.Module, N: int, snap: float = 1e-3):
         super().__init__()
-        if int(N) != N or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N}")
+        integer("N", N)
         self.net, self.N, self.snap = net, int(N), float(snap)
 
     @property

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sdeflow.core.checkpoint import CheckpointError, first_line
+from sdeflow.hub.format import CheckpointFormat, Loaded
 from sdeflow.hub.safe_pickle import Record, safe_load, tensors
 from sdeflow.hub.scaling import IndexLabels, LogSigmaLabels, ScaledDenoiser, TimeLabels
 from sdeflow.hub.strict import load_strict
@@ -90,55 +91,62 @@ def build_network(kwargs: dict, precond: str = "EDMPrecond", where: str = "an ED
         raise CheckpointError(f"{where}: its recorded arguments do not build a {model_type}: {first_line(e)}") from e
 
 
-def load_edm(path, device="cpu", key: str = "ema"):
-    """(score function, sde, info) of the network `key` of an EDM pickle, on `EDMSDE` over its noise range.
+class EDMFormat(CheckpointFormat):
+    """EDM's network pickles (`checkpoint_format=edm` in the apps), on `EDMSDE` over each network's noise range.
 
     EDM's own networks (`EDMPrecond`) sample on sigma in [0.002, 80], as in the paper; the VP and VE
-    baselines on the range they were trained on. Any sdeflow SDE works: the denoiser reads
-    sigma / alpha from the SDE it is given (`info["sde"]` records the default).
+    baselines on the range they were trained on. Any sdeflow SDE works: the denoiser reads sigma /
+    alpha from the SDE it is given (`Loaded.sde` is the default). `Loaded.details["precond"]` records
+    the pickle's preconditioner class.
+
+    Args:
+        key: the network of the pickle to read (EDM's pickles hold their EMA network under "ema"; `use_ema`
+            has no other weights to choose).
     """
-    try:
-        data = safe_load(path)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{path}: no such file") from e
-    except Exception as e:  # a refused global, a damaged or cut file: one line, nothing run
-        raise CheckpointError(f"{path}: refused as an EDM network pickle: {first_line(e)}") from e
-    record = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(record, Record) or not isinstance(record.state, dict):
-        raise CheckpointError(f"{path}: no network under {key!r} (an EDM pickle is a dict holding 'ema')")
-    kwargs = dict(record.state.get("_init_kwargs") or {})
-    args = tuple(record.state.get("_init_args") or ())
-    for name, value in zip(("img_resolution", "img_channels"), args):
-        kwargs.setdefault(name, value)
-    if record.class_name != "EDMPrecond" and record.class_name not in BASELINES:
-        raise CheckpointError(f"{path}: its network is a {record.class_name}; sdeflow reads EDMPrecond, "
-                              f"{', '.join(BASELINES)}")
-    net = build_network(kwargs, record.class_name, str(path))
-    state = {k.removeprefix("model."): v for k, v in tensors(record).items()}
-    if record.class_name == "EDMPrecond":
-        load_strict(net, state, str(path))
-        sde = EDMSDE(0.002, 80.0)
-        model = EDMPrecond(LabelledNet(net), sde, sigma_data=float(kwargs.get("sigma_data", 0.5)))
-    else:
+
+    def __init__(self, key: str = "ema"):
+        self.key = key
+
+    def load(self, path, use_ema: bool = True, device="cpu") -> Loaded:
         try:
-            scaling, sigma_min, sigma_max = BASELINES[record.class_name](kwargs, state)
-        except CheckpointError as e:
-            raise CheckpointError(f"{path}: {e}") from e
-        load_strict(net, state, str(path))
-        sde = EDMSDE(sigma_min, sigma_max)
-        model = ScaledDenoiser(LabelledNet(net, int(kwargs["img_channels"])), sde, scaling)
-    model = model.to(device).eval().requires_grad_(False)
-    info = {"data": {"shape": [int(kwargs["img_channels"]), int(kwargs["img_resolution"]), int(kwargs["img_resolution"])],
-                     "dataset": None}, "sde": repr(sde), "prediction": "X0Prediction", "source": f"edm:{Path(path)}",
-            "precond": record.class_name}
-    return ScoreFunction(model, sde, X0Prediction()), sde, info
+            data = safe_load(path)
+        except FileNotFoundError as e:
+            raise CheckpointError(f"{path}: no such file") from e
+        except Exception as e:  # a refused global, a damaged or cut file: one line, nothing run
+            raise CheckpointError(f"{path}: refused as an EDM network pickle: {first_line(e)}") from e
+        record = data.get(self.key) if isinstance(data, dict) else None
+        if not isinstance(record, Record) or not isinstance(record.state, dict):
+            raise CheckpointError(f"{path}: no network under {self.key!r} (an EDM pickle is a dict holding 'ema')")
+        kwargs = dict(record.state.get("_init_kwargs") or {})
+        args = tuple(record.state.get("_init_args") or ())
+        for name, value in zip(("img_resolution", "img_channels"), args):
+            kwargs.setdefault(name, value)
+        if record.class_name != "EDMPrecond" and record.class_name not in BASELINES:
+            raise CheckpointError(f"{path}: its network is a {record.class_name}; sdeflow reads EDMPrecond, "
+                                  f"{', '.join(BASELINES)}")
+        net = build_network(kwargs, record.class_name, str(path))
+        state = {k.removeprefix("model."): v for k, v in tensors(record).items()}
+        if record.class_name == "EDMPrecond":
+            load_strict(net, state, str(path))
+            sde = EDMSDE(0.002, 80.0)
+            model = EDMPrecond(LabelledNet(net), sde, sigma_data=float(kwargs.get("sigma_data", 0.5)))
+        else:
+            try:
+                scaling, sigma_min, sigma_max = BASELINES[record.class_name](kwargs, state)
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: {e}") from e
+            load_strict(net, state, str(path))
+            sde = EDMSDE(sigma_min, sigma_max)
+            model = ScaledDenoiser(LabelledNet(net, int(kwargs["img_channels"])), sde, scaling)
+        model = model.to(device).eval().requires_grad_(False)
+        channels, size = int(kwargs["img_channels"]), int(kwargs["img_resolution"])
+        return Loaded(ScoreFunction(model, sde, X0Prediction()), sde, (channels, size, size), f"edm:{Path(path)}",
+                      label_dim=net.label_dim, details={"precond": record.class_name})
 
 
-class EDMPickle:
-    """`checkpoint_format=edm` in the apps: the `ema` network of an EDM pickle (`use_ema` has no other weights to choose)."""
+def load_edm(path, device="cpu", key: str = "ema") -> Loaded:
+    """The network `key` of the EDM pickle at `path`: `EDMFormat(key).load(path, device=device)`."""
+    return EDMFormat(key).load(path, device=device)
 
-    def load(self, path, use_ema: bool = True, device="cpu"):
-        return load_edm(path, device)
 
-    def __repr__(self) -> str:
-        return "EDMPickle()"
+EDMPickle = EDMFormat  # the former name (sdeflow.hub.EDMPickle in older configs and code)

@@ -22,13 +22,13 @@ import torch
 
 from sdeflow.core.checkpoint import CheckpointError, read_weights_only, save_torch
 from sdeflow.hub.edm import LabelledNet
+from sdeflow.hub.format import CheckpointFormat, Loaded
 from sdeflow.hub.scaling import ScaledNoise
-from sdeflow.hub.strict import load_strict
+from sdeflow.hub.strict import AFFINE, load_strict
 from sdeflow.nets.song_unet import Conv2d, FourierNoise, GroupNorm, SongUNet, UNetBlock
 from sdeflow.score.function import EpsPrediction, ScoreFunction
 
 # score_sde's parameter names inside each kind of module, in its state-dict order, and ours.
-AFFINE = {"weight": "weight", "bias": "bias"}
 KINDS = {
     "fourier": {"W": "freqs"},  # GaussianFourierProjection; not trained, so not in the EMA list
     "linear": AFFINE, "conv": AFFINE, "norm": AFFINE,
@@ -172,8 +172,10 @@ def save_score_sde(path, net: SongUNet, sigmas: torch.Tensor, step: int = 0, ema
     return save_torch(path, state)
 
 
-class ScoreSdeCheckpoint:
-    """`checkpoint_format=score_sde_<config>` in the apps: a score_sde `checkpoint_*.pth` and the config it was trained with.
+class ScoreSdeFormat(CheckpointFormat):
+    """score_sde's `checkpoint_*.pth` (`checkpoint_format=score_sde_<config>` in the apps) and its training config.
+
+    EMA weights unless `use_ema=False`; `Loaded.details["step"]` records the checkpoint's training step.
 
     Args:
         network: `SongUNet` arguments equivalent to the score_sde config.
@@ -187,8 +189,7 @@ class ScoreSdeCheckpoint:
         self.network, self.sde, self.name = dict(network), sde, name
         self.scaling, self.noise_levels = scaling, tuple(noise_levels)
 
-    def load(self, path, use_ema: bool = True, device="cpu"):
-        """(score function, sde, info) of the checkpoint at `path` (EMA weights unless `use_ema=False`)."""
+    def load(self, path, use_ema: bool = True, device="cpu") -> Loaded:
         state = read_weights_only(path)
         if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
             raise CheckpointError(f"{path} is not a score_sde checkpoint (no 'model' state dict)")
@@ -203,10 +204,10 @@ class ScoreSdeCheckpoint:
         where = f"{path} (score_sde {self.name})"
         load_strict(net, from_score_sde(state["model"], net, shadow, noise_levels(sigma_min, sigma_max, int(n)), where), where)
         model = ScaledNoise(LabelledNet(net), self.sde, self.scaling).to(device).eval().requires_grad_(False)
-        shape = [self.network["in_channels"], self.network["img_resolution"], self.network["img_resolution"]]
-        info = {"data": {"shape": shape, "dataset": None}, "sde": repr(self.sde), "prediction": "EpsPrediction",
-                "source": f"score_sde:{self.name}:{Path(path)}", "step": state.get("step")}
-        return ScoreFunction(model, self.sde, EpsPrediction()), self.sde, info
+        channels, size = int(self.network["in_channels"]), int(self.network["img_resolution"])
+        return Loaded(ScoreFunction(model, self.sde, EpsPrediction()), self.sde, (channels, size, size),
+                      f"score_sde:{self.name}:{Path(path)}", label_dim=net.label_dim,
+                      details={"step": state.get("step")})
 
-    def __repr__(self) -> str:
-        return f"ScoreSdeCheckpoint({self.name})"
+
+ScoreSdeCheckpoint = ScoreSdeFormat  # the former name (sdeflow.hub.ScoreSdeCheckpoint in older configs and code)

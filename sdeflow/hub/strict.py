@@ -6,6 +6,10 @@ from torch import nn
 
 from sdeflow.core.checkpoint import CheckpointError
 
+# A module whose parameters have the same names in another codebase's layout as in ours (a linear map, a
+# convolution, a normalisation): the name map that each foreign layout (`adm.layout`, `score_sde.KINDS`) uses for it.
+AFFINE = {"weight": "weight", "bias": "bias"}
+
 
 def _some(keys, limit: int = 3) -> str:
     keys = sorted(keys)

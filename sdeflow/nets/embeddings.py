@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from sdeflow.core.checks import integer
 
 
 class GaussianFourierEmbedding(nn.Module):
@@ -52,8 +53,7 @@ class LabelEmbedding(nn.Module):
 
     def __init__(self, label_dim: int, dim: int):
         super().__init__()
-        if int(label_dim) != label_dim or label_dim < 1:
-            raise ValueError(f"label_dim must be a positive integer, got {label_dim}")
+        integer("label_dim", label_dim)
         self.label_dim = int(label_dim)
         self.map = nn.Linear(self.label_dim, dim, bias=False)
         # One-hot inputs: unit-variance rows, as a time embedding's scale.

@@ -29,6 +29,7 @@ import math
 import torch
 
 from sdeflow.noise.generators import BROWNIAN, NOISE, PerSampleNoise
+from sdeflow.core.checks import integer
 
 
 def brownian_span(sde) -> tuple[float, float]:
@@ -59,12 +60,10 @@ class BrownianNoise:
         if not 0 < t0 < t1:
             raise ValueError(f"a Brownian path needs 0 < t0 < t1 (its tree splits in log t; use the SDE's [eps, T]), "
                              f"got t0={t0}, t1={t1}")
-        if int(depth) != depth or not 1 <= depth <= 29:
-            raise ValueError(f"depth must be an integer in [1, 29] (node ids are 32-bit counter words), got {depth}")
+        integer("depth", depth, 1, 29, " (node ids are 32-bit counter words)")
         self.fresh = PerSampleNoise(seed, n, offset, purpose=NOISE)
         self.tree = PerSampleNoise(seed, n, offset, purpose=BROWNIAN)
-        if int(cache_size) != cache_size or cache_size < 2:
-            raise ValueError(f"cache_size must be an integer >= 2 (a step's two ends), got {cache_size}")
+        integer("cache_size", cache_size, 2, accepted=" (a step's two ends)")
         self.n, self.t0, self.t1, self.depth, self.cache_size = int(n), float(t0), float(t1), int(depth), int(cache_size)
         self._log0, self._log1 = math.log(self.t0), math.log(self.t1)
         # Per (shape, device): W at tree positions (integers in [0, 2^depth]) along the last two descents,

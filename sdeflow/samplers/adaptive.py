@@ -2,8 +2,10 @@
 
 An embedded pair of solutions gives a local error estimate; its norm, relative to the solution's
 size, decides whether a step is accepted and how long the next one is (Hairer, Norsett & Wanner,
-Solving ODEs I, II.4). `DPMSolverAdaptive` controls one step for the whole batch (the worst
-sample's norm), `GottaGoFast` one step per sample.
+Solving ODEs I, II.4). An adaptive solver's `step` returns the norm with its proposal, and the one
+loop (`Sampler.solve`) asks the solver's controller what to take and what to try next.
+`DPMSolverAdaptive` controls one step for the whole batch (the worst sample's norm), `GottaGoFast`
+one step per sample.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class StepSizeController:
     safety: float
     exponent: float
     max_growth: float = 10.0
+
+    def adapt(self, h, err):
+        """(accept, next h) after an attempt of size h with error norm err: accept where err <= 1 (a bool for one
+        number, a bool tensor per sample), and the next step from this one (`propose`)."""
+        return err <= 1, self.propose(h, err)
 
     def propose(self, h, err):
         """The next step size from the current one and its error norm (per sample when both are tensors)."""

@@ -2,27 +2,34 @@
 
 A solver is configuration (its order, its options) plus two methods, in the manner of diffrax:
 
-- `init(score, sde, x, sched) -> state`: what it carries from step to step (a multistep history),
-- `step(score, sde, x, i, state, noise) -> (x, state)`: one step from grid point i to i + 1.
+- `init(score, sde, x, sched) -> state`: what it carries from step to step (a multistep history,
+  an adaptive solver's position and step size),
+- `step(score, sde, x, i, state, noise) -> (x, state)`: one step towards grid point i + 1. An adaptive
+  step returns `Step(x, state, error)`: a proposal and its error norm, which the loop accepts or
+  rejects and from which the solver's `controller` sizes the next attempt.
 
 `Sampler.sample` owns everything else, once: the checks at the door, the grid's coefficients
-(`Schedule`), the loop, the per-step hook, the NaN check naming the step and time, the progress
-callback, the trajectory and the final denoising. Solvers hold no state of their own between calls,
-so one solver object serves any number of concurrent runs. Adaptive and composite solvers override
-`solve` (their loop is not over the grid's points) and report every grid point through `record`.
+(`GridCoefficients`), the loop over fixed and adaptive steps alike, the per-step hook, the NaN check
+naming the step and time, the progress callback, the trajectory and the final denoising. Solvers hold
+no state of their own between calls, so one solver object serves any number of concurrent runs. A
+solver that cannot be written as steps (one that hands the integration to torchdiffeq, or wraps another
+solver) overrides `solve` and reports every grid point through `record`.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, NamedTuple
 
 import torch
 
+from sdeflow.core.tensors import append_dims
 from sdeflow.noise.generators import as_noise
-from sdeflow.samplers.exponential import Schedule
+from sdeflow.samplers.adaptive import StepSizeController
+from sdeflow.samplers.coefficients import GridCoefficients
 
 
 class SolverError(RuntimeError):
@@ -72,7 +79,7 @@ class SampleResult:
 class State:
     """What a one-step solver carries between steps: the grid's coefficients. Multistep solvers extend it."""
 
-    sched: Schedule
+    sched: GridCoefficients
 
 
 @dataclass
@@ -82,31 +89,71 @@ class Multistep(State):
     history: list = field(default_factory=list)
 
 
+@dataclass
+class Adaptive(State):
+    """The state of an adaptive solver between attempts.
+
+    With one error per sample (each sample steps on its own), every tensor field has one entry per sample.
+
+    Attributes:
+        t: the time reached: 0-d (the batch steps together) or one per sample.
+        h: the step to attempt next, in the solver's own variable (t, or lambda), shaped as `t`; the solver
+            shortens it to what is left of the grid interval.
+        lower: the lower-order solution of the last accepted step (x at the start), the scale of the next error.
+    """
+
+    t: torch.Tensor
+    h: torch.Tensor
+    lower: torch.Tensor
+
+
+class Step(NamedTuple):
+    """What `step` returns: the proposed x and solver state, and the proposal's error norm.
+
+    `error` is None for a fixed step, which the loop always takes (a plain pair (x, state) reads as one).
+    An adaptive step gives its error norm, below 1 within tolerance: one number for the batch, or a tensor
+    with one per sample. The loop takes the proposal where the error is at most 1 and keeps the previous x
+    and state elsewhere.
+    """
+
+    x: torch.Tensor
+    state: State
+    error: float | torch.Tensor | None = None
+
+
 class Sampler(abc.ABC):
     """Integrates from x_T at timesteps[0] down to timesteps[-1] on an explicit, decreasing time grid.
 
-    Every solver declares, as attributes:
+    Every solver declares, as attributes: on its class where the value is fixed, in `__init__` where it
+    follows the arguments (they are facts of the instance, which a class value only defaults):
         order: the order of convergence it is tested for: of the ODE solution for deterministic
             solvers, the weak order (of expectations) for stochastic ones.
-        strong_order: stochastic solvers only: the pathwise order, where one is claimed (None: not claimed).
         nfe_per_step: score evaluations per step (None: the solver chooses its own steps).
         stochastic: whether it integrates the reverse SDE (True) or the probability-flow ODE.
+    and, where they apply:
+        strong_order: stochastic solvers only: the pathwise order, where one is claimed (None: not claimed).
         warmup_order: multistep solvers start with steps of this order (None: no warm-up).
+        reversible: whether a deterministic solver also integrates forwards, on an increasing grid
+            (ODE inversion, `sdeflow.encode`).
+        controller: adaptive solvers: the `StepSizeController` that sizes each attempt from the last
+            one's error (None: fixed steps).
+        max_steps: adaptive solvers: the attempts allowed before the run gives up.
 
     Args:
         denoise: after the last step, replace x by Tweedie's denoised estimate E[x_0 | x_eps]
             (one more score evaluation, counted).
     """
 
-    order: ClassVar[float]
-    strong_order: ClassVar[float | None] = None
-    nfe_per_step: ClassVar[int | None]
-    stochastic: ClassVar[bool]
-    warmup_order: ClassVar[int | None] = None
+    order: int
+    nfe_per_step: int | None
+    stochastic: bool
+    strong_order: float | None = None
+    warmup_order: int | None = None
+    reversible: bool = True
+    controller: StepSizeController | None = None
+    max_steps: int = 10_000
     # Leading grid points the solver places itself (an analytic jump's first interval): grid searches leave them alone.
     fixed_head: ClassVar[int] = 0
-    # Whether a deterministic solver also integrates forwards, on an increasing grid (ODE inversion, `sdeflow.encode`).
-    reversible: ClassVar[bool] = True
 
     def __init__(self, denoise: bool = False):
         self.denoise = bool(denoise)
@@ -117,19 +164,49 @@ class Sampler(abc.ABC):
         return self.order if self.warmup_order is None else min(self.order, self.warmup_order + 1)
 
     # --- The solver: its state and one step ----------------------------------------------------------------
-    def init(self, score, sde, x: torch.Tensor, sched: Schedule) -> State:
+    def init(self, score, sde, x: torch.Tensor, sched: GridCoefficients) -> State:
         """The state before the first step (one-step solvers need only the grid's coefficients)."""
         return State(sched)
 
-    def step(self, score, sde, x: torch.Tensor, i: int, state: State, noise) -> tuple[torch.Tensor, State]:
-        """One step from grid point i to i + 1: the new x and state."""
+    def step(self, score, sde, x: torch.Tensor, i: int, state: State, noise) -> Step:
+        """One step from grid point i towards i + 1: the new x and state (see `Step`; a pair (x, state) is one)."""
         raise NotImplementedError(f"{type(self).__name__} defines neither step() nor solve()")
 
-    def solve(self, score, sde, x: torch.Tensor, sched: Schedule, noise, record: Callable) -> torch.Tensor:
-        """The loop over the grid; `record(x, i)` is called at every grid point i reached and returns x (hooked)."""
+    def reached(self, state: State, i: int) -> bool:
+        """Adaptive solvers: whether every sample of `state` has reached grid point i + 1 (a fixed step always has)."""
+        return True
+
+    def solve(self, score, sde, x: torch.Tensor, sched: GridCoefficients, noise, record: Callable) -> torch.Tensor:
+        """The one loop over the grid; `record(x, i)` is called at every grid point i reached and returns x (hooked).
+
+        A fixed step is taken once per grid interval. An adaptive step is attempted until the interval's end is
+        reached: its error norm decides which proposals are taken, and the solver's `controller` sizes the next
+        attempt; a NaN error stops the run where it appeared, and `max_steps` attempts in all end it.
+        """
+        name, n = type(self).__name__, len(sched) - 1
         state = self.init(score, sde, x, sched)
-        for i in range(len(sched) - 1):
-            x, state = self.step(score, sde, x, i, state, noise)
+        attempts = 0
+        for i in range(n):
+            done = False
+            while not done:
+                proposal = Step(*self.step(score, sde, x, i, state, noise))
+                if proposal.error is None:
+                    x, state, done = proposal.x, proposal.state, True
+                    continue
+                attempts += 1
+                # Only NaN or infinity in the proposal gives a NaN norm; shrinking the step would not help.
+                at = nan_at(proposal.error, state.t)
+                if at is not None:
+                    raise non_finite(name, f"at attempt {attempts} (towards step {i + 1} of {n}){at}")
+                h_before = state.h
+                accept, h = self.controller.adapt(proposal.state.h, proposal.error)
+                x, state = taken(accept, proposal, x, state)
+                # A sample that only waited at the interval's end (an attempt of size 0) keeps its step for the next.
+                state = dataclasses.replace(state, h=torch.where(proposal.state.h > 0, h, h_before))
+                done = self.reached(state, i)
+                if not done and attempts >= self.max_steps:
+                    raise SolverError(f"{name} did not reach t = {float(sched.t[i + 1]):.6g} in {self.max_steps} "
+                                      "attempted steps; loosen its tolerances")
             x = record(x, i + 1)
         return x
 
@@ -172,7 +249,7 @@ class Sampler(abc.ABC):
             grid = UniformGrid()
         return self.timesteps(grid, sde, int(steps))
 
-    def require_steps(self, sched: Schedule, order: int) -> None:
+    def require_steps(self, sched: GridCoefficients, order: int) -> None:
         """Multistep methods: refuse grids too short for the requested order to ever be used."""
         if len(sched) - 1 < order:
             raise BudgetError(f"{type(self).__name__} of order {order} needs at least {order} steps, got {len(sched) - 1}; "
@@ -238,7 +315,7 @@ class Sampler(abc.ABC):
         # no_grad rather than inference_mode: the samples stay ordinary tensors that a caller may
         # later use in autograd (a loss on generated data), which inference tensors forbid.
         with torch.set_grad_enabled(grad):
-            x = self.solve(score, sde, x, Schedule.of(sde, timesteps), noise, record)
+            x = self.solve(score, sde, x, GridCoefficients.of(sde, timesteps), noise, record)
             if deferred:
                 flags = torch.stack([f for _, f in deferred]).tolist()
                 if not all(flags):
@@ -268,6 +345,44 @@ class Sampler(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+def taken(accept, proposal: Step, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    """The proposal where `accept` holds, the previous x and state elsewhere: for the batch (a bool), or per sample
+    (a bool tensor, applied to x and to every tensor field of the state)."""
+    if not isinstance(accept, torch.Tensor):
+        return (proposal.x, proposal.state) if accept else (x, state)
+
+    def pick(new, old):
+        return torch.where(append_dims(accept, new.ndim), new, old) if isinstance(new, torch.Tensor) else new
+
+    fields = {f.name: pick(getattr(proposal.state, f.name), getattr(state, f.name)) for f in dataclasses.fields(state)}
+    return pick(proposal.x, x), dataclasses.replace(proposal.state, **fields)
+
+
+def nan_at(error, t: torch.Tensor) -> str | None:
+    """Where an error norm is NaN, for a message: the first such sample (one norm per sample) and its time `t`, or
+    the batch's time (one norm for the batch); None where it is not."""
+    if not isinstance(error, torch.Tensor):
+        return f", from t = {float(t):.6g}" if math.isnan(error) else None
+    if not bool(error.isnan().any()):
+        return None
+    bad = int(error.isnan().flatten().nonzero()[0])
+    return f", sample {bad}, from t = {float(t.reshape(-1)[bad] if t.ndim else t):.6g}"
+
+
+def check_order(order: int, allowed: tuple[int, ...], name: str) -> int:
+    """A solver's order, refused at the door unless it is one of `allowed`."""
+    if order not in allowed:
+        raise ValueError(f"{name} supports order {' or '.join(map(str, allowed))}, got {order}")
+    return int(order)
+
+
+def check_noise_scale(eta: float, s_noise: float, name: str) -> tuple[float, float, bool]:
+    """(eta, s_noise, whether noise is drawn) of an ancestral-type solver, refused at the door unless both are >= 0."""
+    if eta < 0 or s_noise < 0:
+        raise ValueError(f"{name} needs eta >= 0 and s_noise >= 0, got eta={eta}, s_noise={s_noise}")
+    return float(eta), float(s_noise), eta > 0 and s_noise > 0
 
 
 def finite_flag(x: torch.Tensor) -> torch.Tensor:

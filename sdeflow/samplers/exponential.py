@@ -1,4 +1,4 @@
-"""Shared pieces of the solvers: the grid's coefficients, and the exponential integrators' kernels.
+"""The exponential integrators' shared kernels: DDIM's step, DPM-Solver's stages, the order of the final steps.
 
 The exponential integrators (DDIM, DPM-Solver, DPM-Solver++, UniPC) integrate the probability-flow
 ODE exactly in its linear part and approximate the model's output by a polynomial in the half
@@ -8,119 +8,15 @@ alpha(t), sigma(t) and lambda(t).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
-
-class Schedule:
-    """A grid's coefficients, computed once in float64 and kept in the grid's dtype and as Python numbers.
-
-    Attributes (one entry per grid point, in the grid's dtype):
-        t: the grid times.
-        alpha, sigma, lam: alpha(t), sigma(t) and the half log-SNR lambda(t).
-        nsr: sigma / alpha, the noise-to-signal ratio (EDM's sigma).
-        h: lambda steps, h[i] = lambda(t[i + 1]) - lambda(t[i]) > 0 (one fewer entry).
-        coef: (alpha, sigma) of each grid point as 0-d tensors, passed to the score function so that it
-            does not recompute them at every evaluation.
-        num: the same as tuples of Python floats (float64), `num.t`, `num.alpha`, ... `num.h`: the
-            per-step coefficients of a solver are scalar arithmetic, which on Python numbers costs no
-            tensor operations (nor, on a GPU, kernel launches or host syncs) inside the loop.
-    """
-
-    def __init__(self, sde, timesteps: torch.Tensor):
-        t64 = timesteps.to(torch.float64)
-        alpha, sigma = sde.alpha(t64), sde.sigma(t64)
-        self.t = timesteps
-        # The rest is arithmetic on the grid's few points, done in numpy: a sampling call builds one Schedule, and on
-        # a small network a dozen tensor operations more would show in its overhead.
-        a, s = np.array(alpha.tolist()), np.array(sigma.tolist())
-        with np.errstate(divide="ignore", invalid="ignore"):  # alpha or sigma 0 at an end: infinities, as in torch
-            lam, nsr = np.log(a) - np.log(s), s / a
-        self.num = Numbers(tuple(t64.tolist()), *(tuple(v.tolist()) for v in (a, s, lam, nsr, np.diff(lam))))
-        self.alpha, self.sigma = alpha.to(timesteps.dtype), sigma.to(timesteps.dtype)
-        # (alpha, sigma) at each grid point, for the score function (`ScoreFunction.evaluate(..., coef=)`).
-        self.coef = list(zip(self.alpha.unbind(), self.sigma.unbind()))
-        self._memo: dict = {}
-
-    @classmethod
-    def of(cls, sde, timesteps: torch.Tensor) -> "Schedule":
-        """The schedule of `timesteps` under `sde`, shared by every call on the same grid.
-
-        Sampling many batches on one grid (an app's run, a benchmark's rounds) then builds its
-        coefficients once. A grid that records gradients (times being learned) gets its own, and so
-        does an SDE that cannot be hashed.
-        """
-        if timesteps.requires_grad:
-            return cls(sde, timesteps)
-        key = (sde, tuple(timesteps.tolist()), timesteps.dtype, timesteps.device)
-        try:
-            hash(key)
-        except TypeError:
-            return cls(sde, timesteps)
-        return _shared_schedule(*key)
-
-    def memo(self, key, make):
-        """`make()`, computed once per schedule and key: a solver's own per-grid coefficients (e.g. its stage times)."""
-        if key not in self._memo:
-            self._memo[key] = make()
-        return self._memo[key]
-
-    def _tensor(self, values) -> torch.Tensor:
-        return torch.tensor(values, dtype=self.t.dtype, device=self.t.device)
-
-    # Few solvers read these as tensors: they are made when first asked for.
-    @functools.cached_property
-    def lam(self) -> torch.Tensor:
-        return self._tensor(self.num.lam)
-
-    @functools.cached_property
-    def nsr(self) -> torch.Tensor:
-        return self._tensor(self.num.nsr)
-
-    @functools.cached_property
-    def h(self) -> torch.Tensor:
-        return self._tensor(self.num.h)
-
-    def __len__(self) -> int:
-        return len(self.t)
+from sdeflow.samplers.coefficients import GridCoefficients, weighted_sum
 
 
-@functools.lru_cache(maxsize=64)
-def _shared_schedule(sde, times: tuple, dtype, device) -> Schedule:
-    # Built from the times' values, which the tuple holds exactly (Python floats hold every float32 and float64).
-    return Schedule(sde, torch.tensor(times, dtype=dtype, device=device))
-
-
-class Numbers(NamedTuple):
-    """A grid's coefficients as tuples of Python floats (see `Schedule.num`); hashable, so solvers can cache by grid."""
-
-    t: tuple
-    alpha: tuple
-    sigma: tuple
-    lam: tuple
-    nsr: tuple
-    h: tuple
-
-
-def weighted_sum(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
-    """c_0 v_0 + c_1 v_1 + ... for Python-number weights c_k: one tensor operation per term.
-
-    A solver's step is a linear combination of its state and model outputs whose weights depend on
-    the grid alone; folding each weight into one Python number first, and adding each term with
-    `add(v, alpha=c)`, keeps a step to as many tensor operations as it has terms.
-    """
-    (c, v), *rest = terms
-    out = v * c
-    for c, v in rest:
-        out = out.add(v, alpha=c)
-    return out
-
-
-def ddim_step(x: torch.Tensor, x0: torch.Tensor, sched: Schedule, i: int) -> torch.Tensor:
+def ddim_step(x: torch.Tensor, x0: torch.Tensor, sched: GridCoefficients, i: int) -> torch.Tensor:
     """First-order data-prediction step from grid point i to i + 1: sigma_t/sigma_s x + alpha_t (1 - e^-h) x0."""
     num = sched.num
     return weighted_sum((num.sigma[i + 1] / num.sigma[i], x), (-num.alpha[i + 1] * math.expm1(-num.h[i]), x0))
@@ -164,7 +60,7 @@ def stages(sde, s, t, lam_s, h, order: int, like: torch.Tensor) -> Stages:
                   torch.expm1(h), torch.expm1(R1[order] * h), torch.expm1(R2 * h))
 
 
-def stage_table(sde, sched: Schedule, order: int) -> list[Stages]:
+def stage_table(sde, sched: GridCoefficients, order: int) -> list[Stages]:
     """Every step's `Stages` on a fixed grid, as Python numbers (the stage times as tensors), computed once in float64."""
     t64, lam = sched.t.to(torch.float64), torch.tensor(sched.num.lam, dtype=torch.float64, device=sched.t.device)
     table = stages(sde, t64[:-1], t64[1:], lam[:-1], lam[1:] - lam[:-1], order, t64)
@@ -213,19 +109,6 @@ def lower_order_final(order: int, i: int, n: int, second_until: int = 0) -> int:
         return order
     order = min(order, n - i)
     return min(order, 2) if n - i <= second_until else order
-
-
-def check_order(order: int, allowed: tuple[int, ...], name: str) -> int:
-    if order not in allowed:
-        raise ValueError(f"{name} supports order {' or '.join(map(str, allowed))}, got {order}")
-    return int(order)
-
-
-def check_noise_scale(eta: float, s_noise: float, name: str) -> tuple[float, float]:
-    """(eta, s_noise) of an ancestral-type solver, refused at the door unless both are >= 0."""
-    if eta < 0 or s_noise < 0:
-        raise ValueError(f"{name} needs eta >= 0 and s_noise >= 0, got eta={eta}, s_noise={s_noise}")
-    return float(eta), float(s_noise)
 
 
 def time_at_lambda(sde, lam: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

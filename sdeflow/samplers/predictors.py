@@ -15,7 +15,7 @@ from sdeflow.core.tensors import append_dims
 class Predictor:
     """A one-step reverse-time method; declares its weak order and score evaluations per step."""
 
-    order: ClassVar[float] = 1
+    order: ClassVar[int] = 1
     nfe_per_step: ClassVar[int] = 1
 
     def update(self, score, sde, x, t, t_next, noise) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ import math
 import torch
 
 from sdeflow.core.tensors import append_dims, batch_times
+from sdeflow.core.checks import integer
 
 
 class SDE(abc.ABC):
@@ -30,8 +31,7 @@ class SDE(abc.ABC):
             raise ValueError(f"T must be positive, got {T}")
         if not 0 <= eps < T:
             raise ValueError(f"eps must lie in [0, T) = [0, {T}), got {eps}")
-        if int(N) != N or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N}")
+        integer("N", N)
         self.T = float(T)
         self.eps = float(eps)
         self.N = int(N)

@@ -12,6 +12,7 @@ import torch
 from sdeflow.noise.generators import as_noise
 from sdeflow.score.function import ScoreFunction
 from sdeflow.core.tensors import append_dims, to_device
+from sdeflow.core.checks import integer
 
 
 class SigmaSquared:
@@ -56,8 +57,8 @@ class DSMLoss:
         self.t_min = float(t_min) if t_min is not None else (sde.eps if sde.eps > 0 else 1e-5)
         if not 0 < self.t_min < sde.T:
             raise ValueError(f"t_min must lie in (0, T), got {self.t_min}")
-        if discrete_steps is not None and (int(discrete_steps) != discrete_steps or discrete_steps < 1):
-            raise ValueError(f"discrete_steps must be a positive integer, got {discrete_steps}")
+        if discrete_steps is not None:
+            integer("discrete_steps", discrete_steps)
         if importance_sampling and discrete_steps is not None:
             raise ValueError("importance sampling and discrete steps do not combine")
         self.importance_sampling, self.reduce_mean, self.discrete_steps = bool(importance_sampling), bool(reduce_mean), discrete_steps

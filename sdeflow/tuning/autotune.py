@@ -20,6 +20,7 @@ from sdeflow.samplers.grids import Grid, LogSNRGrid
 from sdeflow.tuning.learned import Learned, MultistepFit, mean_log, learn as learn_coefficients, learn_multistep, save_learned
 from sdeflow.eval.metrics import rms_error
 from sdeflow.noise.generators import PILOT, seeded_generator
+from sdeflow.core.checks import integer
 
 
 def file_digest(path) -> str:
@@ -176,8 +177,8 @@ class AutoMultistep(AutoGrid):
     def __init__(self, base: Grid | None = None, pilot: int = 64, maxiter: int = 300, history: int | None = None,
                  rtol: float | None = None, atol: float | None = None, seed: int = 0, grid_maxiter: int = 400):
         super().__init__(base, pilot, maxiter, rtol, atol, seed)
-        if history is not None and (int(history) != history or history < 1):
-            raise ValueError(f"history must be a positive integer or null (every prediction), got {history}")
+        if history is not None:
+            integer("history", history, accepted=" or null (every prediction)")
         if int(grid_maxiter) != grid_maxiter or grid_maxiter < 0:
             raise ValueError(f"grid_maxiter must be a non-negative integer, got {grid_maxiter}")
         self.history = None if history is None else int(history)

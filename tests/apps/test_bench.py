@@ -2,51 +2,57 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 import sdeflow as sf
 import sdeflow.training.schemas  # noqa: F401  (registers the structured configs)
+from sdeflow.apps.common import config_dir
+from sdeflow.apps.solvers import solver_configs
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from helpers import cli, compose_config, every_configured_solver
+
 SMALL = ["n_trajectory=16", "n_distribution=200", "n_directions=16", "progress=false", "reference.rtol=1e-7", "reference.atol=1e-7"]
 
 
 def options(group):
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
-def run_cli(tmp_path, *args):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "sdeflow.apps.bench.app", *args, f"hydra.run.dir={tmp_path}/run",
-                           f"hydra.sweep.dir={tmp_path}/multi"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+# Every solver config: each file of conf/solver but all.yaml, the marker that stands for them all.
+SOLVERS = [name for name in options("solver") if name != "all"]
+
+
+def run_cli(tmp_path, *args, **kwargs):
+    return cli(tmp_path, "sdeflow.apps.bench.app", *args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/multi",
+               **kwargs)
 
 
 @pytest.mark.parametrize("group", ["sde", "problem", "timesteps"])
 def test_every_config_composes_and_instantiates(group):
-    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
-        for name in options(group):
-            cfg = compose("bench", overrides=[f"{group}={name}"])
-            assert instantiate(cfg[group]) is not None
+    for name in options(group):
+        assert instantiate(compose_config("bench", f"{group}={name}")[group]) is not None
 
 
-def test_every_solver_config_builds_a_sampler_and_all_lists_them_all():
-    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
-        every = set()
-        for name in options("solver"):
-            cfg = compose("bench", overrides=[f"solver={name}"])
-            for key, node in cfg.solver.items():
-                assert isinstance(instantiate(node), sf.Sampler), key
-                every.add(key)
-        default = compose("bench")
-    assert set(default.solver) == every, "solver/all.yaml must list every solver config"
+def test_solver_all_is_every_config_of_conf_solver_and_each_builds_a_sampler():
+    every = every_configured_solver()
+    assert list(every) == SOLVERS
+    assert all(isinstance(solver, sf.Sampler) for solver in every.values())
+    # One file, one config: conf/solver/<name>.yaml selects the node <name> and nothing else.
+    assert all(list(compose_config("bench", f"solver={name}").solver) == [name] for name in SOLVERS)
+
+
+def test_solver_all_takes_command_line_settings_and_resolves_against_the_whole_config():
+    cfg = compose_config("bench", "problem=gmm16", "+solver.ddim.denoise=true")
+    assert list(cfg.solver) == ["all", "ddim"]  # the default's marker (solver: all) and the setting given
+    solvers = solver_configs(cfg)
+    assert list(solvers) == SOLVERS and solvers.ddim.denoise is True
+    assert solvers.unipc_2_bh2_jump.stats == cfg.problem  # ${oc.select:problem,null}, read from the root
+    assert solver_configs(cfg) == solvers  # again: nothing changes
+    chosen = compose_config("bench", "solver=[ddim,dpmpp_2m]")
+    assert list(solver_configs(chosen)) == ["ddim", "dpmpp_2m"]
 
 
 @pytest.mark.slow
@@ -56,9 +62,7 @@ def test_default_run_prints_table_and_writes_csv_json_png(tmp_path):
     assert "| solver | kind |" in proc.stdout and "floor" in proc.stdout
     run = tmp_path / "run"
     rows = list(csv.DictReader(open(run / "results.csv")))
-    with open(CONF / "solver" / "all.yaml") as f:
-        listed = {d for d in yaml.safe_load(f)["defaults"] if d != "_self_"}
-    assert {r["solver"] for r in rows} == listed
+    assert {r["solver"] for r in rows} == set(SOLVERS)
     ran = [r for r in rows if not r.get("skipped")]
     assert all(int(r["nfe"]) <= int(r["budget"]) for r in ran if r["budget"])
     assert (run / "error_vs_nfe.png").stat().st_size > 10_000
@@ -76,7 +80,7 @@ def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     # A failed job keeps the others: remove one job's results (a failed job writes none) and report the sweep.
     jobs[0].unlink()
     (jobs[0].parent / "results.json").unlink()
-    report = subprocess.run([sys.executable, "-m", "sdeflow.apps.report", str(tmp_path / "multi")], capture_output=True, text=True)
+    report = cli(tmp_path, "sdeflow.apps.report", str(tmp_path / "multi"))
     assert report.returncode == 0, report.stderr
     rows = list(csv.DictReader(open(tmp_path / "multi" / "report.csv")))
     floors = [r for r in rows if r["solver"] == "floor (exact vs exact)"]
@@ -105,7 +109,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_the_sweep_exits_non_zero(tmp_p
 
 @pytest.mark.slow
 def test_help_lists_the_config_groups(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sdeflow.apps.bench.app", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = cli(tmp_path, "sdeflow.apps.bench.app", "--help", timeout=120)
     assert proc.returncode == 0 and "solver:" in proc.stdout and "timesteps:" in proc.stdout and "sde:" in proc.stdout
 
 
@@ -122,33 +126,30 @@ def test_bad_overrides_fail_clearly(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("group", ["model", "loss", "data"])
 def test_every_training_config_composes_and_instantiates(group):
-    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
-        for name in options(group):
-            cfg = compose("train", overrides=[f"{group}={name}"])
-            sde = instantiate(cfg.sde)
-            if group == "model":
-                assert instantiate(cfg.model.net) is not None and instantiate(cfg.model.prediction) is not None
-            elif group == "loss":
-                assert instantiate(cfg.loss, sde=sde) is not None
-            elif "???" not in str(cfg.data.dataset.values()):  # cifar10 and folder need a local path
-                assert tuple(instantiate(cfg.data.dataset).shape) == tuple(cfg.data.shape)
+    for name in options(group):
+        cfg = compose_config("train", f"{group}={name}")
+        sde = instantiate(cfg.sde)
+        if group == "model":
+            assert instantiate(cfg.model.net) is not None and instantiate(cfg.model.prediction) is not None
+        elif group == "loss":
+            assert instantiate(cfg.loss, sde=sde) is not None
+        elif "???" not in str(cfg.data.dataset.values()):  # cifar10 and folder need a local path
+            assert tuple(instantiate(cfg.data.dataset).shape) == tuple(cfg.data.shape)
 
 
 def test_eval_configs_compose():
     from sdeflow.eval.features import TrainedClassifier
 
-    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
-        assert options("eval") == ["classifier", "identity", "inception"]
-        assert instantiate(compose("evaluate", overrides=["eval=identity", "problem=gmm16"]).eval).name == "identity"
-        assert isinstance(instantiate(compose("evaluate", overrides=["eval=classifier", "checkpoint=x"]).eval), TrainedClassifier)
-        assert compose("evaluate", overrides=["eval=inception", "checkpoint=x"]).eval.weights is None
+    assert options("eval") == ["classifier", "identity", "inception"]
+    assert instantiate(compose_config("evaluate", "eval=identity", "problem=gmm16").eval).name == "identity"
+    classifier = compose_config("evaluate", "eval=classifier", "checkpoint=x").eval
+    assert isinstance(instantiate(classifier), TrainedClassifier)
+    assert compose_config("evaluate", "eval=inception", "checkpoint=x").eval.weights is None
 
 
 @pytest.mark.slow
 def test_structured_train_config_rejects_typos_and_wrong_types(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "sdeflow.apps.train", *a, f"hydra.run.dir={tmp_path}/t"], cwd=tmp_path,  # noqa: E731
-                                    env=env, capture_output=True, text=True, timeout=300)
+    run = lambda *a: cli(tmp_path, "sdeflow.apps.train", *a, f"hydra.run.dir={tmp_path}/t", timeout=300)  # noqa: E731
     typo = run("train.stpes=3")
     assert typo.returncode != 0 and "stpes" in typo.stderr
     wrong = run("train.steps=many")
@@ -174,9 +175,8 @@ def test_optuna_sweeper_tunes_a_solver_parameter(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_offline_writes_its_run_folder_into_a_temporary_directory(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb"), "WANDB_CACHE_DIR": str(tmp_path / "wbc"),
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb"), "WANDB_CACHE_DIR": str(tmp_path / "wbc"),
            "WANDB_CONFIG_DIR": str(tmp_path / "wbcfg")}
-    proc = subprocess.run([sys.executable, "-m", "sdeflow.apps.bench.app", "solver=ode_euler", "nfe=4", *SMALL, f"hydra.run.dir={tmp_path}/run"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_cli(tmp_path, "solver=ode_euler", "nfe=4", *SMALL, env=env)
     assert proc.returncode == 0, proc.stderr
     assert list((tmp_path / "run").glob("wandb/offline-run-*")), "the offline run folder is written inside the run directory"

@@ -10,6 +10,8 @@ import sdeflow as sf
 from sdeflow.eval import FeatureStats, StatsFileError, bits_per_dim, kid, load_stats, log_likelihood, precision_recall, save_stats
 from sdeflow.eval.metrics import frechet_distance
 
+from helpers import cli
+
 
 def test_frechet_is_exact_between_known_gaussians():
     # Commuting (diagonal) covariances: d^2 = |mu1 - mu2|^2 + sum (s1 - s2)^2.
@@ -171,12 +173,8 @@ def test_user_module_extractor_and_classifier_floor():
 @pytest.mark.slow
 def test_eval_command_scores_solvers_against_the_floor(tmp_path):
     import csv
-    import os
-    import subprocess
-    import sys
 
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+    run = lambda *a: cli(tmp_path, *a)  # noqa: E731
     train = run("sdeflow.apps.train", "train.steps=30", "train.batch_size=16", "sample.every=0", "sample.n=4", "progress=false",
                 f"hydra.run.dir={tmp_path / 'train'}")
     assert train.returncode == 0, train.stderr
@@ -198,19 +196,13 @@ def test_eval_command_scores_solvers_against_the_floor(tmp_path):
 @pytest.mark.slow
 def test_eval_command_on_an_exact_problem_with_likelihood(tmp_path):
     import csv
-    import os
-    import subprocess
-    import sys
 
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "sdeflow.apps.evaluate", "problem=gmm16", "eval=identity", "solver=[dpmpp_2m]", "nfe=20", "n=300",
-                           "metrics=[fd,bpd]", "bpd.samples=64", "progress=false", f"hydra.run.dir={tmp_path / 'e'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = cli(tmp_path, "sdeflow.apps.evaluate", "problem=gmm16", "eval=identity", "solver=[dpmpp_2m]", "nfe=20", "n=300",
+               "metrics=[fd,bpd]", "bpd.samples=64", "progress=false", f"hydra.run.dir={tmp_path / 'e'}")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "e" / "results.csv")))
     assert math.isfinite(float(rows[0]["bpd"])) and float(rows[1]["fd"]) < 0.1
-    both = subprocess.run([sys.executable, "-m", "sdeflow.apps.evaluate", "problem=gmm16", "checkpoint=x.pt", f"hydra.run.dir={tmp_path / 'f'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    both = cli(tmp_path, "sdeflow.apps.evaluate", "problem=gmm16", "checkpoint=x.pt", f"hydra.run.dir={tmp_path / 'f'}")
     assert both.returncode != 0 and "exactly one of checkpoint" in both.stderr
 
 

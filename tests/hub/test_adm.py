@@ -82,8 +82,11 @@ def test_the_imported_network_equals_adms(case):
 def test_a_model_file_gives_adms_noise_at_its_training_timesteps(case, tmp_path):
     node = case_format(case)
     save_torch(tmp_path / "model.pt", reference_state(case))
-    score, sde, info = node.load(tmp_path / "model.pt")
-    assert info["data"]["shape"] == [3, 16, 16] and sde.N == 1000
+    model = node.load(tmp_path / "model.pt")
+    score, sde = model.score, model.sde
+    assert model.source == f"guided-diffusion:64x64_diffusion:{tmp_path / 'model.pt'}"
+    assert model.shape == (3, 16, 16) and sde.N == 1000
+    assert model.label_dim == (1000 if CASES[case]["flags"]["class_cond"] else 0)
     x, k, y = (torch.from_numpy(REFERENCE[k]) for k in ("x", "t", "y"))
     if score.model.label_dim:
         score = score.condition(y=y)
@@ -95,7 +98,8 @@ def test_a_model_file_gives_adms_noise_at_its_training_timesteps(case, tmp_path)
 def test_an_imported_adm_samples_with_any_solver(tmp_path):
     node = case_format("cond_new_order")
     save_torch(tmp_path / "model.pt", reference_state("cond_new_order"))
-    score, sde, _ = node.load(tmp_path / "model.pt")
+    model = node.load(tmp_path / "model.pt")
+    score, sde = model.score, model.sde
     score = score.condition(y=torch.tensor([3, 4]))
     for solver, grid in [(sf.DDIM(), sf.LeadingTimesteps()), (sf.DPMSolverPP(2), sf.LogSNRGrid())]:
         out = sf.sample(score, sde, solver, (2, 3, 16, 16), nfe=4, grid=grid, seed=0)

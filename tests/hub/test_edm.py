@@ -96,7 +96,8 @@ def arrays():
 def test_an_edm_pickle_gives_edms_denoiser_outputs_and_runs_nothing(tmp_path, monkeypatch, persistence, arrays, case):
     monkeypatch.chdir(tmp_path)
     meta = edm_pickle(tmp_path / "net.pkl", case, arrays, persistence)
-    score, sde, info = load_edm(tmp_path / "net.pkl")
+    model = load_edm(tmp_path / "net.pkl")
+    score, sde = model.score, model.sde
     x, sigma, y = (torch.from_numpy(arrays[k]) for k in ("x", "sigma", "y"))
     if meta["init_kwargs"].get("label_dim"):
         score = score.condition(y=y)
@@ -104,13 +105,15 @@ def test_an_edm_pickle_gives_edms_denoiser_outputs_and_runs_nothing(tmp_path, mo
         got = score.x0(x, sigma)  # on EDMSDE, t is sigma and alpha is 1: the denoiser itself
     # float32: |D| reaches 75 at sigma = 40, where c_out F is a difference of large numbers.
     torch.testing.assert_close(got, torch.from_numpy(arrays[f"{case}/output"]), rtol=1e-4, atol=1e-4)
-    assert info["precond"] == meta["class_name"] and info["data"]["shape"] == [3, 8, 8]
+    assert model.details["precond"] == meta["class_name"] and model.shape == (3, 8, 8)
+    assert model.label_dim == meta["init_kwargs"].get("label_dim", 0) and model.source == f"edm:{tmp_path / 'net.pkl'}"
     assert not (tmp_path / CANARY).exists()
 
 
 def test_an_imported_edm_network_samples_with_any_solver(tmp_path, persistence, arrays):
     edm_pickle(tmp_path / "net.pkl", "edm_ncsnpp_cond", arrays, persistence)
-    score, sde, _ = load_edm(tmp_path / "net.pkl")
+    model = load_edm(tmp_path / "net.pkl")
+    score, sde = model.score, model.sde
     assert sde == sf.EDMSDE(0.002, 80.0)
     for solver, grid in [(sf.EDMHeun(), sf.KarrasGrid()), (sf.DPMSolverPP(2), sf.LogSNRGrid())]:
         out = sf.sample(score.condition(y=torch.tensor([1, 2])), sde, solver, (2, 3, 8, 8), nfe=9, grid=grid)
@@ -137,9 +140,10 @@ def test_edms_iddpm_baseline_gives_edms_denoiser_outputs(tmp_path, monkeypatch, 
     """iDDPMPrecond: a DhariwalUNet with learned variances, read at the nearest of its 1000 noise levels, as EDM's code does."""
     monkeypatch.chdir(tmp_path)
     ref = iddpm_pickle(tmp_path / "adm.pkl", persistence)
-    score, sde, info = load_edm(tmp_path / "adm.pkl")
+    model = load_edm(tmp_path / "adm.pkl")
+    score, sde = model.score, model.sde
     u = torch.from_numpy(ref["u"])
-    assert (sde.eps, sde.T) == (float(u[999]), 80.0) and info["precond"] == "iDDPMPrecond"
+    assert (sde.eps, sde.T) == (float(u[999]), 80.0) and model.details["precond"] == "iDDPMPrecond"
     x, sigma, y = (torch.from_numpy(arrays[k]) for k in ("x", "sigma", "y"))
     with torch.no_grad():
         got = score.condition(y=y).x0(x, sigma)
@@ -190,7 +194,7 @@ def test_weights_that_do_not_fit_are_named(tmp_path, persistence, arrays):
 
 def test_vp_baseline_noise_range_is_its_training_range(tmp_path, persistence, arrays):
     edm_pickle(tmp_path / "vp.pkl", "vp_ddpmpp", arrays, persistence)
-    _, sde, _ = load_edm(tmp_path / "vp.pkl")
+    sde = load_edm(tmp_path / "vp.pkl").sde
     assert sde.eps == pytest.approx(math.sqrt(math.expm1(0.5 * 19.9 * 1e-10 + 0.1 * 1e-5)), rel=1e-9)
     assert sde.T == pytest.approx(math.sqrt(math.expm1(0.5 * 19.9 + 0.1)), rel=1e-9)
 

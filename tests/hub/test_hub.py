@@ -11,7 +11,7 @@ import torch
 import sdeflow as sf
 from helpers import cli
 from sdeflow.core.checkpoint import CheckpointError
-from sdeflow.hub import DiscreteTimeModel, load_diffusers
+from sdeflow.hub import DiscreteTimeModel, Loaded, load_diffusers
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -36,8 +36,11 @@ def unet_folder(path, prediction="epsilon", schedule="linear", pipeline=False):
 @pytest.mark.parametrize("pipeline", [False, True], ids=["unet folder", "pipeline folder"])
 def test_the_wrapped_unet_gives_diffusers_outputs_at_the_training_timesteps(tmp_path, pipeline):
     unet = unet_folder(tmp_path, pipeline=pipeline)
-    score, sde, info = load_diffusers(tmp_path)
-    assert info["data"]["shape"] == [3, 8, 8] and sde == sf.DiscreteVPSDE(sf.linear_betas())
+    model = load_diffusers(tmp_path)
+    score, sde = model.score, model.sde
+    assert isinstance(model, Loaded) and sde == sf.DiscreteVPSDE(sf.linear_betas())
+    assert (model.shape, model.label_dim) == ((3, 8, 8), 0)
+    assert model.source == f"diffusers:{tmp_path / 'unet' if pipeline else tmp_path}"
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     for k in (0, 1, 500, 999):
         t = torch.full((4,), (k + 1) / 1000)  # float32, as samplers pass it
@@ -58,7 +61,8 @@ class Recorder(torch.nn.Module):
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_ddim_through_sdeflow_equals_diffusers_ddim_scheduler(tmp_path, prediction):
     unet = unet_folder(tmp_path, prediction=prediction)
-    score, sde, _ = load_diffusers(tmp_path)
+    model = load_diffusers(tmp_path)
+    score, sde = model.score, model.sde
     recorder = Recorder(score.model.net)
     score.model.net = recorder
     x_T = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
@@ -80,7 +84,8 @@ def test_ddim_through_sdeflow_equals_diffusers_ddim_scheduler(tmp_path, predicti
 
 def test_other_solvers_sample_the_imported_model_on_continuous_grids(tmp_path):
     unet_folder(tmp_path, schedule="squaredcos_cap_v2")
-    score, sde, _ = load_diffusers(tmp_path)
+    model = load_diffusers(tmp_path)
+    score, sde = model.score, model.sde
     assert sde == sf.DiscreteVPSDE(sf.cosine_betas())
     out = sf.sample(score, sde, sf.DPMSolverPP(2), (2, 3, 8, 8), nfe=6, grid=sf.LogSNRGrid())
     assert out.samples.shape == (2, 3, 8, 8) and bool(torch.isfinite(out.samples).all()) and out.nfe == 6

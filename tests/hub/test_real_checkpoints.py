@@ -39,31 +39,32 @@ def check_trained(score, sde, shape, solver, grid, nfe):
 
 @pytest.mark.skipif(not EDM, reason="set SDEFLOW_EDM_PICKLE=<an EDM network pickle> to run on a real checkpoint")
 def test_a_real_edm_pickle():
-    score, sde, info = load_edm(EDM)
-    label_dim = score.model.label_dim
-    if label_dim:
-        score = score.condition(y=torch.arange(8) % label_dim)
-    check_trained(score, sde, tuple(info["data"]["shape"]), sf.EDMHeun(denoise=True), sf.KarrasGrid(), 35)
+    model = load_edm(EDM)
+    score = model.score
+    if model.label_dim:
+        score = score.condition(y=torch.arange(8) % model.label_dim)
+    check_trained(score, model.sde, model.shape, sf.EDMHeun(denoise=True), sf.KarrasGrid(), 35)
 
 
 @pytest.mark.skipif(not DIFFUSERS, reason="set SDEFLOW_DIFFUSERS_FOLDER=<a diffusers UNet2DModel folder> to run on a real checkpoint")
 def test_a_real_diffusers_folder():
-    score, sde, info = load_diffusers(DIFFUSERS)
-    check_trained(score, sde, tuple(info["data"]["shape"]), sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
+    model = load_diffusers(DIFFUSERS)
+    check_trained(model.score, model.sde, model.shape, sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
 
 
 @pytest.mark.skipif(not SCORE_SDE, reason="set SDEFLOW_SCORE_SDE_CHECKPOINT=<checkpoint_*.pth> (and SDEFLOW_SCORE_SDE_FORMAT=<its "
                     "conf/checkpoint_format entry>) to run on a real checkpoint")
 def test_a_real_score_sde_checkpoint():
     fmt = instantiate(checkpoint_format(os.environ.get("SDEFLOW_SCORE_SDE_FORMAT", "score_sde_vp_ddpmpp_deep_continuous")))
-    score, sde, info = fmt.load(SCORE_SDE)
-    check_trained(score, sde, tuple(info["data"]["shape"]), sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
+    model = fmt.load(SCORE_SDE)
+    check_trained(model.score, model.sde, model.shape, sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
 
 
 @pytest.mark.skipif(not ADM, reason="set SDEFLOW_ADM_CHECKPOINT=<a guided-diffusion model .pt> (and SDEFLOW_ADM_FORMAT=<its "
                     "conf/checkpoint_format entry>) to run on a real checkpoint")
 def test_a_real_guided_diffusion_model():
-    score, sde, info = instantiate(checkpoint_format(os.environ.get("SDEFLOW_ADM_FORMAT", "adm_64x64_diffusion"))).load(ADM)
-    if score.model.label_dim:
+    model = instantiate(checkpoint_format(os.environ.get("SDEFLOW_ADM_FORMAT", "adm_64x64_diffusion"))).load(ADM)
+    score = model.score
+    if model.label_dim:
         score = score.condition(y=torch.arange(8) * 100)
-    check_trained(score, sde, tuple(info["data"]["shape"]), sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
+    check_trained(score, model.sde, model.shape, sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)

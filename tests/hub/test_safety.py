@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 import sdeflow as sf
 import sdeflow.training.schemas  # noqa: F401  (the train config's structured schema)
 from sdeflow.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sdeflow.hub.format import Loaded
 from sdeflow.hub.trained import load_trained
 from sdeflow.tuning.grid_search import OptimizedGrid
 from sdeflow.nets import ScoreMLP
@@ -119,11 +120,26 @@ def test_every_checkpoint_the_trainer_writes_loads(tmp_path, data, model, sde):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, {"model": net.state_dict(), "ema": net.state_dict(), "step": 0, "model_config": "m",
                            "config": OmegaConf.to_yaml(cfg, resolve=True)})
-    score, loaded_sde, stored = load_trained(path)
+    model = load_trained(path)
+    score, loaded_sde, stored = model.score, model.sde, model.config
     assert type(loaded_sde).__name__ == type(instantiate(cfg.sde)).__name__
     for a, b in zip(net.state_dict().values(), score.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert stored["data"]["shape"] == list(cfg.data.shape)
+    assert stored["data"]["shape"] == list(cfg.data.shape) and model.shape == tuple(cfg.data.shape)
+    assert model.label_dim == cfg.model.get("label_dim", 0) and model.dataset == stored["data"]["dataset"]
+
+
+def test_an_sdeflow_checkpoint_gives_the_facts_of_its_stored_config(tmp_path):
+    config = _config()
+    path = _checkpoint(tmp_path / "ckpt.pt", config)
+    model = load_trained(path)
+    assert isinstance(model, Loaded) and isinstance(model.sde, sf.VPSDE)
+    assert isinstance(model.score.prediction, sf.EpsPrediction)
+    assert (model.shape, model.label_dim, model.centered, model.source) == ((2,), 0, True, f"sdeflow:{path}")
+    assert model.config == config and model.dataset == config["data"]["dataset"] and model.details == {"step": 1}
+    config["data"]["shape"] = [2, 0]
+    with pytest.raises(CheckpointError, match="config.data.shape is \\[2, 0\\], not a list of positive integers"):
+        load_trained(_checkpoint(tmp_path / "bad.pt", config))
 
 
 def test_flipped_bytes_in_the_weights_are_caught(tmp_path):

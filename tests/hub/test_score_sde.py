@@ -118,8 +118,10 @@ def test_a_checkpoint_file_gives_score_sdes_score_from_the_ema_weights(case, tmp
     save_torch(tmp_path / "checkpoint_8.pth", {"optimizer": {"state": {}, "param_groups": []}, "model": raw, "step": 7,
                                                "ema": {"decay": 0.9999, "num_updates": 7, "shadow_params": shadow}})
     x, label, out = (torch.from_numpy(REFERENCE[f"{case}/{k}"]) for k in ("x", "label", "out"))
-    score, sde, info = instantiate(small_format(case)).load(tmp_path / "checkpoint_8.pth")
-    assert info["data"]["shape"] == [3, 16, 16] and info["step"] == 7
+    model = instantiate(small_format(case)).load(tmp_path / "checkpoint_8.pth")
+    score, sde = model.score, model.sde
+    assert (model.shape, model.label_dim, model.details["step"]) == ((3, 16, 16), 0, 7)
+    assert model.source == f"score_sde:{meta['config']}:{tmp_path / 'checkpoint_8.pth'}"
     if meta["scale_by_sigma"]:
         # score_sde's VE model returns the score on [0, 1] data at its sigma; sdeflow's x is 2 x - 1, its sigma twice.
         t = sde.t_from_nsr(2 * label)
@@ -129,7 +131,7 @@ def test_a_checkpoint_file_gives_score_sdes_score_from_the_ema_weights(case, tmp
         t = label / 999
         ours, theirs = score(x, t), -out / sde.sigma(t)[:, None, None, None]
     torch.testing.assert_close(ours, theirs, rtol=2e-4, atol=2e-4 * float(theirs.abs().max()))
-    raw_score, _, _ = instantiate(small_format(case)).load(tmp_path / "checkpoint_8.pth", use_ema=False)
+    raw_score = instantiate(small_format(case)).load(tmp_path / "checkpoint_8.pth", use_ema=False).score
     assert (raw_score(x, t) - ours).abs().max() > 1e-3  # the raw weights are another network
 
 
@@ -151,7 +153,8 @@ def test_our_ncsnpp_exported_and_imported_back_gives_identical_samples(case, tmp
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     sigmas = noise_levels(*fmt_.noise_levels[:2], fmt_.noise_levels[2])
     save_score_sde(tmp_path / "checkpoint_1.pth", net, sigmas, step=1)
-    score, sde, _ = fmt_.load(tmp_path / "checkpoint_1.pth")
+    model = fmt_.load(tmp_path / "checkpoint_1.pth")
+    score, sde = model.score, model.sde
     direct = sf.ScoreFunction(sf.hub.ScaledNoise(sf.hub.edm.LabelledNet(net), sde, fmt_.scaling), sde, sf.EpsPrediction())
     a = sf.sample(score, sde, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples
     b = sf.sample(direct, sde, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples

@@ -1,14 +1,21 @@
 """The sampler layer's contract: one loop, the plan, the trajectory, the hook, the SDE passed once, the random streams."""
 
+import copy
+import typing
+
 import pytest
 import torch
 
 import sdeflow as sf
+from sdeflow.eval.metrics import rms_error
 from sdeflow.noise.generators import NOISE, PRIOR, PerSampleNoise
 from sdeflow.noise.streams import streams
+from sdeflow.samplers.base import Sampler, Step
 from helpers import every_configured_solver
 
 SOLVERS = every_configured_solver()
+# The adaptive solvers, as the registry has them: those with a step-size controller.
+ADAPTIVE = {name: s for name, s in SOLVERS.items() if s.controller is not None}
 GMM = sf.GaussianMixture.random(dim=16, components=8, std_range=(0.05, 0.2))
 
 
@@ -43,6 +50,85 @@ def test_the_hook_sees_every_grid_point_and_its_result_is_used(name):
     out = solver.sample(_score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1), hook=hook, return_trajectory=True)
     assert seen == pytest.approx(timesteps[1:].tolist())
     assert bool((out.trajectory[1:].abs() <= 0.25).all())
+
+
+def class_variables(cls) -> set[str]:
+    """The attributes `cls` (with its bases) declares as ClassVar: facts of the class, never set on an instance."""
+    hints = typing.get_type_hints(cls)
+    return {k for k, hint in hints.items() if hint is typing.ClassVar or typing.get_origin(hint) is typing.ClassVar}
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["learned_multistep"])
+def test_a_solvers_facts_are_declared_and_no_class_variable_is_set_on_an_instance(name):
+    solver = SOLVERS[name] if name in SOLVERS else sf.LearnedMultistep([[1.0, 0.5]])
+    # order, nfe_per_step and stochastic are facts of the instance (the base class declares no value for them).
+    assert not {"order", "nfe_per_step", "stochastic"} & class_variables(Sampler)
+    assert not class_variables(type(solver)) & set(vars(solver))
+    # Each solver declares them, on its class or in its constructor. Order 0 claims no convergence: only
+    # corrector-only sampling (annealed Langevin dynamics) makes that claim.
+    assert type(solver.order) is int and (solver.order >= 1 or (solver.stochastic and solver.order == 0))
+    assert solver.nfe_per_step is None or (type(solver.nfe_per_step) is int and solver.nfe_per_step >= 1)
+    assert type(solver.stochastic) is bool
+
+
+def spied(solver):
+    """A copy of `solver` whose every attempted step is recorded as (the state it started from, its proposal)."""
+    spy, attempts = copy.copy(solver), []
+    own_step = spy.step
+
+    def step(score, sde, x, i, state, noise):
+        proposal = Step(*own_step(score, sde, x, i, state, noise))
+        attempts.append((state, proposal))
+        return proposal
+
+    spy.step = step
+    return spy, attempts
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTIVE))
+def test_an_adaptive_solver_runs_in_the_one_loop_where_its_error_decides_each_attempt(name):
+    assert type(ADAPTIVE[name]).solve is Sampler.solve
+    solver, attempts = spied(ADAPTIVE[name])
+    solver.h_init = 100.0  # a first attempt across the whole grid, far beyond the tolerance: it must be rejected
+    sde = sf.VPSDE()
+    x = sde.prior_sampling((8, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = solver.sample(_score(sde), sde, x, solver.plan(sde), generator=torch.Generator().manual_seed(1))
+    errors = [torch.as_tensor(proposal.error) for _, proposal in attempts]
+    assert bool((errors[0] > 1).all()) and any(bool((e <= 1).any()) for e in errors)
+    # Each attempt starts where the last one's proposal was taken (error at most 1), or where that one started.
+    for (before, proposal), (after, _) in zip(attempts, attempts[1:]):
+        error = torch.as_tensor(proposal.error)
+        torch.testing.assert_close(after.t, torch.where(error <= 1, proposal.state.t, before.t), rtol=0, atol=0)
+    # The last attempt's proposal is the sample, where it was taken; the run ends at the grid's last time.
+    last_state, last = attempts[-1]
+    taken = torch.as_tensor(last.error) <= 1
+    assert torch.equal(torch.where(taken.reshape(-1, *[1] * (x.ndim - 1)), last.x, out.samples), out.samples)
+    end = torch.where(taken, last.state.t, last_state.t).reshape(-1)
+    assert end.tolist() == pytest.approx([sde.eps] * len(end), rel=1e-9)
+
+
+def test_the_adaptive_dpm_solver_meets_its_tolerance_on_an_exact_problem_through_the_loop():
+    # The mixture's exact probability-flow solution is known: rejected attempts cost evaluations, not accuracy.
+    sde = sf.VESDE(0.002, 80.0, eps=0.0)
+    gm = sf.GaussianMixture.random(dim=8, components=4, seed=0)
+    x_T = sde.prior_sampling((64, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    solver, attempts = spied(sf.DPMSolverAdaptive(3, rtol=1e-4, atol=1e-5, h_init=30.0))
+    out = solver.sample(sf.ScoreFunction(gm.score_fn(sde), sde), sde, x_T, solver.plan(sde))
+    rejected = sum(proposal.error > 1 for _, proposal in attempts)
+    assert rejected >= 1 and out.nfe == 3 * len(attempts)
+    assert float(rms_error(out.samples, gm.ode_reference(sde, x_T)).median()) < 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTIVE))
+def test_an_adaptive_solver_lands_on_every_grid_point_it_is_given(name):
+    solver, sde = ADAPTIVE[name], sf.VPSDE()
+    timesteps = sf.LogSNRGrid()(sde, 4)
+    x = sde.prior_sampling((8, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = []
+    out = solver.sample(_score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1),
+                        hook=lambda x_i, t: seen.append(float(t)) or x_i, return_trajectory=True)
+    assert seen == pytest.approx(timesteps[1:].tolist())
+    assert bool(torch.isfinite(out.trajectory).all()) and torch.equal(out.trajectory[-1], out.samples)
 
 
 def test_plan_turns_a_budget_into_the_grid_the_sampler_runs():
@@ -96,8 +182,8 @@ def test_a_solver_is_reentrant_configuration():
     # Two runs interleaved through one solver object do not disturb each other: the state is the run's.
     sde, solver = sf.VPSDE(), sf.UniPC(3)
     score = _score(sde)
-    sched_a = sf.Schedule(sde, sf.LogSNRGrid()(sde, 6).double())
-    sched_b = sf.Schedule(sde, sf.UniformGrid()(sde, 6).double())
+    sched_a = sf.GridCoefficients(sde, sf.LogSNRGrid()(sde, 6).double())
+    sched_b = sf.GridCoefficients(sde, sf.UniformGrid()(sde, 6).double())
     xa = xb = sde.prior_sampling((4, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
     sa, sb = solver.init(score, sde, xa, sched_a), solver.init(score, sde, xb, sched_b)
     for i in range(6):
@@ -107,18 +193,19 @@ def test_a_solver_is_reentrant_configuration():
     assert torch.equal(xa, ref_a.samples)
 
 
-def test_calls_on_one_grid_share_its_schedule_and_a_learned_grid_gets_its_own():
+def test_calls_on_one_grid_share_its_coefficients_and_a_learned_grid_gets_its_own():
     sde = sf.VPSDE()
     t = sf.LogSNRGrid()(sde, 8).float()
-    shared = sf.Schedule.of(sde, t)
-    assert sf.Schedule.of(sf.VPSDE(), t.clone()) is shared  # an equal SDE and equal times
-    assert sf.Schedule.of(sf.VPSDE(beta_max=19.0), t) is not shared
-    assert sf.Schedule.of(sde, t.double()) is not shared
-    fresh = sf.Schedule(sde, t)
+    shared = sf.GridCoefficients.of(sde, t)
+    assert sf.GridCoefficients.of(sf.VPSDE(), t.clone()) is shared  # an equal SDE and equal times
+    assert sf.GridCoefficients.of(sf.VPSDE(beta_max=19.0), t) is not shared
+    assert sf.GridCoefficients.of(sde, t.double()) is not shared
+    assert sf.Schedule is sf.GridCoefficients  # the old name
+    fresh = sf.GridCoefficients(sde, t)
     assert shared.num == fresh.num and torch.equal(shared.alpha, fresh.alpha) and torch.equal(shared.t, t)
-    # Times being learned: a schedule of their own each call, through which gradients reach the times.
+    # Times being learned: coefficients of their own each call, through which gradients reach the times.
     learned = t.double().requires_grad_(True)
-    a, b = sf.Schedule.of(sde, learned), sf.Schedule.of(sde, learned)
+    a, b = sf.GridCoefficients.of(sde, learned), sf.GridCoefficients.of(sde, learned)
     assert a is not b
     a.alpha.sum().backward()
     assert learned.grad is not None and bool(torch.isfinite(learned.grad).all()) and float(learned.grad.abs().sum()) > 0

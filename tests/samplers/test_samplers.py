@@ -6,13 +6,9 @@ import torch
 import sdeflow as sf
 from sdeflow.eval.metrics import rms_error
 
-from helpers import slope
+from helpers import assert_mixture_moments, every_configured_solver, exact_score, slope
 
 PREDICTORS = [sf.EulerMaruyama(), sf.ReverseDiffusion(), sf.Ancestral()]
-
-
-def exact_score(gm, sde):
-    return sf.ScoreFunction(gm.score_fn(sde), sde)
 
 
 # --- Probability-flow ODE -------------------------------------------------------------------------
@@ -78,11 +74,7 @@ def test_reverse_sde_reproduces_moments_and_mode_weights(sde, predictor, correct
     n = 10_000
     out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(predictor, corrector), (n, 2), steps=400,
                     generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x = out.samples
-    weights = torch.bincount(gm.assign(x), minlength=8).double() / n
-    assert (weights - gm.weights).abs().max() < 0.02
-    assert (x.mean(0) - gm.mean(sde.eps, sde)).abs().max() < 0.05
-    assert (torch.cov(x.T) - gm.cov(sde.eps, sde)).abs().max() < 0.1
+    assert_mixture_moments(out.samples, gm, sde, weights=0.02, mean=0.05, cov=0.1)
 
 
 @pytest.mark.slow
@@ -93,11 +85,7 @@ def test_pc_with_per_sample_langevin_reproduces_moments_in_16d(sde, predictor):
     gm = sf.GaussianMixture.random(dim=16, components=4, std_range=(0.2, 0.4), seed=0)
     out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(predictor, sf.LangevinCorrector(snr=0.16)), (5000, 16), steps=200,
                     generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x = out.samples
-    weights = torch.bincount(gm.assign(x), minlength=4).double() / len(x)
-    assert (weights - gm.weights).abs().max() < 0.03
-    assert (x.mean(0) - gm.mean(sde.eps, sde)).abs().max() < 0.05
-    assert (torch.cov(x.T) - gm.cov(sde.eps, sde)).abs().max() < 0.1
+    assert_mixture_moments(out.samples, gm, sde, weights=0.03, mean=0.05, cov=0.1)
 
 
 @pytest.mark.slow
@@ -144,19 +132,21 @@ def test_per_sample_langevin_step_does_not_depend_on_other_samples():
 
 
 # --- NFE, determinism, trajectories -------------------------------------------------------------------
-SAMPLERS = {
-    "em": sf.PCSampler(sf.EulerMaruyama()),
+# Every configured solver (conf/solver, the one registry), and settings beyond them whose counts are worth checking:
+# a final denoising step, several corrector steps. A new solver is picked up from its config with no entry here.
+VARIANTS = {
     "rd+langevin2": sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector(n_steps=2)),
     "ancestral+denoise": sf.PCSampler(sf.Ancestral(), denoise=True),
-    "annealed_langevin": sf.PCSampler(sf.NonePredictor(), sf.AnnealedLangevin(n_steps=3)),
+    "annealed_langevin_3": sf.PCSampler(sf.NonePredictor(), sf.AnnealedLangevin(n_steps=3)),
     "ode_rk4+denoise": sf.ProbabilityFlowODE("rk4", denoise=True),
-    "ode_dopri5": sf.ProbabilityFlowODE("dopri5"),
 }
+SAMPLERS = {**every_configured_solver("eight_gaussians"), **VARIANTS}
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_nfe_is_the_number_of_model_calls(name):
-    sampler, sde, gm = SAMPLERS[name], sf.VESDE(), sf.problems.eight_gaussians()
+    # The configured solvers' counts: test_fast_solvers.py's test_every_solver_keeps_dtype_and_counts_nfe.
+    sampler, sde, gm = VARIANTS[name], sf.VESDE(), sf.problems.eight_gaussians()
     calls = []
 
     def model(x, t):
@@ -177,14 +167,15 @@ def test_same_seed_same_samples_and_batch_size_invariance(name):
                                         dtype=torch.float64).samples
     full = run(8)
     assert torch.equal(full, run(8))
-    # An adaptive solver's steps follow the error of the whole batch: invariance holds to its tolerance only.
-    tol = 1e-12 if sampler.nfe_per_step is not None else 100 * sampler.rtol
+    # A solver whose steps follow one error norm for the whole batch (an adaptive one with an `rtol`) is batch
+    # invariant to its tolerance only; every other, per-sample adaptive steps included, to rounding.
+    tol = 100 * sampler.rtol if sampler.nfe_per_step is None and hasattr(sampler, "rtol") else 1e-12
     torch.testing.assert_close(run(3), full[:3], rtol=tol, atol=tol)
     torch.testing.assert_close(run(5, offset=3), full[3:], rtol=tol, atol=tol)
     assert not torch.allclose(full, sf.sample(gm.score_fn(sde), sde, sampler, (8, 2), steps=steps, seed=8, dtype=torch.float64).samples)
 
 
-@pytest.mark.parametrize("name", ["em", "ode_rk4+denoise", "ode_dopri5"])
+@pytest.mark.parametrize("name", ["euler_maruyama", "ode_rk4+denoise", "ode_dopri5"])
 def test_trajectory_has_one_state_per_grid_point(name):
     sampler, sde, gm = SAMPLERS[name], sf.VPSDE(), sf.problems.eight_gaussians()
     grid = sf.UniformGrid()(sde, 6)
@@ -207,8 +198,9 @@ def test_final_denoising_is_tweedie():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_samplers_keep_the_dtype(dtype):
+    # The configured solvers' dtypes: test_fast_solvers.py's test_every_solver_keeps_dtype_and_counts_nfe.
     sde, gm = sf.VESDE(), sf.problems.eight_gaussians()
-    for sampler in SAMPLERS.values():
+    for sampler in VARIANTS.values():
         out = sf.sample(gm.score_fn(sde), sde, sampler, (4, 2), steps=None if sampler.nfe_per_step is None else 4, dtype=dtype)
         assert out.samples.dtype == dtype and torch.isfinite(out.samples).all()
 

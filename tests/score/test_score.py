@@ -5,6 +5,8 @@ import torch
 
 import sdeflow as sf
 
+from helpers import exact_score
+
 PREDICTIONS = [sf.ScorePrediction(), sf.EpsPrediction(), sf.X0Prediction(), sf.VPrediction()]
 
 
@@ -24,7 +26,7 @@ def test_every_parameterisation_recovers_eps_and_x0(sde, prediction):
 @pytest.mark.parametrize("prediction", PREDICTIONS, ids=lambda p: type(p).__name__)
 def test_score_function_reads_any_parameterisation(sde, prediction):
     gm = sf.GaussianMixture.random(dim=3, components=2, seed=1)
-    exact = sf.ScoreFunction(gm.score_fn(sde), sde)
+    exact = exact_score(gm, sde)
 
     def model(x, t):
         # The same exact model, re-expressed in `prediction`'s output.

@@ -21,6 +21,8 @@ from sdeflow.training.losses import DSMLoss
 from sdeflow.nets import ScoreMLP
 from sdeflow.training.trainer import Trainer
 
+from helpers import ENV, compose_config, exact_score
+
 # End-to-end: real processes and notebooks; in the slow tier.
 pytestmark = pytest.mark.slow
 
@@ -118,7 +120,7 @@ N, SEED = 37, 5  # an odd n: the shards differ in size
 
 def _sampling_setup():
     sde, gm = sf.VPSDE(), sf.problems.eight_gaussians()
-    score = sf.ScoreFunction(gm.score_fn(sde), sde)
+    score = exact_score(gm, sde)
     ref = FeatureStats(2).update(gm.sample(4000, torch.Generator().manual_seed(1)))
     return sde, score, ref
 
@@ -172,8 +174,8 @@ SCRIPTS = Path(sys.executable).parent
 
 
 def _run(cmd, cwd):
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=cwd, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -211,13 +213,10 @@ def test_submitit_local_launcher_runs_two_tasks_as_one_process_group(tmp_path):
 
 
 def test_slurm_ddp_launcher_asks_for_one_task_per_gpu():
-    from hydra import compose, initialize_config_module
-
     import sdeflow.apps.train  # noqa: F401  (registers the schemas and resolvers its config uses)
 
-    with initialize_config_module(version_base="1.3", config_module="sdeflow.conf"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4"],
-                      return_hydra_config=True)
+    cfg = compose_config("train", "hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2",
+                         "hydra.launcher.gpus_per_node=4", return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)

@@ -3,8 +3,6 @@
 import gzip
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,8 @@ from sdeflow.core.checkpoint import CheckpointError, load_checkpoint
 from sdeflow.training.losses import DSMLoss, LikelihoodWeighting
 from sdeflow.nets import EDMPrecond, NCSNpp, ScoreMLP, SinusoidalEmbedding
 from sdeflow.training.trainer import Trainer
+
+from helpers import cli
 
 
 # --- Networks -------------------------------------------------------------------------------------
@@ -247,20 +247,15 @@ def test_trainer_rejects_bad_settings():
 
 
 # --- The commands ----------------------------------------------------------------------------------------------
-def _cli(tmp_path, module, *args):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
 def test_train_then_sample_with_two_solvers(tmp_path):
     run = tmp_path / "train"
-    proc = _cli(tmp_path, "sdeflow.apps.train", "data=toy", "model=mlp", "train.steps=60", "train.batch_size=64", "sample.every=0",
+    proc = cli(tmp_path, "sdeflow.apps.train", "data=toy", "model=mlp", "train.steps=60", "train.batch_size=64", "sample.every=0",
                 "sample.n=32", "progress=false", f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr
     assert (run / "checkpoint.pt").exists() and (run / "samples.png").exists() and (run / "results.json").exists()
     out = tmp_path / "sample"
-    proc = _cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={run / 'checkpoint.pt'}", "solver=[ddim,unipc_2_bh2]", "nfe=8", "n=40",
+    proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={run / 'checkpoint.pt'}", "solver=[ddim,unipc_2_bh2]", "nfe=8", "n=40",
                 "batch_size=16", "progress=false", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr
     for name in ("ddim", "unipc_2_bh2"):
@@ -271,7 +266,7 @@ def test_train_then_sample_with_two_solvers(tmp_path):
 
 @pytest.mark.slow
 def test_train_command_errors(tmp_path):
-    typo = _cli(tmp_path, "sdeflow.apps.train", "model=ncsnpp_tiyn", f"hydra.run.dir={tmp_path / 'x'}")
+    typo = cli(tmp_path, "sdeflow.apps.train", "model=ncsnpp_tiyn", f"hydra.run.dir={tmp_path / 'x'}")
     assert typo.returncode != 0 and "ncsnpp_tiyn" in typo.stderr
-    missing = _cli(tmp_path, "sdeflow.apps.train", "data=cifar10", f"data.dataset.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'y'}")
+    missing = cli(tmp_path, "sdeflow.apps.train", "data=cifar10", f"data.dataset.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'y'}")
     assert missing.returncode != 0 and "CIFAR-10: expected" in missing.stderr

@@ -11,14 +11,10 @@ from sdeflow.tuning.autotune import AutoGrid, AutoMultistep, for_model
 from sdeflow.tuning.grid_search import _grid_from_params
 from sdeflow.eval.metrics import rms_error
 
-from helpers import cli
+from helpers import cli, exact_score
 
 SDE = sf.VPSDE()
 GM = sf.GaussianMixture.random(dim=8, components=4, seed=0)
-
-
-def exact_score():
-    return sf.ScoreFunction(GM.score_fn(SDE), SDE)
 
 
 def test_extreme_parameters_still_give_a_strictly_decreasing_grid():
@@ -47,7 +43,7 @@ class Picky(sf.DDIM):
 
 @pytest.mark.parametrize("steps", [5, 10, 20, 50])
 def test_grid_search_returns_a_valid_grid_and_survives_rejected_candidates(steps):
-    score, solver = exact_score(), Picky()
+    score, solver = exact_score(GM, SDE), Picky()
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     init = sf.LogSNRGrid()(SDE, steps)
     grid, report = sf.optimize_grid(solver, score, SDE, x_T, GM.ode_reference(SDE, x_T), init, maxiter=60, progress=False)
@@ -57,7 +53,7 @@ def test_grid_search_returns_a_valid_grid_and_survives_rejected_candidates(steps
 
 
 def test_the_search_says_when_it_converged():
-    score = exact_score()
+    score = exact_score(GM, SDE)
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     _, report = sf.optimize_grid(sf.DDIM(), score, SDE, x_T, GM.ode_reference(SDE, x_T), sf.LogSNRGrid()(SDE, 3), maxiter=2000,
                                  progress=False)
@@ -65,7 +61,7 @@ def test_the_search_says_when_it_converged():
 
 
 def test_an_auto_grid_is_tuned_once_reused_from_the_cache_and_keyed_by_model_and_settings(tmp_path):
-    score, solver = exact_score(), sf.DPMSolverPP(2)
+    score, solver = exact_score(GM, SDE), sf.DPMSolverPP(2)
     auto = AutoGrid(pilot=32, maxiter=150, seed=3)
     first, report = auto.tuned(score, SDE, solver, 10, (8,), tmp_path, "model-a", dtype=torch.float64, progress=False)
     assert report["cached"] is False and report["pilot_nfe"] > report["reference_nfe"] > 0 and report["seconds"] > 0
@@ -90,7 +86,7 @@ def test_an_auto_grid_is_tuned_once_reused_from_the_cache_and_keyed_by_model_and
 
 
 def test_an_auto_grid_refuses_what_it_cannot_tune(tmp_path):
-    score = exact_score()
+    score = exact_score(GM, SDE)
     with pytest.raises(ValueError, match="chooses its own steps"):
         AutoGrid().tuned(score, SDE, sf.ProbabilityFlowODE(), 10, (8,), tmp_path, "m")
     jump = sf.AnalyticJump(sf.DPMSolverPP(2), sf.GaussianStats.from_distribution(GM), sigma_jump=5.0)
@@ -152,7 +148,7 @@ def test_timesteps_learned_fits_evaluation_times_too_and_wraps_the_score(tmp_pat
     # DDIM at 5 NFE on VE: the learned evaluation times do what no grid can (measured on these 64 held-out draws:
     # log-SNR grid 0.110, tuned grid 0.065, learned 0.0076; held to a 3x margin over the tuned grid).
     sde = sf.VESDE(0.002, 80.0, eps=0.0)
-    score, solver = sf.ScoreFunction(GM.score_fn(sde), sde), sf.DDIM()
+    score, solver = exact_score(GM, sde), sf.DDIM()
     fits = {learn: AutoGrid(pilot=16, maxiter=200, learn=learn).tuned(score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64,
                                                                    progress=False)[0] for learn in (False, True)}
     assert fits[False].wrap(score) is score and not torch.equal(fits[True].eval_times, fits[True].times[:-1])
@@ -167,7 +163,7 @@ def test_timesteps_learned_multistep_fits_a_table_once_caches_it_and_replaces_th
     # UniPC-2 at 5 NFE on VE, fitted on 16 pilot draws and checked on 16 more. Measured on these 64 held-out draws (seed 9):
     # the tuned grid 0.029, the learned table and grid 0.0025; held to a 4x margin.
     sde = sf.VESDE(0.002, 80.0, eps=0.0)
-    score, solver = sf.ScoreFunction(GM.score_fn(sde), sde), sf.UniPC(2)
+    score, solver = exact_score(GM, sde), sf.UniPC(2)
     held = sde.prior_sampling((64, 8), torch.Generator().manual_seed(9), dtype=torch.float64)
     ref = GM.ode_reference(sde, held)
     errors = {}

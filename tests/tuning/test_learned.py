@@ -9,26 +9,25 @@ import sdeflow as sf
 from sdeflow.tuning.learned import Learned, ShiftedScore, learn, save_learned
 from sdeflow.eval.metrics import rms_error
 
+from helpers import exact_score
+
 SDE = sf.VESDE(0.002, 80.0, eps=0.0)
 GM = sf.GaussianMixture.random(dim=8, components=4, seed=0)
-
-
-def exact_score():
-    return sf.ScoreFunction(GM.score_fn(SDE), SDE)
 
 
 def test_unshifted_evaluation_times_leave_every_solver_unchanged():
     # t'_i = t_i: the wrapper answers with the base model's own prediction, so the samples agree to rounding.
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    score = exact_score(GM, SDE)
     for solver in (sf.DDIM(), sf.DPMSolverPP(2), sf.UniPC(2), sf.EDMHeun()):
         grid = solver.plan(SDE, sf.LogSNRGrid(), nfe=12)
-        plain = solver.sample(exact_score(), SDE, x_T, grid).samples
-        shifted = solver.sample(ShiftedScore(exact_score(), grid[:-1], grid[:-1]), SDE, x_T, grid).samples
+        plain = solver.sample(score, SDE, x_T, grid).samples
+        shifted = solver.sample(ShiftedScore(score, grid[:-1], grid[:-1]), SDE, x_T, grid).samples
         torch.testing.assert_close(shifted, plain, rtol=1e-10, atol=1e-10)
 
 
 def test_a_shifted_time_queries_the_model_there_and_keeps_its_noise():
-    score = exact_score()
+    score = exact_score(GM, SDE)
     times, eval_times = torch.tensor([1.0, 0.5], dtype=torch.float64), torch.tensor([0.8, 0.4], dtype=torch.float64)
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     wrapped = ShiftedScore(score, times, eval_times)
@@ -42,7 +41,7 @@ def test_a_shifted_time_queries_the_model_there_and_keeps_its_noise():
 def test_learned_coefficients_fitted_on_one_seed_lower_the_held_out_error_of_another(tmp_path):
     # Fitted on 32 pilot draws (seed 1), scored on 256 held-out draws (seed 2) against the exact PF-ODE, 5 NFE,
     # UniPC-2 on its default log-SNR grid as the baseline. Measured: 5.7e-2 -> 5.2e-3 (11x); held to a 5x margin.
-    score, solver = exact_score(), sf.UniPC(2)
+    score, solver = exact_score(GM, SDE), sf.UniPC(2)
     pilot = SDE.prior_sampling((32, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     held = SDE.prior_sampling((256, 8), torch.Generator().manual_seed(2), dtype=torch.float64)
     init = solver.plan(SDE, sf.LogSNRGrid(), nfe=5)
@@ -61,7 +60,8 @@ def test_learned_coefficients_fitted_on_one_seed_lower_the_held_out_error_of_ano
 
 def test_learned_coefficients_refuse_what_they_cannot_fit_or_read(tmp_path):
     with pytest.raises(ValueError, match="does not take a grid as given"):
-        learn(sf.ProbabilityFlowODE(), exact_score(), SDE, torch.zeros(2, 8), torch.zeros(2, 8), torch.tensor([1.0, 0.0]))
+        learn(sf.ProbabilityFlowODE(), exact_score(GM, SDE), SDE, torch.zeros(2, 8), torch.zeros(2, 8),
+              torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="an evaluation time for each"):
         Learned([1.0, 0.5, 0.0], [0.9])
     (tmp_path / "bad.json").write_text(json.dumps({"timesteps": [1, 0]}))
@@ -79,18 +79,19 @@ def test_a_multistep_table_read_off_a_linear_solver_is_that_solver(make):
     # The table is read off one symbolic run of the solver: on any grid it must give the solver's samples on a real problem,
     # UniPC's corrector (which moves the carried state) and DEIS's polynomial in t included.
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    score = exact_score(GM, SDE)
     for nfe in (4, 12, 20):  # short grids end at lower order, long ones do not
         solver = make()
         grid = solver.plan(SDE, sf.LogSNRGrid(), nfe=nfe)
         table = sf.LearnedMultistep.from_solver(solver, SDE, grid)
-        torch.testing.assert_close(table.sample(exact_score(), SDE, x_T, grid).samples,
-                                   solver.sample(exact_score(), SDE, x_T, grid).samples, rtol=1e-11, atol=1e-11)
+        ours, theirs = table.sample(score, SDE, x_T, grid).samples, solver.sample(score, SDE, x_T, grid).samples
+        torch.testing.assert_close(ours, theirs, rtol=1e-11, atol=1e-11)
 
 
 def test_learned_multistep_fitted_on_one_seed_lowers_the_held_out_error_of_another(tmp_path):
     # Fitted on 32 pilot draws (seed 1), scored on 256 held-out draws (seed 2) against the exact PF-ODE, 5 NFE, against
     # DPM-Solver++(2M) on the same log-SNR grid. Measured: 5.5e-2 -> 2.1e-3 (27x) at 300 iterations; held to a 5x margin.
-    score = exact_score()
+    score = exact_score(GM, SDE)
     pilot = SDE.prior_sampling((32, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     held = SDE.prior_sampling((256, 8), torch.Generator().manual_seed(2), dtype=torch.float64)
     init = sf.DPMSolverPP(2).plan(SDE, sf.LogSNRGrid(), nfe=5)
@@ -131,7 +132,7 @@ def test_a_learned_multistep_runs_only_on_its_own_grid(tmp_path):
     with pytest.raises(sf.BudgetError, match="fitted for 6 steps"):
         table.plan(SDE, sf.LogSNRGrid(), nfe=8)
     with pytest.raises(ValueError, match="fitted on a grid of 6 steps; this grid has 3"):
-        table.sample(exact_score(), SDE, torch.zeros(2, 8, dtype=torch.float64), grid[::2].contiguous())
+        table.sample(exact_score(GM, SDE), SDE, torch.zeros(2, 8, dtype=torch.float64), grid[::2].contiguous())
     with pytest.raises(ValueError, match=r"\(steps, 1 \+ history\) table"):
         sf.LearnedMultistep([1.0, 2.0])
     (tmp_path / "bad.json").write_text(json.dumps({"timesteps": [1.0, 0.5, 0.0], "coefficients": [[1.0, 0.5]]}))

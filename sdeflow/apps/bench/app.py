@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from sdeflow.core import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, versions
 from sdeflow.apps.bench import report, runner
+from sdeflow.apps.solvers import build_solvers
 from sdeflow.core.io import write_csv, write_json
 from sdeflow.apps.tracking import Tracker
 
@@ -56,7 +57,7 @@ def run_bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
     sde = instantiate(cfg.sde)
     problem = instantiate(cfg.problem)
     grid = instantiate(cfg.timesteps)
-    solvers = {name: build(c, f"solver.{name}") for name, c in cfg.solver.items()}
+    solvers = build_solvers(cfg)
     inverse = build(cfg.inverse, "inverse") if cfg.get("inverse") is not None else None
     tracker = Tracker(dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     start = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sdeflow.samplers.base import IncompatibleSampler, Sampler
+from sdeflow.samplers.base import IncompatibleSampler, Sampler, Step
 
 
 class RePaint(Sampler):
@@ -35,6 +35,7 @@ class RePaint(Sampler):
         self.order = solver.order
         self.nfe_per_step = solver.nfe_per_step * self.resamples
 
+    # Its own driver: the one loop visits each grid interval once, and RePaint takes each block `resamples` times.
     def solve(self, score, sde, x, sched, noise, record):
         num, n = sched.num, len(sched) - 1
         state = self.solver.init(score, sde, x, sched)
@@ -44,7 +45,7 @@ class RePaint(Sampler):
                 last = u == self.resamples - 1
                 x_i = x
                 for i in range(start, stop):
-                    x_i, state = self.solver.step(score, sde, x_i, i, state, noise)
+                    x_i, state, _ = Step(*self.solver.step(score, sde, x_i, i, state, noise))  # a fixed step
                     x_i = self.replacement(x_i, sched.t[i + 1])
                     if last:
                         x_i = record(x_i, i + 1)

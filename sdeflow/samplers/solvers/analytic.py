@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.exponential import Schedule
+from sdeflow.samplers.coefficients import GridCoefficients
 
 __all__ = ["AnalyticJump", "GaussianStats"]
 
@@ -123,9 +123,10 @@ class AnalyticJump(Sampler):
         inner = grid.restricted(t_max=t_jump)(sde, steps)
         return torch.cat([torch.tensor([sde.T], dtype=inner.dtype), inner])
 
+    # Its own driver: the first interval is a closed-form jump, the rest another solver's whole run (its own driver).
     def solve(self, score, sde, x, sched, noise, record):
         t = sched.t
         x = record(self.stats.flow(sde, x, t[0], t[1]), 1)
         # The inner solver records its own grid points, one further on: a state for every time of the grid.
-        x = self.solver.solve(score, sde, x, Schedule(sde, t[1:]), noise, lambda y, i: record(y, i + 1))
+        x = self.solver.solve(score, sde, x, GridCoefficients(sde, t[1:]), noise, lambda y, i: record(y, i + 1))
         return score.x0(x, t[-1]) if self.solver.denoise else x

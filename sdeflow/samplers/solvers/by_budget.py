@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdeflow.samplers.base import Sampler, State
+from sdeflow.samplers.base import Sampler, State, Step
 
 __all__ = ["ByBudget"]
 
@@ -65,7 +65,7 @@ class ByBudget(Sampler):
         return Chosen(sched, solver, solver.init(score, sde, x, sched))
 
     def step(self, score, sde, x, i, state, noise):
-        x, inner = state.solver.step(score, sde, x, i, state.inner, noise)
+        x, inner, _ = Step(*state.solver.step(score, sde, x, i, state.inner, noise))  # its choices take fixed steps
         return x, Chosen(state.sched, state.solver, inner)
 
     def __repr__(self) -> str:

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import check_order
+from sdeflow.samplers.base import Multistep, Sampler, check_order
 from sdeflow.samplers.quadrature import lagrange_integrals
 
 __all__ = ["DEIS"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sdeflow.samplers.base import Sampler, State
-from sdeflow.samplers.exponential import check_order, dpm_solver_stages, stage_table
+from sdeflow.samplers.base import Sampler, State, check_order
+from sdeflow.samplers.exponential import dpm_solver_stages, stage_table
 
 __all__ = ["DPMSolver"]
 

@@ -6,8 +6,9 @@ import math
 
 import torch
 
-from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import Schedule, check_order, ddim_step, lower_order_final, weighted_sum
+from sdeflow.samplers.base import Multistep, Sampler, check_order
+from sdeflow.samplers.coefficients import GridCoefficients, weighted_sum
+from sdeflow.samplers.exponential import ddim_step, lower_order_final
 
 __all__ = ["DPMSolverPP"]
 
@@ -42,7 +43,7 @@ class DPMSolverPP(Sampler):
         return self.update(x, history, sched, i, order), Multistep(sched, history)
 
     @staticmethod
-    def update(x, history, sched: Schedule, i: int, order: int) -> torch.Tensor:
+    def update(x, history, sched: GridCoefficients, i: int, order: int) -> torch.Tensor:
         if order == 1:
             return ddim_step(x, history[-1], sched, i)
         lam, num = sched.num.lam, sched.num

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import check_noise_scale
+from sdeflow.samplers.base import Multistep, Sampler, check_noise_scale
 
 __all__ = ["DPMSolverPP3MSDE"]
 
@@ -29,8 +28,7 @@ class DPMSolverPP3MSDE(Sampler):
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, denoise: bool = False):
         super().__init__(denoise=denoise)
-        self.eta, self.s_noise = check_noise_scale(eta, s_noise, "DPMSolverPP3MSDE")
-        self.stochastic = self.eta > 0 and self.s_noise > 0
+        self.eta, self.s_noise, self.stochastic = check_noise_scale(eta, s_noise, "DPMSolverPP3MSDE")
         self.order = 1 if self.stochastic else 3
 
     def init(self, score, sde, x, sched):

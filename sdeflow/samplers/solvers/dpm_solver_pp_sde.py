@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import weighted_sum
+from sdeflow.samplers.coefficients import weighted_sum
 
 __all__ = ["DPMSolverPPSDE"]
 

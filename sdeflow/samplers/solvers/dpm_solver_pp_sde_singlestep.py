@@ -6,9 +6,8 @@ import math
 
 import torch
 
-from sdeflow.samplers.base import Sampler
+from sdeflow.samplers.base import Sampler, check_noise_scale
 from sdeflow.samplers.solvers.euler_ancestral import ancestral_split
-from sdeflow.samplers.exponential import check_noise_scale
 
 __all__ = ["DPMSolverPPSDESinglestep"]
 
@@ -31,11 +30,10 @@ class DPMSolverPPSDESinglestep(Sampler):
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5, denoise: bool = False):
         super().__init__(denoise=denoise)
-        self.eta, self.s_noise = check_noise_scale(eta, s_noise, "DPMSolverPPSDESinglestep")
+        eta, s_noise, stochastic = check_noise_scale(eta, s_noise, "DPMSolverPPSDESinglestep")
         if not 0 < r < 1:
             raise ValueError(f"DPMSolverPPSDESinglestep needs 0 < r < 1, got r={r}")
-        self.r = float(r)
-        self.stochastic = self.eta > 0 and self.s_noise > 0
+        self.eta, self.s_noise, self.r, self.stochastic = eta, s_noise, float(r), stochastic
         self.order = 1 if self.stochastic else 2
 
     def _stage(self, x_scaled, sig, sig_to, d, t, t_to, noise):

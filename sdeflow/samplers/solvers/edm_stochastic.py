@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sdeflow.samplers.base import State
-from sdeflow.samplers.exponential import weighted_sum
+from sdeflow.samplers.coefficients import weighted_sum
 from sdeflow.samplers.solvers.heun import EDMHeun, grid_point
 
 __all__ = ["EDMStochastic"]

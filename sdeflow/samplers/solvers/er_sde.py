@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import check_order
+from sdeflow.samplers.base import Multistep, Sampler, check_order
 from sdeflow.samplers.quadrature import gauss_nodes
 
 __all__ = ["ERScaler", "ERSDE", "ODEScaler", "SDEScaler"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sdeflow.samplers.base import Sampler
-from sdeflow.samplers.exponential import check_noise_scale
+from sdeflow.samplers.base import Sampler, check_noise_scale
 
 __all__ = ["EulerAncestral"]
 
@@ -33,8 +32,7 @@ class EulerAncestral(Sampler):
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, denoise: bool = False):
         super().__init__(denoise=denoise)
-        self.eta, self.s_noise = check_noise_scale(eta, s_noise, "EulerAncestral")
-        self.stochastic = self.eta > 0 and self.s_noise > 0
+        self.eta, self.s_noise, self.stochastic = check_noise_scale(eta, s_noise, "EulerAncestral")
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched

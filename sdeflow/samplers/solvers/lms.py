@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from sdeflow.samplers.base import Multistep, Sampler
+from sdeflow.samplers.base import Multistep, Sampler, check_order
+from sdeflow.samplers.coefficients import Numbers
 
 __all__ = ["LMS"]
 
@@ -23,7 +25,8 @@ def lms_weights(nodes: np.ndarray, lo: float, hi: float) -> np.ndarray:
 class LMS(Sampler):
     """Linear multistep on dx~/dsigma~ = eps with the exact Adams-Bashforth weights of the actual grid.
 
-    Probability-flow ODE, order `order`, 1 score evaluation per step; warms up from order 1.
+    Probability-flow ODE, order `order` (1 to 4), 1 score evaluation per step; warms up from order 1.
+    `IPNDM` is the same method with the weights of equal steps (`combine` is what differs).
     """
 
     nfe_per_step = 1
@@ -32,9 +35,7 @@ class LMS(Sampler):
 
     def __init__(self, order: int = 4, denoise: bool = False):
         super().__init__(denoise=denoise)
-        if order not in (1, 2, 3, 4):
-            raise ValueError(f"LMS supports order 1 to 4, got {order}")
-        self.order = int(order)
+        self.order = check_order(order, (1, 2, 3, 4), type(self).__name__)
 
     def init(self, score, sde, x, sched):
         self.require_steps(sched, self.order)
@@ -42,9 +43,12 @@ class LMS(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
-        sigmas, alpha = sched.num.nsr, sched.num.alpha  # sigma~ as floats, for the weights' integrals
         ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
+        return self.combine(x, ds, sched.num, i), Multistep(sched, ds)
+
+    def combine(self, x: torch.Tensor, ds: list, num: Numbers, i: int) -> torch.Tensor:
+        """x at grid point i + 1 from x and eps at the last len(ds) grid points (newest first)."""
+        sigmas, alpha = num.nsr, num.alpha  # sigma~ as floats, for the weights' integrals
         nodes = np.asarray(sigmas[i - len(ds) + 1 : i + 1][::-1], dtype=np.float64)
         w = lms_weights(nodes, sigmas[i], sigmas[i + 1])
-        x = alpha[i + 1] * (x / alpha[i] + sum(float(wj) * d for wj, d in zip(w, ds)))
-        return x, Multistep(sched, ds)
+        return alpha[i + 1] * (x / alpha[i] + sum(float(wj) * d for wj, d in zip(w, ds)))

@@ -62,6 +62,7 @@ class ProbabilityFlowODE(Sampler):
         self.order = ADAPTIVE[method] if self.adaptive else FIXED_GRID[method][0]
         self.nfe_per_step = None if self.adaptive else FIXED_GRID[method][1]
 
+    # Its own driver: torchdiffeq integrates (the project never hand-writes ODE integration), one call per interval.
     def solve(self, score, sde, x, sched, noise, record):
         import torchdiffeq  # imported where it is used: it brings scipy.integrate with it
 

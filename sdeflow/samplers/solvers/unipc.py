@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sdeflow.samplers.base import Multistep, Sampler
-from sdeflow.samplers.exponential import Schedule, check_order, lower_order_final, weighted_sum
+from sdeflow.samplers.base import Multistep, Sampler, check_order
+from sdeflow.samplers.coefficients import GridCoefficients, weighted_sum
+from sdeflow.samplers.exponential import lower_order_final
 
 __all__ = ["UniPC"]
 
@@ -71,7 +72,7 @@ class UniPC(Sampler):
             order = lower_order_final(order, i, n)
         return self._update(x, history, sched, i, order), UniPCState(sched, history, x, order)
 
-    def _update(self, x, history, sched: Schedule, i: int, order: int, m_new=None):
+    def _update(self, x, history, sched: GridCoefficients, i: int, order: int, m_new=None):
         """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order."""
         corrector = m_new is not None
         c_x, c_m0, weights, c_new = sched.memo((UniPC, self.variant, i, order, corrector), lambda: unipc_coefficients(
@@ -85,7 +86,7 @@ def unipc_coefficients(lam: tuple, alpha: tuple, sigma: tuple, i: int, order: in
     """The scalars of UniPC's step from grid point i: x_t = c_x x + c_m0 m0 + sum_k w_k (m_{-k} - m0) [+ c_new (m_new - m0)].
 
     They depend only on the grid, so they are solved in float64 on Python numbers and numpy (a
-    3 x 3 system at most) and kept with the grid's schedule (`Schedule.memo`): a benchmark or an
+    3 x 3 system at most) and kept with the grid's coefficients (`GridCoefficients.memo`): a benchmark or an
     app's batches on one grid pay once, and no step makes a tensor operation, kernel launch or host
     sync for them.
     """
