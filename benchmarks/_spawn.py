@@ -18,7 +18,9 @@ def spawn(fn, world: int, *args, threads: int = 1) -> None:
 
 
 def _entry(rank, world, port, threads, fn, args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(threads)
     from sdeflow.core import distributed
 

@@ -25,10 +25,10 @@ from _spawn import spawn
 
 import sdeflow as sf
 from sdeflow.core import distributed
-from sdeflow.training.data import digits
 from sdeflow.core.io import write_json
-from sdeflow.training.losses import DSMLoss
 from sdeflow.nets import NCSNpp
+from sdeflow.training.data import digits
+from sdeflow.training.losses import DSMLoss
 from sdeflow.training.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,9 +36,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def worker(args, out_file):
     torch.manual_seed(0)
-    net = NCSNpp(in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0)
-    trainer = Trainer(net, DSMLoss(sf.VPSDE(), prediction=sf.EpsPrediction()), digits(), steps=10**9, batch_size=args.batch,
-                      lr=2e-3, warmup=100, device=args.device)
+    net = NCSNpp(
+        in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0
+    )
+    trainer = Trainer(
+        net,
+        DSMLoss(sf.VPSDE(), prediction=sf.EpsPrediction()),
+        digits(),
+        steps=10**9,
+        batch_size=args.batch,
+        lr=2e-3,
+        warmup=100,
+        device=args.device,
+    )
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     times = []
     for r in range(args.rounds + 1):  # round 0 warms up
@@ -73,12 +83,23 @@ def main():
             out_file = Path(tmp) / f"w{world}.pt"
             spawn(worker, world, args, out_file, threads=args.threads)
             t = statistics.median(torch.load(out_file, weights_only=True)["seconds_per_step"])
-            rows.append({"processes": world, "threads_per_process": args.threads, "seconds_per_step": t, "steps_per_s": 1 / t})
+            rows.append(
+                {"processes": world, "threads_per_process": args.threads, "seconds_per_step": t, "steps_per_s": 1 / t}
+            )
     for row in rows:
         row["efficiency"] = rows[0]["seconds_per_step"] / (row["processes"] * row["seconds_per_step"])
-    result = {"rows": rows, "global_batch": args.batch, "steps": args.steps, "rounds": args.rounds, "device": args.device,
-              "model": "NCSN++ tiny (conf/model/ncsnpp_tiny.yaml), digits 1x8x8", "cpu_count": os.cpu_count(),
-              "machine": platform.platform(), "torch": torch.__version__, "command": " ".join(["python", *sys.argv])}
+    result = {
+        "rows": rows,
+        "global_batch": args.batch,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "device": args.device,
+        "model": "NCSN++ tiny (conf/model/ncsnpp_tiny.yaml), digits 1x8x8",
+        "cpu_count": os.cpu_count(),
+        "machine": platform.platform(),
+        "torch": torch.__version__,
+        "command": " ".join(["python", *sys.argv]),
+    }
     write_json(args.out, result)
     print(f"global batch {args.batch}, {args.device}; median of {args.rounds} rounds of {args.steps} steps")
     print("| processes | threads each | steps/s | efficiency |")

@@ -37,7 +37,13 @@ BUDGETS = (5, 10, 20, 50)
 
 def columns() -> dict[str, dict[tuple[str, int], float]]:
     """column name -> {(solver, NFE): figure}, lower is better."""
-    out = {"VE mixture, log-SNR": {}, "VE mixture, auto": {}, "VP mixture, log-SNR": {}, "digits FD, log-SNR": {}, "digits FD, auto": {}}
+    out = {
+        "VE mixture, log-SNR": {},
+        "VE mixture, auto": {},
+        "VP mixture, log-SNR": {},
+        "digits FD, log-SNR": {},
+        "digits FD, auto": {},
+    }
     for r in read_csv(RESULTS / "auto_grid" / "report.csv"):
         grid = {"timesteps=logsnr": "log-SNR", "timesteps=auto": "auto"}.get(r["label"])
         if grid and r["rms_median"]:
@@ -83,16 +89,34 @@ def main() -> None:
     cols = columns()
     with initialize_config_module("sdeflow.conf", version_base="1.3"):
         auto = instantiate(compose("sample", overrides=["checkpoint=none"]).solver["auto"])
-    lines = ["# The default solver per budget (`solver=auto`)", "", f"command: `python benchmarks/{Path(__file__).name}`", "",
-             (__doc__ or "").split("\n\n")[1].strip(), "",
-             "Score: the geometric mean over the columns of the figure over the column's best (1: best everywhere); "
-             "solvers missing from a column are scored on the others and marked *.", ""]
+    lines = [
+        "# The default solver per budget (`solver=auto`)",
+        "",
+        f"command: `python benchmarks/{Path(__file__).name}`",
+        "",
+        (__doc__ or "").split("\n\n")[1].strip(),
+        "",
+        "Score: the geometric mean over the columns of the figure over the column's best (1: best everywhere); "
+        "solvers missing from a column are scored on the others and marked *.",
+        "",
+    ]
     for nfe in BUDGETS:
         present, best, score = scores(cols, nfe)
-        lines += [f"## {nfe} NFE", "", "| solver | " + " | ".join(present) + " | score |", "|---" * (len(present) + 2) + "|"]
+        lines += [
+            f"## {nfe} NFE",
+            "",
+            "| solver | " + " | ".join(present) + " | score |",
+            "|---" * (len(present) + 2) + "|",
+        ]
         for s in sorted(score, key=lambda s: score[s][0]):
-            cells = [("-" if (s, nfe) not in col else f"{col[s, nfe]:.3g}" + (" **best**" if col[s, nfe] == best[name] else ""))
-                     for name, col in present.items()]
+            cells = [
+                (
+                    "-"
+                    if (s, nfe) not in col
+                    else f"{col[s, nfe]:.3g}" + (" **best**" if col[s, nfe] == best[name] else "")
+                )
+                for name, col in present.items()
+            ]
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {score[s][0]:.2f}{'' if score[s][1] else ' *'} |")
         lines += ["", f"Chosen: **{pick(score)}**; `conf/solver/auto.yaml` runs {auto.choose(nfe)!r}.", ""]
     (RESULTS / "default_choice.md").write_text("\n".join(lines) + "\n")

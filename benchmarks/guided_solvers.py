@@ -42,8 +42,15 @@ def main(argv=None):
     labels = torch.arange(args.n) % problem.classes
     x_T = sde.prior_sampling((args.n, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
     base = sf.ScoreFunction(problem.model(sde), sde)
-    solvers = {"ddim": sf.DDIM(), "dpmpp_2m": sf.DPMSolverPP(2), "dpmpp_3m": sf.DPMSolverPP(3), "unipc_2_bh2": sf.UniPC(2),
-               "deis_3": sf.DEIS(3), "ipndm": sf.IPNDM(4), "edm_heun": sf.EDMHeun()}
+    solvers = {
+        "ddim": sf.DDIM(),
+        "dpmpp_2m": sf.DPMSolverPP(2),
+        "dpmpp_3m": sf.DPMSolverPP(3),
+        "unipc_2_bh2": sf.UniPC(2),
+        "deis_3": sf.DEIS(3),
+        "ipndm": sf.IPNDM(4),
+        "edm_heun": sf.EDMHeun(),
+    }
     rows = []
     for w in tqdm(args.w, desc="guidance weights"):
         ref = problem.guided_ode_reference(sde, x_T, labels, w)
@@ -55,13 +62,27 @@ def main(argv=None):
                 except sf.BudgetError:
                     continue
                 err = rms_error(out.samples, ref)
-                rows.append({"solver": name, "w": w, "budget": nfe, "nfe": out.nfe, "forwards": out.forwards,
-                             "rms_median": float(err.median()), "rms_p90": float(torch.quantile(err, 0.9))})
+                rows.append(
+                    {
+                        "solver": name,
+                        "w": w,
+                        "budget": nfe,
+                        "nfe": out.nfe,
+                        "forwards": out.forwards,
+                        "rms_median": float(err.median()),
+                        "rms_p90": float(torch.quantile(err, 0.9)),
+                    }
+                )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "guided_solvers.csv", rows)
-    lines = ["# Guided solvers: median RMS error against the exact guided PF-ODE (VP, labelled GMM d=16, 4 classes, n=256)", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
-             "Rows: solver; columns: guidance weight w (Ho & Salimans: (1 + w) s(x|y) - w s(x)) x NFE.", ""]
+    lines = [
+        "# Guided solvers: median RMS error against the exact guided PF-ODE (VP, labelled GMM d=16, 4 classes, n=256)",
+        "",
+        f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
+        "",
+        "Rows: solver; columns: guidance weight w (Ho & Salimans: (1 + w) s(x|y) - w s(x)) x NFE.",
+        "",
+    ]
     header = [f"w={w:g}, {n}" for w in args.w for n in args.nfe]
     lines += ["| solver | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for name in solvers:

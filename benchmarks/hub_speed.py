@@ -23,13 +23,22 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
-from sdeflow.hub import load_diffusers
 from sdeflow.core.io import write_json
+from sdeflow.hub import load_diffusers
 
 # DDPM's CIFAR-10 UNet (Ho et al. 2020) in diffusers' terms; --tiny shrinks it.
-CIFAR = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-             down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-             up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), dropout=0.1, flip_sin_to_cos=False, freq_shift=1)
+CIFAR = dict(
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(128, 256, 256, 256),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    dropout=0.1,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+)
 TINY = dict(CIFAR, sample_size=8, block_out_channels=(32, 32, 32, 32), norm_num_groups=8)
 
 SOLVERS = {
@@ -85,8 +94,9 @@ def main(argv=None):
 
     @torch.no_grad()
     def peer():
-        sched = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", steps_offset=1, set_alpha_to_one=False,
-                                        clip_sample=False)
+        sched = diffusers.DDIMScheduler(
+            num_train_timesteps=1000, beta_schedule="linear", steps_offset=1, set_alpha_to_one=False, clip_sample=False
+        )
         sched.set_timesteps(args.nfe)
         x = x_T.clone()
         for t in sched.timesteps:
@@ -94,26 +104,55 @@ def main(argv=None):
         return x
 
     reference, wall, lo, hi = timed(peer, device, args.rounds)
-    rows = [{"sampler": "diffusers DDIMScheduler loop", "nfe": args.nfe, "wall_s": wall, "min_s": lo, "max_s": hi,
-             "images_per_s": args.batch / wall}]
+    rows = [
+        {
+            "sampler": "diffusers DDIMScheduler loop",
+            "nfe": args.nfe,
+            "wall_s": wall,
+            "min_s": lo,
+            "max_s": hi,
+            "images_per_s": args.batch / wall,
+        }
+    ]
     for name, (solver, grid) in SOLVERS.items():
         s, g = solver(), grid()
         ts = s.plan(sde, g, nfe=args.nfe)
         noise = sf.PerSampleNoise(0, args.batch)
         out, wall, lo, hi = timed(lambda: s.sample(score, sde, x_T.clone(), ts, generator=noise), device, args.rounds)
-        row = {"sampler": name, "nfe": out.nfe, "wall_s": wall, "min_s": lo, "max_s": hi, "images_per_s": args.batch / wall}
+        row = {
+            "sampler": name,
+            "nfe": out.nfe,
+            "wall_s": wall,
+            "min_s": lo,
+            "max_s": hi,
+            "images_per_s": args.batch / wall,
+        }
         if name.startswith("ddim (training"):
             row["max_abs_diff_to_diffusers"] = (out.samples - reference).abs().max().item()
             row["reference_max_abs"] = reference.abs().max().item()
         rows.append(row)
     for r in rows:
-        extra = (f"  |ours - diffusers| <= {r['max_abs_diff_to_diffusers']:.2e} (max |diffusers| {r['reference_max_abs']:.3g})"
-                 if "max_abs_diff_to_diffusers" in r else "")
-        print(f"{r['sampler']:30s} NFE {r['nfe']:3d}  {r['wall_s'] * 1e3:8.1f} ms [{r['min_s'] * 1e3:.1f}, {r['max_s'] * 1e3:.1f}]  "
-              f"{r['images_per_s']:8.1f} img/s{extra}", flush=True)
-    result = {"rows": rows, "batch": args.batch, "parameters": params, "torch": torch.__version__, "diffusers": diffusers.__version__,
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-              "command": " ".join(["python", *sys.argv])}
+        extra = (
+            f"  |ours - diffusers| <= {r['max_abs_diff_to_diffusers']:.2e} (max |diffusers| {r['reference_max_abs']:.3g})"
+            if "max_abs_diff_to_diffusers" in r
+            else ""
+        )
+        print(
+            f"{r['sampler']:30s} NFE {r['nfe']:3d}  {r['wall_s'] * 1e3:8.1f} ms [{r['min_s'] * 1e3:.1f}, {r['max_s'] * 1e3:.1f}]  "
+            f"{r['images_per_s']:8.1f} img/s{extra}",
+            flush=True,
+        )
+    result = {
+        "rows": rows,
+        "batch": args.batch,
+        "parameters": params,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "command": " ".join(["python", *sys.argv]),
+    }
     if args.out is not None:
         write_json(args.out, result)
         print(f"wrote {args.out}")

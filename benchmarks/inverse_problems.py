@@ -54,7 +54,10 @@ def main(argv=None):
     def scores(x):
         return {"sw2": sw(x), "frechet": frechet_distance(*gaussian_stats(x), *stats)}
 
-    floor, prior = scores(post.sample(n, torch.Generator().manual_seed(3))), scores(gm.sample(n, torch.Generator().manual_seed(4)))
+    floor, prior = (
+        scores(post.sample(n, torch.Generator().manual_seed(3))),
+        scores(gm.sample(n, torch.Generator().manual_seed(4))),
+    )
     score = sf.ScoreFunction(gm.score_fn(sde), sde)
     em, ancestral = sf.PCSampler(sf.EulerMaruyama()), sf.PCSampler(sf.Ancestral())
     data_var = float(gm.cov().diagonal().mean())
@@ -62,7 +65,11 @@ def main(argv=None):
         # name: (sampler, score function, hook) built per run (the hooks and wrappers hold the observation)
         "exact posterior score (reference)": lambda: (em, sf.ScoreFunction(post.score_fn(sde), sde), None),
         "replacement + Euler-Maruyama": lambda: (em, score, sf.inverse.Replacement(sde, op, y, seed=6)),
-        "RePaint (U = 4) + ancestral": lambda: (sf.inverse.RePaint(ancestral, sf.inverse.Replacement(sde, op, y, seed=6), 4), score, None),
+        "RePaint (U = 4) + ancestral": lambda: (
+            sf.inverse.RePaint(ancestral, sf.inverse.Replacement(sde, op, y, seed=6), 4),
+            score,
+            None,
+        ),
         "DPS + Euler-Maruyama": lambda: (em, sf.inverse.DPS(score, op, y, NOISE), None),
         "PiGDM + Euler-Maruyama": lambda: (em, sf.inverse.PiGDM(score, op, y, NOISE, data_var=data_var), None),
         "PiGDM + DDIM": lambda: (sf.DDIM(), sf.inverse.PiGDM(score, op, y, NOISE, data_var=data_var), None),
@@ -71,20 +78,39 @@ def main(argv=None):
     for nfe in tqdm(args.nfe, desc="NFE"):
         for name, make in methods.items():
             sampler, sc, hook = make()
-            out = sf.sample(sc, sde, sampler, (n, D), nfe=nfe, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook)
+            out = sf.sample(
+                sc, sde, sampler, (n, D), nfe=nfe, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook
+            )
             k = torch.bincount(gm.assign(out.samples), minlength=4).double() / n
-            rows.append({"method": name, "budget": nfe, "nfe": out.nfe, "forwards": out.forwards, "backwards": out.backwards,
-                         **scores(out.samples), "mode_weights": [round(v, 3) for v in k.tolist()]})
+            rows.append(
+                {
+                    "method": name,
+                    "budget": nfe,
+                    "nfe": out.nfe,
+                    "forwards": out.forwards,
+                    "backwards": out.backwards,
+                    **scores(out.samples),
+                    "mode_weights": [round(v, 3) for v in k.tolist()],
+                }
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "inverse_problems.csv", rows)
     exact_modes = [round(v, 3) for v in (torch.bincount(gm.assign(exact), minlength=4).double() / n).tolist()]
-    lines = ["# Inverse problems: distance to the exact bimodal posterior (VP, GMM d=16, 2 of 16 coordinates observed)", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
-             f"floor (two exact posterior sets, n={n}): sliced W2 {floor['sw2']:.3e}, Frechet {floor['frechet']:.3e}; "
-             f"the prior: sliced W2 {prior['sw2']:.3e}, Frechet {prior['frechet']:.3e}. Exact mode weights {exact_modes}.", "",
-             "| method | NFE | forwards | backwards | sliced W2 | Frechet | mode weights |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['nfe']} | {r['forwards']} | {r['backwards']} | {r['sw2']:.3e} | {r['frechet']:.3e} | {r['mode_weights']} |"
-              for r in sorted(rows, key=lambda r: (list(methods).index(r["method"]), r["budget"]))]
+    lines = [
+        "# Inverse problems: distance to the exact bimodal posterior (VP, GMM d=16, 2 of 16 coordinates observed)",
+        "",
+        f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
+        "",
+        f"floor (two exact posterior sets, n={n}): sliced W2 {floor['sw2']:.3e}, Frechet {floor['frechet']:.3e}; "
+        f"the prior: sliced W2 {prior['sw2']:.3e}, Frechet {prior['frechet']:.3e}. Exact mode weights {exact_modes}.",
+        "",
+        "| method | NFE | forwards | backwards | sliced W2 | Frechet | mode weights |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['nfe']} | {r['forwards']} | {r['backwards']} | {r['sw2']:.3e} | {r['frechet']:.3e} | {r['mode_weights']} |"
+        for r in sorted(rows, key=lambda r: (list(methods).index(r["method"]), r["budget"]))
+    ]
     lines += ["", f"wall time {time.perf_counter() - start:.0f} s, torch {torch.__version__}"]
     (args.out / "inverse_problems.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

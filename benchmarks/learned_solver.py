@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 import sdeflow as sf
 from sdeflow.core.io import write_csv
-from sdeflow.tuning.learned import learn
 from sdeflow.eval.metrics import rms_error
+from sdeflow.tuning.learned import learn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SOLVERS = {"unipc_2_bh2": sf.UniPC(2), "dpmpp_2m": sf.DPMSolverPP(2), "ddim": sf.DDIM()}
@@ -53,23 +53,44 @@ def main(argv=None):
     for nfe in tqdm(args.nfe, desc="NFE"):
         for name, solver in SOLVERS.items():
             init = solver.plan(sde, sf.LogSNRGrid(), nfe=nfe)
-            grid, g_report = sf.optimize_grid(solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False)
+            grid, g_report = sf.optimize_grid(
+                solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False
+            )
             learned, l_report = learn(solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False)
-            rows.append({"solver": name, "nfe": nfe, "default": held_out(solver, score, init), "tuned_grid": held_out(solver, score, grid),
-                         "learned": held_out(solver, learned.wrap(score), learned.grid(sde)),
-                         "grid_seconds": g_report["seconds"], "grid_converged": g_report["converged"],
-                         "learned_seconds": l_report["seconds"], "learned_converged": l_report["converged"]})
+            rows.append(
+                {
+                    "solver": name,
+                    "nfe": nfe,
+                    "default": held_out(solver, score, init),
+                    "tuned_grid": held_out(solver, score, grid),
+                    "learned": held_out(solver, learned.wrap(score), learned.grid(sde)),
+                    "grid_seconds": g_report["seconds"],
+                    "grid_converged": g_report["converged"],
+                    "learned_seconds": l_report["seconds"],
+                    "learned_converged": l_report["converged"],
+                }
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "learned_solver.csv", rows)
-    lines = ["# Low-NFE accuracy: default grid, tuned grid, learned coefficients (VE EDM range, GMM d=16 K=8)", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
-             "Median RMS error against the exact PF-ODE on 256 held-out draws; fits on 32 pilot draws of another seed, "
-             f"at most {args.maxiter} solver runs each (converged: c, else stopped at the cap).", "",
-             "| NFE | solver | default (log-SNR grid) | tuned grid | learned (grid + evaluation times) |", "|---|---|---|---|---|"]
+    lines = [
+        "# Low-NFE accuracy: default grid, tuned grid, learned coefficients (VE EDM range, GMM d=16 K=8)",
+        "",
+        f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
+        "",
+        "Median RMS error against the exact PF-ODE on 256 held-out draws; fits on 32 pilot draws of another seed, "
+        f"at most {args.maxiter} solver runs each (converged: c, else stopped at the cap).",
+        "",
+        "| NFE | solver | default (log-SNR grid) | tuned grid | learned (grid + evaluation times) |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['nfe']} | {r['solver']} | {r['default']:.2e} | {r['tuned_grid']:.2e}{' c' if r['grid_converged'] else ''} "
-                     f"| {r['learned']:.2e}{' c' if r['learned_converged'] else ''} |")
-    best = {n: {k: min(r[k] for r in rows if r["nfe"] == n) for k in ("default", "tuned_grid", "learned")} for n in args.nfe}
+        lines.append(
+            f"| {r['nfe']} | {r['solver']} | {r['default']:.2e} | {r['tuned_grid']:.2e}{' c' if r['grid_converged'] else ''} "
+            f"| {r['learned']:.2e}{' c' if r['learned_converged'] else ''} |"
+        )
+    best = {
+        n: {k: min(r[k] for r in rows if r["nfe"] == n) for k in ("default", "tuned_grid", "learned")} for n in args.nfe
+    }
     lines += ["", "Best per NFE:", "", "| NFE | default | tuned grid | learned |", "|---|---|---|---|"]
     lines += [f"| {n} | {b['default']:.2e} | {b['tuned_grid']:.2e} | {b['learned']:.2e} |" for n, b in best.items()]
     lines += ["", f"wall time {time.perf_counter() - start:.0f} s, torch {torch.__version__}"]

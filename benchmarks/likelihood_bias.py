@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
-from sdeflow.eval import log_likelihood
 from sdeflow.core.io import write_csv
+from sdeflow.eval import log_likelihood
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,6 +32,7 @@ def main():
     mean = torch.randn(d, dtype=torch.float64, generator=g) * 0.3
     rows = []
     for sde in (sf.VPSDE(), sf.SubVPSDE(), sf.VESDE()):
+
         def score(x, t, sde=sde):
             a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
             dev = (x - a * mean) @ q
@@ -46,18 +47,45 @@ def main():
             for probes in (1, 4, 16):
                 for noise in ("rademacher", "gaussian"):
                     start = time.perf_counter()
-                    lp, nfe = log_likelihood(score, sde, x, probes=probes, noise=noise, rtol=tol, atol=tol, generator=torch.Generator().manual_seed(1))
+                    lp, nfe = log_likelihood(
+                        score,
+                        sde,
+                        x,
+                        probes=probes,
+                        noise=noise,
+                        rtol=tol,
+                        atol=tol,
+                        generator=torch.Generator().manual_seed(1),
+                    )
                     err_bpd = -(lp - exact) / (d * math.log(2))
-                    rows.append({"sde": type(sde).__name__, "rtol=atol": tol, "probes": probes, "noise": noise, "nfe": nfe,
-                                 "bias_bpd": float(err_bpd.mean()), "std_bpd": float(err_bpd.std()),
-                                 "stderr_of_bias": float(err_bpd.std() / math.sqrt(n)), "seconds": time.perf_counter() - start})
+                    rows.append(
+                        {
+                            "sde": type(sde).__name__,
+                            "rtol=atol": tol,
+                            "probes": probes,
+                            "noise": noise,
+                            "nfe": nfe,
+                            "bias_bpd": float(err_bpd.mean()),
+                            "std_bpd": float(err_bpd.std()),
+                            "stderr_of_bias": float(err_bpd.std() / math.sqrt(n)),
+                            "seconds": time.perf_counter() - start,
+                        }
+                    )
                     print(rows[-1])
     write_csv(RESULTS / "likelihood_bias.csv", rows)
-    lines = ["# Likelihood bias on Gaussian data (d=64, 256 samples, exact score)", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
-             "| SDE | rtol=atol | probes | noise | NFE | bias (bpd) | per-sample std (bpd) | seconds |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['sde']} | {r['rtol=atol']:g} | {r['probes']} | {r['noise']} | {r['nfe']} | {r['bias_bpd']:+.2e} ± {r['stderr_of_bias']:.1e} | "
-              f"{r['std_bpd']:.2e} | {r['seconds']:.2f} |" for r in rows]
+    lines = [
+        "# Likelihood bias on Gaussian data (d=64, 256 samples, exact score)",
+        "",
+        f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
+        "",
+        "| SDE | rtol=atol | probes | noise | NFE | bias (bpd) | per-sample std (bpd) | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['sde']} | {r['rtol=atol']:g} | {r['probes']} | {r['noise']} | {r['nfe']} | {r['bias_bpd']:+.2e} ± {r['stderr_of_bias']:.1e} | "
+        f"{r['std_bpd']:.2e} | {r['seconds']:.2f} |"
+        for r in rows
+    ]
     (RESULTS / "likelihood_bias.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 import sdeflow as sf
-from sdeflow.score.compiled import MODES
 from sdeflow.core.io import atomic_write_bytes, write_json
 from sdeflow.nets import NCSNpp, ScoreMLP
+from sdeflow.score.compiled import MODES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_overhead"
 
@@ -59,9 +59,22 @@ def networks(names, device, tiny: bool):
     """(name, network, data shape, batch sizes) for each network asked for; random weights, eval mode."""
     made = {
         "mlp": lambda: (ScoreMLP(dim=16, hidden=32 if tiny else 128), (16,)),
-        "ncsnpp_tiny": lambda: (NCSNpp(in_channels=1, resolution=8, nf=8 if tiny else 32, ch_mult=(1, 2), num_res_blocks=1,
-                                       attn_resolutions=(4,), dropout=0.0), (1, 8, 8)),
-        "cifar": lambda: (NCSNpp(in_channels=3, resolution=32, dropout=0.0), (3, 32, 32)),  # conf/model/ncsnpp_cifar10.yaml
+        "ncsnpp_tiny": lambda: (
+            NCSNpp(
+                in_channels=1,
+                resolution=8,
+                nf=8 if tiny else 32,
+                ch_mult=(1, 2),
+                num_res_blocks=1,
+                attn_resolutions=(4,),
+                dropout=0.0,
+            ),
+            (1, 8, 8),
+        ),
+        "cifar": lambda: (
+            NCSNpp(in_channels=3, resolution=32, dropout=0.0),
+            (3, 32, 32),
+        ),  # conf/model/ncsnpp_cifar10.yaml
     }
     for name in names:
         if name not in made:
@@ -110,6 +123,7 @@ def ours(solver_name, sde, shape, nfe, device, shared: bool):
         score = sf.ScoreFunction(net, sde, sf.EpsPrediction())
         gen = torch.Generator(device=device).manual_seed(0) if shared else None
         return sf.sample(score, sde, solver, shape, nfe=nfe, seed=0, generator=gen, device=device).nfe
+
     return run
 
 
@@ -127,6 +141,7 @@ def hand_ddim(sde, shape, nfe, device):
             x0 = (x - sigma[i] * eps) / alpha[i]
             x = alpha[i + 1] * x0 + sigma[i + 1] * eps
         return nfe
+
     return run
 
 
@@ -134,8 +149,12 @@ def diffusers_loop(kind, shape, nfe, device):
     """A diffusers scheduler driven as its pipelines drive it (eps prediction, DDPM's linear betas)."""
     import diffusers
 
-    make = {"diffusers_ddim": diffusers.DDIMScheduler, "diffusers_dpmpp_2m": diffusers.DPMSolverMultistepScheduler,
-            "diffusers_unipc": diffusers.UniPCMultistepScheduler, "diffusers_euler_ancestral": diffusers.EulerAncestralDiscreteScheduler}[kind]
+    make = {
+        "diffusers_ddim": diffusers.DDIMScheduler,
+        "diffusers_dpmpp_2m": diffusers.DPMSolverMultistepScheduler,
+        "diffusers_unipc": diffusers.UniPCMultistepScheduler,
+        "diffusers_euler_ancestral": diffusers.EulerAncestralDiscreteScheduler,
+    }[kind]
 
     @torch.no_grad()
     def run(net):
@@ -146,8 +165,13 @@ def diffusers_loop(kind, shape, nfe, device):
         for t in sched.timesteps:
             inp = sched.scale_model_input(x, t)
             eps = net(inp, (t.float() / 1000).expand(shape[0]).to(device))
-            x = sched.step(eps, t, x, generator=gen).prev_sample if "ancestral" in kind else sched.step(eps, t, x).prev_sample
+            x = (
+                sched.step(eps, t, x, generator=gen).prev_sample
+                if "ancestral" in kind
+                else sched.step(eps, t, x).prev_sample
+            )
         return len(sched.timesteps)
+
     return run
 
 
@@ -169,8 +193,14 @@ def measure(run, net, device, rounds: int) -> dict:
         ratios.append(wall / base)
         walls.append(wall)
         bases.append(base)
-    return {"nfe": nfe, "overhead": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            "forward_ms": 1e3 * statistics.median(bases) / nfe, "wall_ms": 1e3 * statistics.median(walls)}
+    return {
+        "nfe": nfe,
+        "overhead": statistics.median(ratios),
+        "min": min(ratios),
+        "max": max(ratios),
+        "forward_ms": 1e3 * statistics.median(bases) / nfe,
+        "wall_ms": 1e3 * statistics.median(walls),
+    }
 
 
 def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
@@ -183,6 +213,7 @@ def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
     runs["hand-written DDIM", "floor"] = hand_ddim(sde, full, nfe, device)
     try:
         import diffusers  # noqa: F401
+
         for kind in ("diffusers_ddim", "diffusers_dpmpp_2m", "diffusers_unipc", "diffusers_euler_ancestral"):
             runs[kind, "peer"] = diffusers_loop(kind, full, nfe, device)
     except ImportError:
@@ -192,29 +223,51 @@ def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
             res = measure(run, net, device, args.rounds)
         except sf.BudgetError:
             continue
-        row = {"network": net_name, "compile": compiled, "batch": batch, "nfe_asked": nfe, "solver": solver, "mode": mode, **res}
-        print(f"{net_name:12s} {compiled:15s} b={batch:<4d} {solver:26s} {mode:16s} NFE {res['nfe']:3d}  overhead {res['overhead']:.3f} "
-              f"[{res['min']:.3f}, {res['max']:.3f}]  forward {res['forward_ms']:.3f} ms", flush=True)
+        row = {
+            "network": net_name,
+            "compile": compiled,
+            "batch": batch,
+            "nfe_asked": nfe,
+            "solver": solver,
+            "mode": mode,
+            **res,
+        }
+        print(
+            f"{net_name:12s} {compiled:15s} b={batch:<4d} {solver:26s} {mode:16s} NFE {res['nfe']:3d}  overhead {res['overhead']:.3f} "
+            f"[{res['min']:.3f}, {res['max']:.3f}]  forward {res['forward_ms']:.3f} ms",
+            flush=True,
+        )
         yield row
 
 
 def table(rows) -> str:
-    lines = ["| network | compile | batch | NFE | solver | call | overhead (median) | min-max | forward (ms) | wall (ms) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| network | compile | batch | NFE | solver | call | overhead (median) | min-max | forward (ms) | wall (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['network']} | {r.get('compile', 'none')} | {r['batch']} | {r['nfe']} | {r['solver']} | {r['mode']} | {r['overhead']:.3f} | "
-                     f"{r['min']:.3f}-{r['max']:.3f} | {r['forward_ms']:.3f} | {r['wall_ms']:.1f} |")
+        lines.append(
+            f"| {r['network']} | {r.get('compile', 'none')} | {r['batch']} | {r['nfe']} | {r['solver']} | {r['mode']} | {r['overhead']:.3f} | "
+            f"{r['min']:.3f}-{r['max']:.3f} | {r['forward_ms']:.3f} | {r['wall_ms']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--networks", nargs="+", default=["mlp", "ncsnpp_tiny"])
-    p.add_argument("--batches", nargs="+", type=int, default=None, help="batch sizes (default: 256 for the MLP, 64 otherwise)")
+    p.add_argument(
+        "--batches", nargs="+", type=int, default=None, help="batch sizes (default: 256 for the MLP, 64 otherwise)"
+    )
     p.add_argument("--nfe", nargs="+", type=int, default=[10, 50])
     p.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
-    p.add_argument("--compile", nargs="+", default=["none"], choices=["none", *MODES],
-                   help="network compilations to measure (sdeflow.Compiled; reduce-overhead records CUDA graphs on a GPU)")
+    p.add_argument(
+        "--compile",
+        nargs="+",
+        default=["none"],
+        choices=["none", *MODES],
+        help="network compilations to measure (sdeflow.Compiled; reduce-overhead records CUDA graphs on a GPU)",
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -242,13 +295,26 @@ def main(argv=None):
 
 
 def write(rows, args, device):
-    meta = {"command": "python " + " ".join(sys.argv), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-            "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "python": platform.python_version()}
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"overhead_{device.type}"
     write_json(args.out / f"{stem}.json", {**meta, "rows": rows})
-    atomic_write_bytes(args.out / f"{stem}.md", (f"Command: `{meta['command']}`; device {meta['device']}, {args.threads} thread(s), "
-                                                f"{args.rounds} rounds, torch {meta['torch']}.\n\n" + table(rows)).encode())
+    atomic_write_bytes(
+        args.out / f"{stem}.md",
+        (
+            f"Command: `{meta['command']}`; device {meta['device']}, {args.threads} thread(s), "
+            f"{args.rounds} rounds, torch {meta['torch']}.\n\n" + table(rows)
+        ).encode(),
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from _spawn import spawn
 
 import sdeflow as sf
 from sdeflow.core import distributed
-from sdeflow.samplers.generate import generate
 from sdeflow.core.io import write_json
 from sdeflow.nets import NCSNpp
+from sdeflow.samplers.generate import generate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,7 +42,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def make_score(device):
     """The tiny NCSN++ of conf/model/ncsnpp_tiny.yaml on 8x8 digits, random weights (timing does not depend on them)."""
     torch.manual_seed(0)
-    net = NCSNpp(in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0)
+    net = NCSNpp(
+        in_channels=1, resolution=8, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0
+    )
     sde = sf.VPSDE()
     return sf.ScoreFunction(net.to(device).eval().requires_grad_(False), sde, sf.EpsPrediction()), sde
 
@@ -56,8 +58,19 @@ def worker(args, out_file):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        gen = generate(score, sde, sf.DPMSolverPP(order=2), args.n, (1, 8, 8), nfe=args.nfe, grid=sf.LogSNRGrid(), seed=0,
-                       batch_size=args.batch, device=device, progress=False)
+        gen = generate(
+            score,
+            sde,
+            sf.DPMSolverPP(order=2),
+            args.n,
+            (1, 8, 8),
+            nfe=args.nfe,
+            grid=sf.LogSNRGrid(),
+            seed=0,
+            batch_size=args.batch,
+            device=device,
+            progress=False,
+        )
         samples = distributed.gather_rows(gen.samples)
         distributed.barrier()
         if r:
@@ -92,8 +105,16 @@ def main():
             if reference is None:
                 reference = got
             t = statistics.median(got["times"])
-            rows.append({"processes": world, "threads_per_process": args.threads, "seconds_median": t, "seconds": got["times"],
-                         "samples_per_s": args.n / t, "identical_to_one_process": bool(torch.equal(got["samples"], reference["samples"]))})
+            rows.append(
+                {
+                    "processes": world,
+                    "threads_per_process": args.threads,
+                    "seconds_median": t,
+                    "seconds": got["times"],
+                    "samples_per_s": args.n / t,
+                    "identical_to_one_process": bool(torch.equal(got["samples"], reference["samples"])),
+                }
+            )
         t1 = rows[0]["seconds_median"]
         for row in rows:
             row["efficiency"] = t1 / (row["processes"] * row["seconds_median"])
@@ -102,25 +123,45 @@ def main():
         if widest > 1 and args.device == "cpu":
             one = argparse.Namespace(**{**vars(args), "threads": widest * args.threads})
             t_threads = statistics.median(run(1, one, tmp)["times"])
-            baseline = {"processes": 1, "threads_per_process": widest * args.threads, "seconds_median": t_threads,
-                        "samples_per_s": args.n / t_threads}
+            baseline = {
+                "processes": 1,
+                "threads_per_process": widest * args.threads,
+                "seconds_median": t_threads,
+                "samples_per_s": args.n / t_threads,
+            }
         else:
             baseline = None
-    result = {"rows": rows, "one_process_all_threads": baseline, "n": args.n, "batch": args.batch, "nfe": args.nfe, "solver": "DPMSolverPP(order=2)",
-              "model": "NCSN++ tiny (conf/model/ncsnpp_tiny.yaml), 1x8x8", "device": args.device, "rounds": args.rounds,
-              "cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-              "machine": platform.platform(), "torch": torch.__version__, "command": " ".join(["python", *sys.argv])}
+    result = {
+        "rows": rows,
+        "one_process_all_threads": baseline,
+        "n": args.n,
+        "batch": args.batch,
+        "nfe": args.nfe,
+        "solver": "DPMSolverPP(order=2)",
+        "model": "NCSN++ tiny (conf/model/ncsnpp_tiny.yaml), 1x8x8",
+        "device": args.device,
+        "rounds": args.rounds,
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": platform.platform(),
+        "torch": torch.__version__,
+        "command": " ".join(["python", *sys.argv]),
+    }
     write_json(args.out, result)
     print(f"{args.n} samples, NFE {args.nfe}, batch {args.batch}, {args.device}; median of {args.rounds} rounds")
     print("| processes | threads each | seconds | samples/s | efficiency | same samples as 1 process |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['processes']} | {r['threads_per_process']} | {r['seconds_median']:.2f} | {r['samples_per_s']:.1f} | "
-              f"{r['efficiency']:.3f} | {r['identical_to_one_process']} |")
+        print(
+            f"| {r['processes']} | {r['threads_per_process']} | {r['seconds_median']:.2f} | {r['samples_per_s']:.1f} | "
+            f"{r['efficiency']:.3f} | {r['identical_to_one_process']} |"
+        )
     if baseline:
         best = rows[-1]
-        print(f"one process with {baseline['threads_per_process']} threads: {baseline['seconds_median']:.2f} s; "
-              f"{best['processes']} processes are {baseline['seconds_median'] / best['seconds_median']:.2f}x faster")
+        print(
+            f"one process with {baseline['threads_per_process']} threads: {baseline['seconds_median']:.2f} s; "
+            f"{best['processes']} processes are {baseline['seconds_median'] / best['seconds_median']:.2f}x faster"
+        )
     print(f"-> {args.out}")
 
 

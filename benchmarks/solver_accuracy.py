@@ -27,31 +27,52 @@ from tqdm.auto import tqdm
 
 import sdeflow as sf
 from sdeflow.apps.bench.report import plot
-from sdeflow.noise.brownian import brownian_span
 from sdeflow.core.io import write_csv, write_json
 from sdeflow.eval.metrics import rms_error
+from sdeflow.noise.brownian import brownian_span
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def peers():
     """diffusers schedulers sharing an algorithm with ours, on our Karras grid (rho = 7): name -> (ours, make, runner)."""
-    from diffusers import (DEISMultistepScheduler, EDMDPMSolverMultistepScheduler, EDMEulerScheduler, HeunDiscreteScheduler,
-                           LMSDiscreteScheduler, SASolverScheduler, UniPCMultistepScheduler)
+    from diffusers import (
+        DEISMultistepScheduler,
+        EDMDPMSolverMultistepScheduler,
+        EDMEulerScheduler,
+        HeunDiscreteScheduler,
+        LMSDiscreteScheduler,
+        SASolverScheduler,
+        UniPCMultistepScheduler,
+    )
 
     common = dict(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, final_sigmas_type="zero")
     return {
         "diffusers EDMEuler (= DDIM)": ("ddim", lambda: EDMEulerScheduler(**common), run_edm_peer),
-        "diffusers EDM DPM++2M": ("dpmpp_2m", lambda: EDMDPMSolverMultistepScheduler(solver_order=2, **common), run_edm_peer),
-        "diffusers EDM DPM++3M": ("dpmpp_3m", lambda: EDMDPMSolverMultistepScheduler(solver_order=3, **common), run_edm_peer),
-        "diffusers UniPC-2 bh2": ("unipc_2_bh2", lambda: UniPCMultistepScheduler(solver_order=2, solver_type="bh2", final_sigmas_type="zero"),
-                                  run_vp_scaled_peer),
+        "diffusers EDM DPM++2M": (
+            "dpmpp_2m",
+            lambda: EDMDPMSolverMultistepScheduler(solver_order=2, **common),
+            run_edm_peer,
+        ),
+        "diffusers EDM DPM++3M": (
+            "dpmpp_3m",
+            lambda: EDMDPMSolverMultistepScheduler(solver_order=3, **common),
+            run_edm_peer,
+        ),
+        "diffusers UniPC-2 bh2": (
+            "unipc_2_bh2",
+            lambda: UniPCMultistepScheduler(solver_order=2, solver_type="bh2", final_sigmas_type="zero"),
+            run_vp_scaled_peer,
+        ),
         "diffusers LMS (order 4)": ("lms", LMSDiscreteScheduler, run_ve_scaled_peer),
         "diffusers Heun": ("edm_heun", HeunDiscreteScheduler, run_heun_peer),
         # diffusers' DEIS is the log-rho variant (a polynomial in lambda); ours is tAB (a polynomial in t).
         "diffusers DEIS-3 (log-rho)": ("deis_3", lambda: DEISMultistepScheduler(solver_order=3), run_vp_scaled_peer),
-        "diffusers SA-Solver 3/3, tau = 0": ("sa_solver_3_3_ode", lambda: SASolverScheduler(predictor_order=3, corrector_order=3,
-                                                                                            tau_func=lambda t: 0), run_vp_scaled_peer),
+        "diffusers SA-Solver 3/3, tau = 0": (
+            "sa_solver_3_3_ode",
+            lambda: SASolverScheduler(predictor_order=3, corrector_order=3, tau_func=lambda t: 0),
+            run_vp_scaled_peer,
+        ),
     }
 
 
@@ -60,11 +81,21 @@ def stochastic_peers():
     from diffusers import DPMSolverSDEScheduler, EulerAncestralDiscreteScheduler, SASolverScheduler
 
     return {
-        "diffusers EulerAncestral": ("euler_ancestral", lambda seed: EulerAncestralDiscreteScheduler(), run_ve_scaled_stochastic_peer),
-        "diffusers DPMSolverSDE (BrownianTree)": ("dpmpp_sde", lambda seed: DPMSolverSDEScheduler(noise_sampler_seed=seed),
-                                                  run_dpmsolver_sde_peer),
-        "diffusers SA-Solver 3/3, tau = 1": ("sa_solver", lambda seed: SASolverScheduler(predictor_order=3, corrector_order=3,
-                                                                                         tau_func=lambda t: 1), run_vp_scaled_stochastic_peer),
+        "diffusers EulerAncestral": (
+            "euler_ancestral",
+            lambda seed: EulerAncestralDiscreteScheduler(),
+            run_ve_scaled_stochastic_peer,
+        ),
+        "diffusers DPMSolverSDE (BrownianTree)": (
+            "dpmpp_sde",
+            lambda seed: DPMSolverSDEScheduler(noise_sampler_seed=seed),
+            run_dpmsolver_sde_peer,
+        ),
+        "diffusers SA-Solver 3/3, tau = 1": (
+            "sa_solver",
+            lambda seed: SASolverScheduler(predictor_order=3, corrector_order=3, tau_func=lambda t: 1),
+            run_vp_scaled_stochastic_peer,
+        ),
     }
 
 
@@ -97,7 +128,9 @@ def run_dpmsolver_sde_peer(make, nfe, score, sde, x_T, seed):
     sched = make(seed)
     sched.set_timesteps(steps + 1)
     sig = _karras_sigmas(sde, steps)
-    sched.sigmas = torch.cat([sig[:1], sig[1:].repeat_interleave(2), torch.zeros(1, dtype=sig.dtype)]).to(sched.sigmas.dtype)
+    sched.sigmas = torch.cat([sig[:1], sig[1:].repeat_interleave(2), torch.zeros(1, dtype=sig.dtype)]).to(
+        sched.sigmas.dtype
+    )
     x = x_T.clone()
     for t in sched.timesteps[: 2 * steps]:
         first = sched.sample is None  # the scheduler's own flag: the next call is a step's first stage
@@ -170,7 +203,9 @@ def run_heun_peer(make, nfe, score, sde, x_T):
     sched = make()
     sched.set_timesteps(steps + 1)
     sig = _karras_sigmas(sde, steps)
-    sched.sigmas = torch.cat([sig[:1], sig[1:].repeat_interleave(2), torch.zeros(1, dtype=sig.dtype)]).to(sched.sigmas.dtype)
+    sched.sigmas = torch.cat([sig[:1], sig[1:].repeat_interleave(2), torch.zeros(1, dtype=sig.dtype)]).to(
+        sched.sigmas.dtype
+    )
     x = x_T.clone()
     for t in sched.timesteps[: 2 * steps]:
         s = sched.sigmas[sched.step_index if sched.step_index is not None else 0].to(torch.float64)
@@ -185,19 +220,41 @@ def main(argv=None):
     ap.add_argument("--optimize-up-to", type=int, default=20, help="optimise grids for budgets up to this NFE")
     ap.add_argument("--maxiter", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--peers-only", action="store_true",
-                    help="reuse the sdeflow rows of an earlier run's CSV (running only solvers it lacks); rerun the peers")
-    ap.add_argument("--frontier", action="store_true",
-                    help="reuse every row of an earlier run's CSV and run only the frontier rows (the default solver=auto out of "
-                         "the box, with timesteps=auto, and with timesteps=learned_multistep)")
-    ap.add_argument("--frontier-nfe", type=int, nargs="*", default=[5, 10, 20, 50],
-                    help="budgets of the frontier rows to run (none: rewrite the results from the CSV's rows)")
-    ap.add_argument("--frontier-settings", nargs="+", default=list(FRONTIER), choices=list(FRONTIER),
-                    help="which frontier rows to run (the others are kept from the CSV)")
-    ap.add_argument("--learned-pilot", type=int, default=256, help="pilot draws of the learned multistep fit (as many held out)")
+    ap.add_argument(
+        "--peers-only",
+        action="store_true",
+        help="reuse the sdeflow rows of an earlier run's CSV (running only solvers it lacks); rerun the peers",
+    )
+    ap.add_argument(
+        "--frontier",
+        action="store_true",
+        help="reuse every row of an earlier run's CSV and run only the frontier rows (the default solver=auto out of "
+        "the box, with timesteps=auto, and with timesteps=learned_multistep)",
+    )
+    ap.add_argument(
+        "--frontier-nfe",
+        type=int,
+        nargs="*",
+        default=[5, 10, 20, 50],
+        help="budgets of the frontier rows to run (none: rewrite the results from the CSV's rows)",
+    )
+    ap.add_argument(
+        "--frontier-settings",
+        nargs="+",
+        default=list(FRONTIER),
+        choices=list(FRONTIER),
+        help="which frontier rows to run (the others are kept from the CSV)",
+    )
+    ap.add_argument(
+        "--learned-pilot", type=int, default=256, help="pilot draws of the learned multistep fit (as many held out)"
+    )
     ap.add_argument("--learned-maxiter", type=int, default=12000, help="L-BFGS iterations of the learned multistep fit")
-    ap.add_argument("--learned-history", type=int, default=20, help="data predictions each learned step weighs (at most)")
-    ap.add_argument("--stochastic", action="store_true", help="run the stochastic samplers against their diffusers peers instead")
+    ap.add_argument(
+        "--learned-history", type=int, default=20, help="data predictions each learned step weighs (at most)"
+    )
+    ap.add_argument(
+        "--stochastic", action="store_true", help="run the stochastic samplers against their diffusers peers instead"
+    )
     ap.add_argument("--n-stochastic", type=int, default=10_000, help="samples per stochastic row")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*scale_model_input.*")
@@ -216,38 +273,77 @@ def main(argv=None):
     stats = sf.GaussianStats.from_distribution(gm)
 
     solvers = {
-        "ddim": sf.DDIM(), "dpm_solver_2": sf.DPMSolver(2), "dpm_solver_3": sf.DPMSolver(3),
-        "dpmpp_2m": sf.DPMSolverPP(2), "dpmpp_3m": sf.DPMSolverPP(3),
-        "unipc_2_bh1": sf.UniPC(2, "bh1"), "unipc_2_bh2": sf.UniPC(2, "bh2"), "unipc_3_bh2": sf.UniPC(3, "bh2"),
-        "edm_heun": sf.EDMHeun(), "ipndm": sf.IPNDM(4), "lms": sf.LMS(4),
-        "deis_3": sf.DEIS(3), "sa_solver_3_3_ode": sf.SASolver(3, 3, tau=0.0), "er_sde_3_ode": sf.ERSDE(3, sf.ODEScaler()),
-        "dpmpp_3m_sde_eta0": sf.DPMSolverPP3MSDE(eta=0.0), "dpmpp_2s": sf.DPMSolverPPSDESinglestep(eta=0.0),
+        "ddim": sf.DDIM(),
+        "dpm_solver_2": sf.DPMSolver(2),
+        "dpm_solver_3": sf.DPMSolver(3),
+        "dpmpp_2m": sf.DPMSolverPP(2),
+        "dpmpp_3m": sf.DPMSolverPP(3),
+        "unipc_2_bh1": sf.UniPC(2, "bh1"),
+        "unipc_2_bh2": sf.UniPC(2, "bh2"),
+        "unipc_3_bh2": sf.UniPC(3, "bh2"),
+        "edm_heun": sf.EDMHeun(),
+        "ipndm": sf.IPNDM(4),
+        "lms": sf.LMS(4),
+        "deis_3": sf.DEIS(3),
+        "sa_solver_3_3_ode": sf.SASolver(3, 3, tau=0.0),
+        "er_sde_3_ode": sf.ERSDE(3, sf.ODEScaler()),
+        "dpmpp_3m_sde_eta0": sf.DPMSolverPP3MSDE(eta=0.0),
+        "dpmpp_2s": sf.DPMSolverPPSDESinglestep(eta=0.0),
     }
     grids = {"karras": sf.KarrasGrid(7.0), "logsnr": sf.LogSNRGrid()}
-    jumps = {"unipc_2_bh2+jump": sf.AnalyticJump(sf.UniPC(2, "bh2"), stats, sigma_jump=3.0),
-             "unipc_3_bh2+jump": sf.AnalyticJump(sf.UniPC(3, "bh2"), stats, sigma_jump=5.0)}
-    optimised = {"unipc_2_bh2": solvers["unipc_2_bh2"], "unipc_2_bh2+jump": jumps["unipc_2_bh2+jump"],
-                 "unipc_3_bh2+jump": jumps["unipc_3_bh2+jump"]}
+    jumps = {
+        "unipc_2_bh2+jump": sf.AnalyticJump(sf.UniPC(2, "bh2"), stats, sigma_jump=3.0),
+        "unipc_3_bh2+jump": sf.AnalyticJump(sf.UniPC(3, "bh2"), stats, sigma_jump=5.0),
+    }
+    optimised = {
+        "unipc_2_bh2": solvers["unipc_2_bh2"],
+        "unipc_2_bh2+jump": jumps["unipc_2_bh2+jump"],
+        "unipc_3_bh2+jump": jumps["unipc_3_bh2+jump"],
+    }
 
     rows = []
 
     def record(name, grid_name, nfe_budget, out_nfe, x, kind="sdeflow"):
         err = rms_error(x, ref)
-        rows.append({"solver": name, "grid": grid_name, "budget": nfe_budget, "nfe": out_nfe, "rms_median": float(err.median()),
-                     "rms_p90": float(torch.quantile(err, 0.9)), "source": kind})
+        rows.append(
+            {
+                "solver": name,
+                "grid": grid_name,
+                "budget": nfe_budget,
+                "nfe": out_nfe,
+                "rms_median": float(err.median()),
+                "rms_p90": float(torch.quantile(err, 0.9)),
+                "source": kind,
+            }
+        )
 
     jobs = [(n, s, g) for n in args.nfe for s in {**solvers, **jumps} for g in grids]
     if args.peers_only or args.frontier:
         from sdeflow.core.io import read_csv
 
         # A frontier run keeps every earlier row but its own; a peers-only run keeps the sdeflow rows and reruns the peers.
-        rows = [{**r, "budget": int(r["budget"]), "nfe": int(r["nfe"]), "rms_median": float(r["rms_median"]),
-                 "rms_p90": float(r["rms_p90"])} for r in read_csv(args.out / "solver_accuracy.csv")
-                if r["source"] == "sdeflow" or (r["source"] == "diffusers" and args.frontier)
-                or (r["source"] == "frontier" and not (args.frontier and int(r["budget"]) in args.frontier_nfe
-                                                       and r["grid"] in args.frontier_settings))]
+        rows = [
+            {
+                **r,
+                "budget": int(r["budget"]),
+                "nfe": int(r["nfe"]),
+                "rms_median": float(r["rms_median"]),
+                "rms_p90": float(r["rms_p90"]),
+            }
+            for r in read_csv(args.out / "solver_accuracy.csv")
+            if r["source"] == "sdeflow"
+            or (r["source"] == "diffusers" and args.frontier)
+            or (
+                r["source"] == "frontier"
+                and not (
+                    args.frontier and int(r["budget"]) in args.frontier_nfe and r["grid"] in args.frontier_settings
+                )
+            )
+        ]
         rows = [{**r, **{k: float(r[k]) for k in ("tuning_pilot_nfe", "tuning_seconds") if r.get(k)}} for r in rows]
-        rows = [{**r, "solver": f"auto, timesteps={FRONTIER[r['grid']]}"} if r["source"] == "frontier" else r for r in rows]
+        rows = [
+            {**r, "solver": f"auto, timesteps={FRONTIER[r['grid']]}"} if r["source"] == "frontier" else r for r in rows
+        ]
         have = {r["solver"] for r in rows}
         jobs = [job for job in jobs if job[1] not in have]
     for nfe, name, gname in tqdm(jobs, desc="sdeflow solvers"):
@@ -262,10 +358,15 @@ def main(argv=None):
             used = 2 * (nfe // 2) if runner is run_heun_peer else nfe
             record(name, "karras", nfe, used, runner(make, nfe, score, sde, x_T), kind="diffusers")
     grid_dir = args.out / "grids"
-    for nfe in tqdm([n for n in args.nfe if n <= args.optimize_up_to and not (args.peers_only or args.frontier)], desc="grid optimisation"):
+    for nfe in tqdm(
+        [n for n in args.nfe if n <= args.optimize_up_to and not (args.peers_only or args.frontier)],
+        desc="grid optimisation",
+    ):
         for name, solver in optimised.items():
             init = solver.plan(sde, grids["logsnr"], nfe=nfe)
-            grid, report = sf.optimize_grid(solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False)
+            grid, report = sf.optimize_grid(
+                solver, score, sde, pilot, pilot_ref, init, maxiter=args.maxiter, progress=False
+            )
             sf.save_grid(grid_dir / f"{name.replace('+', '_')}_nfe{nfe}.json", grid, report)
             out = solver.sample(score, sde, x_T, grid)
             record(name, "optimised", nfe, out.nfe, out.samples)
@@ -280,8 +381,16 @@ def main(argv=None):
             p = next(r for r in rows if r["solver"] == peer and r["budget"] == nfe)
             o = next((r for r in rows if r["solver"] == ours and r["grid"] == "karras" and r["budget"] == nfe), None)
             if o is not None:
-                pairs.append({"peer": peer, "ours": ours, "nfe": nfe, "peer_rms": p["rms_median"], "ours_rms": o["rms_median"],
-                              "ratio": o["rms_median"] / p["rms_median"]})
+                pairs.append(
+                    {
+                        "peer": peer,
+                        "ours": ours,
+                        "nfe": nfe,
+                        "peer_rms": p["rms_median"],
+                        "ours_rms": o["rms_median"],
+                        "ratio": o["rms_median"] / p["rms_median"],
+                    }
+                )
 
     def best(pred, nfe):
         cand = [r for r in rows if r["budget"] == nfe and r["nfe"] <= nfe and pred(r)]
@@ -291,52 +400,129 @@ def main(argv=None):
     for nfe in [n for n in (10, 20) if n in args.nfe]:
         steps = [
             ("best diffusers peer (Karras)", best(lambda r: r["source"] == "diffusers", nfe)),
-            ("+ solver: best sdeflow solver on the Karras grid", best(lambda r: r["source"] == "sdeflow" and r["grid"] == "karras" and "jump" not in r["solver"], nfe)),
-            ("+ grid: best fixed grid", best(lambda r: r["source"] == "sdeflow" and r["grid"] != "optimised" and "jump" not in r["solver"], nfe)),
-            ("+ analytic phase (jump), fixed grid", best(lambda r: r["source"] == "sdeflow" and r["grid"] != "optimised", nfe)),
+            (
+                "+ solver: best sdeflow solver on the Karras grid",
+                best(lambda r: r["source"] == "sdeflow" and r["grid"] == "karras" and "jump" not in r["solver"], nfe),
+            ),
+            (
+                "+ grid: best fixed grid",
+                best(
+                    lambda r: r["source"] == "sdeflow" and r["grid"] != "optimised" and "jump" not in r["solver"], nfe
+                ),
+            ),
+            (
+                "+ analytic phase (jump), fixed grid",
+                best(lambda r: r["source"] == "sdeflow" and r["grid"] != "optimised", nfe),
+            ),
             ("+ optimised grid, no jump", best(lambda r: r["grid"] == "optimised" and "jump" not in r["solver"], nfe)),
             ("+ optimised grid and jump (best overall)", best(lambda r: r["source"] == "sdeflow", nfe)),
         ]
         for label, r in steps:
             if r is not None:
-                shares.append({"nfe": nfe, "ingredient": label, "solver": r["solver"], "grid": r["grid"], "rms_median": r["rms_median"]})
+                shares.append(
+                    {
+                        "nfe": nfe,
+                        "ingredient": label,
+                        "solver": r["solver"],
+                        "grid": r["grid"],
+                        "rms_median": r["rms_median"],
+                    }
+                )
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "solver_accuracy.csv", rows)
     write_csv(args.out / "solver_accuracy_pairs.csv", pairs)
-    lines = [f"# Solver accuracy, VE sigma in [0.002, 80], GMM d=16 K=8, n={args.n}", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`"
-             + (" (sdeflow rows and optimised grids from the earlier full run in the same CSV; solvers it lacked were run now)"
-                if args.peers_only else "")
-             + (" (the other rows, the diffusers peers' included, from the earlier runs in the same CSV)" if args.frontier else ""), "",
-             f"reference check (1e-10 vs 1e-8 solve, max RMS): {ref_check:.2e}", "", "## Ingredients of the gain", "",
-             "| NFE | step | solver | grid | median RMS |", "|---|---|---|---|---|"]
-    lines += [f"| {s['nfe']} | {s['ingredient']} | {s['solver']} | {s['grid']} | {s['rms_median']:.2e} |" for s in shares]
+    lines = [
+        f"# Solver accuracy, VE sigma in [0.002, 80], GMM d=16 K=8, n={args.n}",
+        "",
+        f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`"
+        + (
+            " (sdeflow rows and optimised grids from the earlier full run in the same CSV; solvers it lacked were run now)"
+            if args.peers_only
+            else ""
+        )
+        + (
+            " (the other rows, the diffusers peers' included, from the earlier runs in the same CSV)"
+            if args.frontier
+            else ""
+        ),
+        "",
+        f"reference check (1e-10 vs 1e-8 solve, max RMS): {ref_check:.2e}",
+        "",
+        "## Ingredients of the gain",
+        "",
+        "| NFE | step | solver | grid | median RMS |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s['nfe']} | {s['ingredient']} | {s['solver']} | {s['grid']} | {s['rms_median']:.2e} |" for s in shares
+    ]
     lines += frontier_table(rows, args)
-    lines += ["", "## Same algorithm as a diffusers scheduler, equal NFE, same grid", "", "| NFE | sdeflow | diffusers | sdeflow RMS | diffusers RMS | ratio |", "|---|---|---|---|---|---|"]
-    lines += [f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_rms']:.3e} | {p['peer_rms']:.3e} | {p['ratio']:.3f} |" for p in pairs]
-    lines += ["", "## Best per NFE", "", "| NFE | solver | grid | nfe | median RMS | p90 RMS |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Same algorithm as a diffusers scheduler, equal NFE, same grid",
+        "",
+        "| NFE | sdeflow | diffusers | sdeflow RMS | diffusers RMS | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_rms']:.3e} | {p['peer_rms']:.3e} | {p['ratio']:.3f} |"
+        for p in pairs
+    ]
+    lines += [
+        "",
+        "## Best per NFE",
+        "",
+        "| NFE | solver | grid | nfe | median RMS | p90 RMS |",
+        "|---|---|---|---|---|---|",
+    ]
     for nfe in args.nfe:
         for r in sorted([r for r in rows if r["budget"] == nfe], key=lambda r: r["rms_median"])[:5]:
-            lines.append(f"| {nfe} | {r['solver']} | {r['grid']} | {r['nfe']} | {r['rms_median']:.2e} | {r['rms_p90']:.2e} |")
+            lines.append(
+                f"| {nfe} | {r['solver']} | {r['grid']} | {r['nfe']} | {r['rms_median']:.2e} | {r['rms_p90']:.2e} |"
+            )
     (args.out / "solver_accuracy.md").write_text("\n".join(lines) + "\n")
-    write_json(args.out / "solver_accuracy.json", {
-        "command": " ".join(sys.argv), "rows": rows, "pairs": pairs, "ingredients": shares, "reference_check": ref_check,
-        "seconds": time.perf_counter() - start, "machine": platform.platform(), "torch": torch.__version__,
-    })
+    write_json(
+        args.out / "solver_accuracy.json",
+        {
+            "command": " ".join(sys.argv),
+            "rows": rows,
+            "pairs": pairs,
+            "ingredients": shares,
+            "reference_check": ref_check,
+            "seconds": time.perf_counter() - start,
+            "machine": platform.platform(),
+            "torch": torch.__version__,
+        },
+    )
     # One line per solver: its best grid at each NFE (peers dashed).
     best_rows = []
     for name in dict.fromkeys(r["solver"] for r in rows):
         for nfe in args.nfe:
             r = best(lambda r, name=name: r["solver"] == name, nfe)
             if r is not None:
-                best_rows.append({**r, "kind": "deterministic", "solver": f"diffusers:{name[10:]}" if r["source"] == "diffusers" else name})
-    plot(best_rows, args.out / "solver_accuracy.png", title="median RMS error vs exact PF-ODE (VE, GMM d=16); best grid per solver")
+                best_rows.append(
+                    {
+                        **r,
+                        "kind": "deterministic",
+                        "solver": f"diffusers:{name[10:]}" if r["source"] == "diffusers" else name,
+                    }
+                )
+    plot(
+        best_rows,
+        args.out / "solver_accuracy.png",
+        title="median RMS error vs exact PF-ODE (VE, GMM d=16); best grid per solver",
+    )
     print("\n".join(lines))
 
 
 # The frontier's settings: their row's grid name -> the `timesteps` option they run.
-FRONTIER = {"logsnr": "logsnr", "auto": "auto", "learned_defaults": "learned_multistep", "learned": "learned_multistep (long fit)"}
+FRONTIER = {
+    "logsnr": "logsnr",
+    "auto": "auto",
+    "learned_defaults": "learned_multistep",
+    "learned": "learned_multistep (long fit)",
+}
 
 # The targets of the low-NFE issue: median RMS error out of the box (with the one-off tuning) and tuned.
 TARGETS = {5: (2e-2, 3e-3), 10: (3e-3, 2e-4), 20: (3e-4, 5e-5)}
@@ -353,31 +539,63 @@ def frontier_rows(args, score, sde, x_T, ref) -> list[dict]:
     with initialize_config_module("sdeflow.conf", version_base="1.3"):
         cfg = compose("sample", overrides=["checkpoint=none"])
         tuned_cfg = compose("sample", overrides=["checkpoint=none", "timesteps=auto"])
-        learned_cfg = compose("sample", overrides=["checkpoint=none", "timesteps=learned_multistep", f"timesteps.pilot={args.learned_pilot}",
-                                                   f"timesteps.maxiter={args.learned_maxiter}"])
+        learned_cfg = compose(
+            "sample",
+            overrides=[
+                "checkpoint=none",
+                "timesteps=learned_multistep",
+                f"timesteps.pilot={args.learned_pilot}",
+                f"timesteps.maxiter={args.learned_maxiter}",
+            ],
+        )
         default_cfg = compose("sample", overrides=["checkpoint=none", "timesteps=learned_multistep"])
     auto = instantiate(cfg.solver["auto"])  # the apps' default solver
 
-    def learned(node, nfe):  # every prediction made so far up to --learned-history: at 50 NFE all would be 2,550 weights
+    def learned(
+        node, nfe
+    ):  # every prediction made so far up to --learned-history: at 50 NFE all would be 2,550 weights
         return instantiate(node, history=min(nfe, args.learned_history))
 
-    settings = {"logsnr": lambda nfe: instantiate(cfg.timesteps), "auto": lambda nfe: instantiate(tuned_cfg.timesteps),
-                "learned_defaults": lambda nfe: learned(default_cfg.timesteps, nfe), "learned": lambda nfe: learned(learned_cfg.timesteps, nfe)}
+    settings = {
+        "logsnr": lambda nfe: instantiate(cfg.timesteps),
+        "auto": lambda nfe: instantiate(tuned_cfg.timesteps),
+        "learned_defaults": lambda nfe: learned(default_cfg.timesteps, nfe),
+        "learned": lambda nfe: learned(learned_cfg.timesteps, nfe),
+    }
     out = []
     for nfe in tqdm(args.frontier_nfe, desc="frontier"):
         for grid_name in args.frontier_settings:
             name = f"auto, timesteps={FRONTIER[grid_name]}"
-            run, run_grid, wrap, tuning = for_model(settings[grid_name](nfe), score, sde, auto, nfe, (16,), None, "gmm16",
-                                                    dtype=torch.float64, progress=False)
+            run, run_grid, wrap, tuning = for_model(
+                settings[grid_name](nfe),
+                score,
+                sde,
+                auto,
+                nfe,
+                (16,),
+                None,
+                "gmm16",
+                dtype=torch.float64,
+                progress=False,
+            )
             result = run.sample(wrap(score), sde, x_T, run.plan(sde, run_grid, nfe=nfe))
             err = rms_error(result.samples, ref)
-            out.append({"solver": name, "grid": grid_name, "budget": nfe, "nfe": result.nfe, "rms_median": float(err.median()),
-                        "rms_p90": float(torch.quantile(err, 0.9)), "source": "frontier",
-                        "tuning_pilot_nfe": 0 if tuning is None else tuning["pilot_nfe"],
-                        "tuning_seconds": 0.0 if tuning is None else tuning["seconds"],
-                        "tuning_converged": None if tuning is None else bool(tuning.get("converged")),
-                        "tuning_kept": None if tuning is None else bool(tuning["kept_tuned"]),
-                        "command": f"python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}"})
+            out.append(
+                {
+                    "solver": name,
+                    "grid": grid_name,
+                    "budget": nfe,
+                    "nfe": result.nfe,
+                    "rms_median": float(err.median()),
+                    "rms_p90": float(torch.quantile(err, 0.9)),
+                    "source": "frontier",
+                    "tuning_pilot_nfe": 0 if tuning is None else tuning["pilot_nfe"],
+                    "tuning_seconds": 0.0 if tuning is None else tuning["seconds"],
+                    "tuning_converged": None if tuning is None else bool(tuning.get("converged")),
+                    "tuning_kept": None if tuning is None else bool(tuning["kept_tuned"]),
+                    "command": f"python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}",
+                }
+            )
     return out
 
 
@@ -394,24 +612,33 @@ def frontier_table(rows, args) -> list[str]:
         cost = f" ({r['tuning_pilot_nfe']:.0f} pilot NFE, {r['tuning_seconds']:.0f} s)" if grid != "logsnr" else ""
         return f"{r['rms_median']:.2e}{cost}"
 
-    lines = ["", "## Out of the box, auto-tuned, learned", "",
-             "What a user gets from the configs with the default `solver=auto`: on the default log-SNR grid (out of the box); with "
-             "`timesteps=auto` (the grid tuned once per model: 32 pilot draws and 32 held out, at most 400 solver runs); with "
-             "`timesteps=learned_multistep` on the config's defaults (64 pilot draws and 64 held out, a grid search, then at most "
-             f"300 L-BFGS iterations); and with a long fit ({args.learned_pilot} pilot draws and as many held out, at most "
-             f"{args.learned_maxiter} iterations). Each learned step weighs up to {args.learned_history} data predictions. The fits "
-             "draw their pilots from their own stream; every row is scored on the benchmark's 256 draws. Pilot NFE counts "
-             "evaluations of the pilot batch. Targets: out of the box with the one-off tuning, and tuned.", "",
-             "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in frontier)) + ".", "",
-             "| NFE | best diffusers peer | out of the box | `timesteps=auto` | `learned_multistep`, defaults | target | "
-             "`learned_multistep`, long fit | target |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Out of the box, auto-tuned, learned",
+        "",
+        "What a user gets from the configs with the default `solver=auto`: on the default log-SNR grid (out of the box); with "
+        "`timesteps=auto` (the grid tuned once per model: 32 pilot draws and 32 held out, at most 400 solver runs); with "
+        "`timesteps=learned_multistep` on the config's defaults (64 pilot draws and 64 held out, a grid search, then at most "
+        f"300 L-BFGS iterations); and with a long fit ({args.learned_pilot} pilot draws and as many held out, at most "
+        f"{args.learned_maxiter} iterations). Each learned step weighs up to {args.learned_history} data predictions. The fits "
+        "draw their pilots from their own stream; every row is scored on the benchmark's 256 draws. Pilot NFE counts "
+        "evaluations of the pilot batch. Targets: out of the box with the one-off tuning, and tuned.",
+        "",
+        "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in frontier)) + ".",
+        "",
+        "| NFE | best diffusers peer | out of the box | `timesteps=auto` | `learned_multistep`, defaults | target | "
+        "`learned_multistep`, long fit | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for nfe in sorted({r["budget"] for r in frontier}):
         peers = [r for r in rows if r["source"] == "diffusers" and r["budget"] == nfe and r["nfe"] <= nfe]
         peer = min(peers, key=lambda r: r["rms_median"]) if peers else None
         peer_cell = f"{peer['rms_median']:.2e} ({peer['solver'][10:]})" if peer else "-"
         box, tuned = (f"<= {t:.0e}" for t in TARGETS[nfe]) if nfe in TARGETS else ("-", "-")
-        lines.append(f"| {nfe} | {peer_cell} | {cell('logsnr', nfe)} | {cell('auto', nfe)} | {cell('learned_defaults', nfe)} | {box} "
-                     f"| {cell('learned', nfe)} | {tuned} |")
+        lines.append(
+            f"| {nfe} | {peer_cell} | {cell('logsnr', nfe)} | {cell('auto', nfe)} | {cell('learned_defaults', nfe)} | {box} "
+            f"| {cell('learned', nfe)} | {tuned} |"
+        )
     return lines
 
 
@@ -430,14 +657,30 @@ def stochastic_main(args):
     sw2 = SlicedWasserstein(exact, 256, torch.Generator().manual_seed(2))
     exact_stats = gaussian_stats(exact)
     floor = {"sw2": sw2(other), "frechet": frechet_distance(*gaussian_stats(other), *exact_stats)}
-    ours = {"euler_ancestral": sf.EulerAncestral(), "dpmpp_sde": sf.DPMSolverPPSDESinglestep(), "sa_solver": sf.SASolver(3, 3, tau=1.0),
-            "er_sde_3": sf.ERSDE(3), "dpmpp_3m_sde": sf.DPMSolverPP3MSDE(), "dpmpp_2m_sde": sf.DPMSolverPPSDE(),
-            "ddim_eta1": sf.StochasticDDIM(1.0), "restart": sf.Restart(), "edm_stochastic": sf.EDMStochastic()}
+    ours = {
+        "euler_ancestral": sf.EulerAncestral(),
+        "dpmpp_sde": sf.DPMSolverPPSDESinglestep(),
+        "sa_solver": sf.SASolver(3, 3, tau=1.0),
+        "er_sde_3": sf.ERSDE(3),
+        "dpmpp_3m_sde": sf.DPMSolverPP3MSDE(),
+        "dpmpp_2m_sde": sf.DPMSolverPPSDE(),
+        "ddim_eta1": sf.StochasticDDIM(1.0),
+        "restart": sf.Restart(),
+        "edm_stochastic": sf.EDMStochastic(),
+    }
     rows = []
 
     def record(name, nfe_budget, out_nfe, x, source):
-        rows.append({"solver": name, "budget": nfe_budget, "nfe": out_nfe, "sw2": sw2(x), "frechet": frechet_distance(*gaussian_stats(x), *exact_stats),
-                     "source": source})
+        rows.append(
+            {
+                "solver": name,
+                "budget": nfe_budget,
+                "nfe": out_nfe,
+                "sw2": sw2(x),
+                "frechet": frechet_distance(*gaussian_stats(x), *exact_stats),
+                "source": source,
+            }
+        )
 
     for nfe in tqdm(args.nfe, desc="stochastic samplers"):
         for name, solver in ours.items():
@@ -458,19 +701,44 @@ def stochastic_main(args):
             p = next(r for r in rows if r["solver"] == peer and r["budget"] == nfe)
             o = next((r for r in rows if r["solver"] == mine and r["budget"] == nfe), None)
             if o is not None:
-                pairs.append({"nfe": nfe, "ours": mine, "peer": peer, "ours_sw2": o["sw2"], "peer_sw2": p["sw2"],
-                              "ours_frechet": o["frechet"], "peer_frechet": p["frechet"]})
+                pairs.append(
+                    {
+                        "nfe": nfe,
+                        "ours": mine,
+                        "peer": peer,
+                        "ours_sw2": o["sw2"],
+                        "peer_sw2": p["sw2"],
+                        "ours_frechet": o["frechet"],
+                        "peer_frechet": p["frechet"],
+                    }
+                )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "solver_accuracy_stochastic.csv", rows)
-    lines = [f"# Stochastic samplers, VE sigma in [0.002, 80], GMM d=16 K=8, n={n}, Karras grid (rho = 7)", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
-             f"floor (two exact sets of n={n}): sliced W2 {floor['sw2']:.3e}, Frechet {floor['frechet']:.3e}. sdeflow rows share one "
-             "Brownian path per sample (`BrownianNoise`); the peers draw their own noise.", "",
-             "## Same algorithm as a diffusers scheduler, equal NFE, same grid", "",
-             "| NFE | sdeflow | diffusers | sdeflow SW2 | diffusers SW2 | sdeflow Frechet | diffusers Frechet |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_sw2']:.3e} | {p['peer_sw2']:.3e} | {p['ours_frechet']:.3e} | "
-              f"{p['peer_frechet']:.3e} |" for p in pairs]
-    lines += ["", "## Every stochastic row, by NFE (Frechet, then sliced W2)", "", "| NFE | solver | nfe | sliced W2 | Frechet |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Stochastic samplers, VE sigma in [0.002, 80], GMM d=16 K=8, n={n}, Karras grid (rho = 7)",
+        "",
+        f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
+        "",
+        f"floor (two exact sets of n={n}): sliced W2 {floor['sw2']:.3e}, Frechet {floor['frechet']:.3e}. sdeflow rows share one "
+        "Brownian path per sample (`BrownianNoise`); the peers draw their own noise.",
+        "",
+        "## Same algorithm as a diffusers scheduler, equal NFE, same grid",
+        "",
+        "| NFE | sdeflow | diffusers | sdeflow SW2 | diffusers SW2 | sdeflow Frechet | diffusers Frechet |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_sw2']:.3e} | {p['peer_sw2']:.3e} | {p['ours_frechet']:.3e} | "
+        f"{p['peer_frechet']:.3e} |"
+        for p in pairs
+    ]
+    lines += [
+        "",
+        "## Every stochastic row, by NFE (Frechet, then sliced W2)",
+        "",
+        "| NFE | solver | nfe | sliced W2 | Frechet |",
+        "|---|---|---|---|---|",
+    ]
     for nfe in args.nfe:
         for r in sorted([r for r in rows if r["budget"] == nfe], key=lambda r: r["frechet"]):
             lines.append(f"| {nfe} | {r['solver']} | {r['nfe']} | {r['sw2']:.3e} | {r['frechet']:.3e} |")

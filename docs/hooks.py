@@ -39,7 +39,13 @@ def on_files(files, config):
         where = path.relative_to(ROOT).as_posix()
         # Known to the link checker by the path a page gives (relative to docs/), written into the site beside
         # the pages; included explicitly, since mkdocs leaves out source paths that start with a dot.
-        source = File(f"../{where}", config["docs_dir"], config["site_dir"], config["use_directory_urls"],
-                      dest_uri=where, inclusion=InclusionLevel.INCLUDED)
+        source = File(
+            f"../{where}",
+            config["docs_dir"],
+            config["site_dir"],
+            config["use_directory_urls"],
+            dest_uri=where,
+            inclusion=InclusionLevel.INCLUDED,
+        )
         files.append(source)
     return files

@@ -46,7 +46,9 @@ def exact_score(gm, sde) -> sf.ScoreFunction:
 
 def slope(steps, errors) -> float:
     """Least-squares slope of log(error) against log(1 / steps): the empirical order."""
-    return float(np.polyfit(np.log(1.0 / np.asarray(steps, dtype=float)), np.log(np.asarray(errors, dtype=float)), 1)[0])
+    return float(
+        np.polyfit(np.log(1.0 / np.asarray(steps, dtype=float)), np.log(np.asarray(errors, dtype=float)), 1)[0]
+    )
 
 
 def assert_mixture_moments(x: torch.Tensor, gm, sde, weights: float = 0.02, mean: float = 0.05, cov: float = 0.1):
@@ -63,5 +65,11 @@ ENV = {**os.environ, "WANDB_MODE": "disabled"}
 
 def cli(cwd, module, *args, timeout: float = 600, env: dict | None = None):
     """Run `python -m module args` in `cwd` with wandb off (and `env` added), as a user would from a shell."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

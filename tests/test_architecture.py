@@ -11,8 +11,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sdeflow"
 
 # Bottom to top. Each layer may import the layers below it and itself; "sdeflow" is the public API
 # (sdeflow/__init__.py), which re-exports the library; only the console scripts sit above it.
-LAYERS = ["core", "noise", "sde", "nets", "score", "samplers", "eval", "conditioning", "tuning", "problems", "training", "hub",
-          "sdeflow", "apps"]
+LAYERS = [
+    "core",
+    "noise",
+    "sde",
+    "nets",
+    "score",
+    "samplers",
+    "eval",
+    "conditioning",
+    "tuning",
+    "problems",
+    "training",
+    "hub",
+    "sdeflow",
+    "apps",
+]
 
 
 def modules() -> dict[str, Path]:
@@ -44,7 +58,9 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
                 if base.split(".")[0] == "sdeflow":
                     targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in mods else known(base) for a in node.names}
         graph[name] = targets - {name}
@@ -90,9 +106,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_every_import_points_down_the_layers():
     rank = {name: i for i, name in enumerate(LAYERS)}
-    upward = [f"{source} ({layer(source)}) imports {target} ({layer(target)})"
-              for source, targets in sorted(import_graph().items()) for target in sorted(targets)
-              if rank[layer(target)] > rank[layer(source)]]
+    upward = [
+        f"{source} ({layer(source)}) imports {target} ({layer(target)})"
+        for source, targets in sorted(import_graph().items())
+        for target in sorted(targets)
+        if rank[layer(target)] > rank[layer(source)]
+    ]
     assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
 
 

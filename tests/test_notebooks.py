@@ -18,7 +18,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SDEFLOW_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 

@@ -47,9 +47,13 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", [["pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
-                                     ["sdeflow.apps.bench.app", "--help"]], ids=["pytest", "sdeflow-bench"])
+@pytest.mark.parametrize(
+    "command",
+    [["pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"], ["sdeflow.apps.bench.app", "--help"]],
+    ids=["pytest", "sdeflow-bench"],
+)
 def test_a_checkout_beside_a_non_editable_install_finds_its_configs(command):
-    proc = subprocess.run([sys.executable, "-c", AS_A_CHECKOUT, *command], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", AS_A_CHECKOUT, *command], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

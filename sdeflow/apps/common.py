@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.resources
 import platform
 import re
-import types
-import typing
 import sys
 import time
+import types
+import typing
 from datetime import datetime
 from pathlib import Path
 
@@ -16,20 +16,27 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
 from hydra.experimental.callback import Callback
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from sdeflow.apps.tracking import sweep_group
 from sdeflow.core import distributed
 from sdeflow.core.checkpoint import first_line
 from sdeflow.core.io import write_json
 from sdeflow.samplers.base import SolverError
-from sdeflow.apps.tracking import sweep_group
 from sdeflow.training.trainer import TrainingDiverged
 
 # Errors that mean "this input, this checkpoint or this run cannot go on": one line, no traceback.
-CLEAR_ERRORS = (ValueError, FileNotFoundError, SolverError, TrainingDiverged, MissingMandatoryValue, InstantiationException)
+CLEAR_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    SolverError,
+    TrainingDiverged,
+    MissingMandatoryValue,
+    InstantiationException,
+)
 
 
 def register_resolvers() -> None:
@@ -40,8 +47,11 @@ def register_resolvers() -> None:
     environment, as submitit tasks resolve this before any process group exists).
     """
     OmegaConf.register_new_resolver(
-        "sdeflow_now", lambda pattern: datetime.fromtimestamp(distributed.launch_time()).strftime(pattern), replace=True)
-    OmegaConf.register_new_resolver("sdeflow_rank_zero", lambda value: value if distributed.env_rank() == 0 else None, replace=True)
+        "sdeflow_now", lambda pattern: datetime.fromtimestamp(distributed.launch_time()).strftime(pattern), replace=True
+    )
+    OmegaConf.register_new_resolver(
+        "sdeflow_rank_zero", lambda value: value if distributed.env_rank() == 0 else None, replace=True
+    )
 
 
 def versions() -> dict:
@@ -50,13 +60,25 @@ def versions() -> dict:
 
     import sdeflow
 
-    return {"sdeflow": sdeflow.__version__, "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
-            "hydra": hydra.__version__, "python": platform.python_version(), "machine": platform.platform(), "command": " ".join(sys.argv)}
+    return {
+        "sdeflow": sdeflow.__version__,
+        "torch": torch.__version__,
+        "torchdiffeq": torchdiffeq.__version__,
+        "hydra": hydra.__version__,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "command": " ".join(sys.argv),
+    }
 
 
 def write_results(out: Path, cfg, **fields) -> dict:
     """Rank 0 writes `results.json`: the run's fields, with the world size, the resolved config and the versions."""
-    result = {**fields, "world_size": distributed.world().size, "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()}
+    result = {
+        **fields,
+        "world_size": distributed.world().size,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": versions(),
+    }
     if distributed.is_main():
         write_json(out / "results.json", result)
     return result
@@ -210,15 +232,22 @@ def _check_types(node, key: str) -> None:
 def _matches(value, hint) -> bool:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in typing.get_args(hint))
-    plain = {bool: lambda v: isinstance(v, bool), int: _is_int, str: lambda v: isinstance(v, str), type(None): lambda v: v is None,
-             float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
+    plain = {
+        bool: lambda v: isinstance(v, bool),
+        int: _is_int,
+        str: lambda v: isinstance(v, str),
+        type(None): lambda v: v is None,
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    }
     return plain.get(hint, lambda v: True)(value)  # containers and objects: the constructor checks them
 
 
 def _describe(hint) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_describe(arg) for arg in typing.get_args(hint))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(hint, str(hint))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(
+        hint, str(hint)
+    )
 
 
 def clear_message(e: BaseException) -> str:
@@ -247,5 +276,11 @@ def job_name() -> str | None:
 
 def model_description(cfg) -> str:
     """The resolved model and SDE configuration: what a checkpoint must match to be resumed or loaded."""
-    return OmegaConf.to_yaml(OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True),
-                                               "sde": OmegaConf.to_container(cfg.sde, resolve=True)}))
+    return OmegaConf.to_yaml(
+        OmegaConf.create(
+            {
+                "model": OmegaConf.to_container(cfg.model, resolve=True),
+                "sde": OmegaConf.to_container(cfg.sde, resolve=True),
+            }
+        )
+    )

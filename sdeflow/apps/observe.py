@@ -40,8 +40,11 @@ class InverseTask:
 
     def bind(self, sde):
         """The `bind` of `generate`: the method bound to each batch's observations."""
+
         def bind(score, solver, start, b):
-            return self.method.bind(score, sde, solver, self.operator, self.observe(start, b), self.noise_std, self.seed, start)
+            return self.method.bind(
+                score, sde, solver, self.operator, self.observe(start, b), self.noise_std, self.seed, start
+            )
 
         return bind
 
@@ -61,12 +64,20 @@ def inverse_task(cfg: DictConfig, model: Loaded) -> InverseTask | None:
     if method is None and operator is None:
         return None
     if method is None or operator is None:
-        missing = "inverse=replacement|repaint|dps|dps_normalised|pigdm" if method is None else \
-            "operator=inpainting_box|inpainting|colorization|super_resolution"
+        missing = (
+            "inverse=replacement|repaint|dps|dps_normalised|pigdm"
+            if method is None
+            else "operator=inpainting_box|inpainting|colorization|super_resolution"
+        )
         raise ValueError(f"an inverse problem needs both a method and an operator: add {missing}")
     obs = cfg.observation
     noise_std = obs.noise_std
-    if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std >= 0 or not math.isfinite(noise_std):
+    if (
+        isinstance(noise_std, bool)
+        or not isinstance(noise_std, (int, float))
+        or not noise_std >= 0
+        or not math.isfinite(noise_std)
+    ):
         raise ValueError(f"observation.noise_std must be a number >= 0, got {noise_std!r}")
     op = build(operator, "operator")(model.shape)
     if obs.images is not None:
@@ -87,5 +98,5 @@ def training_images(model: Loaded, first: int, n: int) -> torch.Tensor:
         raise ObservationError(f"the checkpoint's data ({data.name}) are not images: give observation.images=<file>")
     if not 0 <= first < len(data):
         raise ObservationError(f"observation.first must be in 0..{len(data) - 1}, got {first}")
-    x = data.data[first: first + n]
+    x = data.data[first : first + n]
     return x * 2 - 1 if model.centered else x

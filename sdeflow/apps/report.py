@@ -40,7 +40,11 @@ def job_rows(job: Path) -> list[dict] | None:
         return None
     if isinstance(data, dict) and isinstance(data.get("rows"), list):
         return [r for r in data["rows"] if isinstance(r, dict)]
-    return [{k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}] if isinstance(data, dict) else None
+    return (
+        [{k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}]
+        if isinstance(data, dict)
+        else None
+    )
 
 
 def job_floor(job: Path) -> list[dict]:
@@ -69,19 +73,27 @@ def collect(sweep: Path) -> tuple[list[dict], list[str]]:
     common = set.intersection(*(set(o) for o, _ in found_jobs.values())) if found_jobs else set()
     for job, (overrides, found) in found_jobs.items():
         label = " ".join(o for o in overrides if o not in common)
-        rows += [{"job": str(job.relative_to(sweep)), "overrides": ",".join(overrides), "label": label, **row} for row in found]
+        rows += [
+            {"job": str(job.relative_to(sweep)), "overrides": ",".join(overrides), "label": label, **row}
+            for row in found
+        ]
     return rows, failed
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="sdeflow-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="sdeflow-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("sweep", type=Path, help="a Hydra sweep (or run) directory")
     args = ap.parse_args(argv)
     if not args.sweep.is_dir():
         sys.exit(f"sdeflow-report: {args.sweep} is not a directory")
     rows, failed = collect(args.sweep)
     if not rows:
-        sys.exit(f"sdeflow-report: no job under {args.sweep} wrote results.csv or results.json" + (f" ({len(failed)} failed)" if failed else ""))
+        sys.exit(
+            f"sdeflow-report: no job under {args.sweep} wrote results.csv or results.json"
+            + (f" ({len(failed)} failed)" if failed else "")
+        )
     write_csv(args.sweep / "report.csv", rows)
     solver_rows = any("solver" in r for r in rows)
     # Sampler results have the benchmark's columns; other jobs (training) show their own plain values.
@@ -95,11 +107,18 @@ def main(argv=None) -> int:
     if solver_rows:
         # One curve per solver and job: the swept settings name it (floors stay one line).
         def curve(r):
-            return f"{r['solver']} {r['label']}" if r["label"] and not str(r["solver"]).startswith("floor") else r["solver"]
+            return (
+                f"{r['solver']} {r['label']}"
+                if r["label"] and not str(r["solver"]).startswith("floor")
+                else r["solver"]
+            )
 
         curves = [{**r, "solver": curve(r)} for r in rows if "solver" in r]
-        plot(curves, args.sweep / "report.png",
-             title=f"sweep {args.sweep.name}: {len(rows)} rows from {len({r['job'] for r in rows})} jobs")
+        plot(
+            curves,
+            args.sweep / "report.png",
+            title=f"sweep {args.sweep.name}: {len(rows)} rows from {len({r['job'] for r in rows})} jobs",
+        )
         written += ", report.png"
     print(table + note + f"written {args.sweep / 'report.csv'}, {written}")
     return 0

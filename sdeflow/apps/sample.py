@@ -1,13 +1,13 @@
 """`sdeflow-sample`: samples of a trained checkpoint with any solver; image grid, arrays and counted NFE.
 
-    sdeflow-sample checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
-    sdeflow-sample checkpoint=ddpm-cifar10-32 checkpoint_format=diffusers solver=dpmpp_2m nfe=10   # a diffusers UNet2DModel folder
-    sdeflow-sample checkpoint=... solver=[ddim,dpmpp_2m,edm_heun] nfe=20 n=1000
-    sdeflow-sample checkpoint=... labels=[3,7] guidance.w=2   # a class-conditional model, classifier-free guided
-    sdeflow-sample checkpoint=... guidance=autoguidance guidance.checkpoint=weak/checkpoint.pt guidance.w=1
-    sdeflow-sample checkpoint=... inverse=replacement operator=inpainting_box n=16   # fill the right half of training images
-    sdeflow-sample checkpoint=... inverse=dps_normalised operator=inpainting operator.mask=mask.png observation.images=x.png solver=ddim
-    torchrun --nproc_per_node=2 -m sdeflow.apps.sample checkpoint=... n=50000   # each rank its share; rank 0 writes them
+sdeflow-sample checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
+sdeflow-sample checkpoint=ddpm-cifar10-32 checkpoint_format=diffusers solver=dpmpp_2m nfe=10   # a diffusers UNet2DModel folder
+sdeflow-sample checkpoint=... solver=[ddim,dpmpp_2m,edm_heun] nfe=20 n=1000
+sdeflow-sample checkpoint=... labels=[3,7] guidance.w=2   # a class-conditional model, classifier-free guided
+sdeflow-sample checkpoint=... guidance=autoguidance guidance.checkpoint=weak/checkpoint.pt guidance.w=1
+sdeflow-sample checkpoint=... inverse=replacement operator=inpainting_box n=16   # fill the right half of training images
+sdeflow-sample checkpoint=... inverse=dps_normalised operator=inpainting operator.mask=mask.png observation.images=x.png solver=ddim
+torchrun --nproc_per_node=2 -m sdeflow.apps.sample checkpoint=... n=50000   # each rank its share; rank 0 writes them
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdeflow.core import distributed
 from sdeflow.apps.common import build, check_settings, console_app, job_name, run_dir, write_results
 from sdeflow.apps.observe import inverse_task
 from sdeflow.apps.solvers import build_solvers
-from sdeflow.tuning.autotune import describe, file_digest, for_model
-from sdeflow.score.compiled import compile_score
-from sdeflow.samplers.generate import generate
-from sdeflow.core.io import NonFiniteResult, atomic_write_bytes
 from sdeflow.apps.tracking import Tracker
 from sdeflow.apps.viz import save_samples_png
+from sdeflow.core import distributed
+from sdeflow.core.io import NonFiniteResult, atomic_write_bytes
+from sdeflow.samplers.generate import generate
+from sdeflow.score.compiled import compile_score
+from sdeflow.tuning.autotune import describe, file_digest, for_model
 
 
 def run(cfg: DictConfig) -> list[dict]:
@@ -59,30 +59,63 @@ def run(cfg: DictConfig) -> list[dict]:
     def pilot_condition(pilot_score, rows):  # pilot draw i has the label sample i would have
         if labels is None:
             return guide.wrap(pilot_score, None)
-        return guide.wrap(pilot_score, torch.as_tensor(labels, dtype=torch.int64)[torch.arange(rows.start, rows.stop) % len(labels)])
+        return guide.wrap(
+            pilot_score, torch.as_tensor(labels, dtype=torch.int64)[torch.arange(rows.start, rows.stop) % len(labels)]
+        )
 
     for name, solver in solvers.items():
-        solver, solver_grid, wrap, tuning = for_model(grid, score, sde, solver, cfg.nfe, shape, Path(cfg.checkpoint).parent / "tuned_grids",
-                                                      model_id, device=device, progress=cfg.progress, condition=pilot_condition)
+        solver, solver_grid, wrap, tuning = for_model(
+            grid,
+            score,
+            sde,
+            solver,
+            cfg.nfe,
+            shape,
+            Path(cfg.checkpoint).parent / "tuned_grids",
+            model_id,
+            device=device,
+            progress=cfg.progress,
+            condition=pilot_condition,
+        )
         if tuning is not None:
             print(describe(name, tuning))
         start = time.perf_counter()
-        gen = generate(score, sde, solver, cfg.n, shape, nfe=cfg.nfe, grid=solver_grid, seed=cfg.seed, batch_size=cfg.batch_size,
-                       device=device, progress=cfg.progress,
-                       brownian=bool(cfg.get("brownian", False)), labels=labels,
-                       condition=lambda batch_score, batch_labels: wrap(guide.wrap(batch_score, batch_labels)),
-                       bind=None if task is None else task.bind(sde))
+        gen = generate(
+            score,
+            sde,
+            solver,
+            cfg.n,
+            shape,
+            nfe=cfg.nfe,
+            grid=solver_grid,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            device=device,
+            progress=cfg.progress,
+            brownian=bool(cfg.get("brownian", False)),
+            labels=labels,
+            condition=lambda batch_score, batch_labels: wrap(guide.wrap(batch_score, batch_labels)),
+            bind=None if task is None else task.bind(sde),
+        )
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
         seconds = time.perf_counter() - start
         if x is None:  # not rank 0: rank 0 writes the files
             continue
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteResult(f"{name}: the samples hold NaN or infinity; nothing is written")
-        arrays, row = {"samples": x.numpy(), "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "seed": cfg.seed}, {}
+        arrays, row = (
+            {"samples": x.numpy(), "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "seed": cfg.seed},
+            {},
+        )
         if task is not None:
             observations, originals = task.whole_run(len(x))
             arrays.update(observations=observations.numpy(), originals=originals.numpy())
-            row = {"inverse": repr(task.method), "operator": repr(task.operator), "noise_std": task.noise_std, **task.scores(x, centered)}
+            row = {
+                "inverse": repr(task.method),
+                "operator": repr(task.operator),
+                "noise_std": task.noise_std,
+                **task.scores(x, centered),
+            }
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(out / f"samples_{name}.npz", buf.getvalue())
@@ -92,11 +125,28 @@ def run(cfg: DictConfig) -> list[dict]:
         else:
             png = save_inverse_png(task, x, out / f"samples_{name}.png", centered, title)
         tracker.log_image(f"samples/{name}", png)
-        rows.append({"solver": name, "nfe": nfe, "forwards": gen.forwards, "backwards": gen.backwards, "n": cfg.n, "seconds": seconds,
-                     "png": str(png), "npz": str(out / f"samples_{name}.npz"), "labels": None if labels is None else list(labels),
-                     "guidance": repr(guide), "guidance_w": guide.w, "grid": repr(solver_grid), "grid_tuning": tuning, **row})
+        rows.append(
+            {
+                "solver": name,
+                "nfe": nfe,
+                "forwards": gen.forwards,
+                "backwards": gen.backwards,
+                "n": cfg.n,
+                "seconds": seconds,
+                "png": str(png),
+                "npz": str(out / f"samples_{name}.npz"),
+                "labels": None if labels is None else list(labels),
+                "guidance": repr(guide),
+                "guidance_w": guide.w,
+                "grid": repr(solver_grid),
+                "grid_tuning": tuning,
+                **row,
+            }
+        )
         scores = f", residual RMS {row['residual_rms']:.3g}, PSNR {row['psnr']:.1f} dB" if row else ""
-        print(f"{name}: {cfg.n} samples, NFE {nfe} ({gen.forwards} forwards, {gen.backwards} backwards){scores}, {seconds:.1f} s -> {png}")
+        print(
+            f"{name}: {cfg.n} samples, NFE {nfe} ({gen.forwards} forwards, {gen.backwards} backwards){scores}, {seconds:.1f} s -> {png}"
+        )
     write_results(out, cfg, rows=rows, checkpoint=str(cfg.checkpoint))
     tracker.finish()
     return rows
@@ -119,8 +169,10 @@ def class_labels(cfg: DictConfig, label_dim: int) -> list[int] | None:
             raise ValueError(f"labels={wanted} given, but the checkpoint's model is unconditional (label_dim=0)")
         return None
     if wanted is None:
-        raise ValueError(f"the checkpoint's model is class-conditional (label_dim={label_dim}): give labels=[...] (classes "
-                         f"0..{label_dim - 1}, cycled over the samples) or labels=all")
+        raise ValueError(
+            f"the checkpoint's model is class-conditional (label_dim={label_dim}): give labels=[...] (classes "
+            f"0..{label_dim - 1}, cycled over the samples) or labels=all"
+        )
     labels = list(range(label_dim)) if wanted == "all" else ([wanted] if isinstance(wanted, int) else list(wanted))
     if not labels or any(not isinstance(v, int) or not 0 <= v < label_dim for v in labels):
         raise ValueError(f"labels must be classes in 0..{label_dim - 1} (or all), got {wanted}")

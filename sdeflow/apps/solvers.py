@@ -24,8 +24,9 @@ def solver_configs(cfg: DictConfig) -> DictConfig:
     if cfg.solver is None or not cfg.solver.get(MARKER, False):
         return cfg.solver
     folder = config_dir() / "solver"
-    every = OmegaConf.merge(*(OmegaConf.load(path) for path in sorted(folder.glob("*.yaml")) if path.stem != MARKER),
-                            cfg.solver)
+    every = OmegaConf.merge(
+        *(OmegaConf.load(path) for path in sorted(folder.glob("*.yaml")) if path.stem != MARKER), cfg.solver
+    )
     every.pop(MARKER)
     with open_dict(cfg):
         cfg.solver = every

@@ -16,8 +16,16 @@ from sdeflow.core import distributed
 class Tracker:
     """A wandb run, or nothing when disabled; `log` and `finish` are safe either way."""
 
-    def __init__(self, project: str = "sdeflow", mode: str | None = None, group: str | None = None, name: str | None = None,
-                 dir: str | None = None, config: dict | None = None, tags: list | None = None):
+    def __init__(
+        self,
+        project: str = "sdeflow",
+        mode: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        dir: str | None = None,
+        config: dict | None = None,
+        tags: list | None = None,
+    ):
         if mode not in (None, "online", "offline", "disabled"):
             raise ValueError(f"logger mode must be null, 'online', 'offline' or 'disabled', got {mode!r}")
         if group is None:
@@ -29,7 +37,16 @@ class Tracker:
             return
         import wandb
 
-        self.run = wandb.init(project=project, mode=mode, group=group, name=name, dir=dir, config=config, tags=tags, reinit="finish_previous")
+        self.run = wandb.init(
+            project=project,
+            mode=mode,
+            group=group,
+            name=name,
+            dir=dir,
+            config=config,
+            tags=tags,
+            reinit="finish_previous",
+        )
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         if self.run is not None:

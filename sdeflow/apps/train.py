@@ -1,9 +1,9 @@
 """`sdeflow-train`: denoising score matching on offline data, checkpoints that resume, sample grids.
 
-    sdeflow-train                                    # NCSN++ tiny on scikit-learn's digits, VP
-    sdeflow-train data=mnist5k sde=ve train.steps=20000
-    sdeflow-train data=toy model=mlp train.steps=2000
-    torchrun --nproc_per_node=4 -m sdeflow.apps.train train.device=cuda   # data-parallel; train.batch_size is the global batch
+sdeflow-train                                    # NCSN++ tiny on scikit-learn's digits, VP
+sdeflow-train data=mnist5k sde=ve train.steps=20000
+sdeflow-train data=toy model=mlp train.steps=2000
+torchrun --nproc_per_node=4 -m sdeflow.apps.train train.device=cuda   # data-parallel; train.batch_size is the global batch
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 import sdeflow.training.schemas  # noqa: F401  (registers the structured configs)
-from sdeflow.core import distributed
 from sdeflow.apps.common import build, console_app, job_name, model_description, run_dir, write_results
+from sdeflow.apps.tracking import Tracker
+from sdeflow.apps.viz import save_samples_png
+from sdeflow.core import distributed
 from sdeflow.core.checkpoint import CheckpointError, first_line, peek_step
-from sdeflow.training.data import DatasetError
 from sdeflow.core.io import lock_run_folder, remove_stale_temporaries
 from sdeflow.noise.generators import INIT_WEIGHTS, stream_seed
 from sdeflow.samplers.generate import generate
 from sdeflow.score.function import ScoreFunction
-from sdeflow.apps.tracking import Tracker
+from sdeflow.training.data import DatasetError
 from sdeflow.training.trainer import Trainer, TrainingInterrupted
-from sdeflow.apps.viz import save_samples_png
 
 
 def build_network(cfg: DictConfig, shape):
@@ -86,11 +86,25 @@ def sample_grid(trainer, sde, prediction, cfg, path, centered: bool):
     n = cfg.sample.n
     label_dim = getattr(trainer.model, "label_dim", 0)
     # A class-conditional model's picture shows the classes in turn.
-    out = generate(score, sde, solver, n, tuple(cfg.data.shape), nfe=cfg.sample.nfe, grid=instantiate(cfg.sample.grid), seed=0, batch_size=n,
-                   device=trainer.device, progress=False, labels=list(range(label_dim)) if label_dim else None)
+    out = generate(
+        score,
+        sde,
+        solver,
+        n,
+        tuple(cfg.data.shape),
+        nfe=cfg.sample.nfe,
+        grid=instantiate(cfg.sample.grid),
+        seed=0,
+        batch_size=n,
+        device=trainer.device,
+        progress=False,
+        labels=list(range(label_dim)) if label_dim else None,
+    )
     samples = distributed.gather_rows(out.samples)
     if samples is not None:
-        save_samples_png(samples, path, centered=centered, title=f"step {trainer.step}, {type(solver).__name__}, NFE {out.nfe}")
+        save_samples_png(
+            samples, path, centered=centered, title=f"step {trainer.step}, {type(solver).__name__}, NFE {out.nfe}"
+        )
     return out
 
 
@@ -104,49 +118,81 @@ def train(cfg: DictConfig) -> dict:
         say(f"removed {freed / 2**20:.1f} MiB of temporary files that an interrupted write left in {out}")
     data = instantiate(cfg.data.dataset)
     if tuple(data.shape) != tuple(cfg.data.shape):
-        raise DatasetError(f"data.shape is {list(cfg.data.shape)} but the dataset's samples have shape {list(data.shape)}")
+        raise DatasetError(
+            f"data.shape is {list(cfg.data.shape)} but the dataset's samples have shape {list(data.shape)}"
+        )
     sde = instantiate(cfg.sde)
     net = build_network(cfg, data.shape)
     prediction = instantiate(cfg.model.prediction)
     loss = instantiate(cfg.loss, sde=sde, prediction=prediction)
     # Checkpoints carry the resolved run config, so sdeflow-sample can rebuild the model.
-    trainer = Trainer(net, loss, data, model_config=model_description(cfg), extra_state={"config": OmegaConf.to_yaml(cfg, resolve=True)},
-                      **cfg.train)
+    trainer = Trainer(
+        net,
+        loss,
+        data,
+        model_config=model_description(cfg),
+        extra_state={"config": OmegaConf.to_yaml(cfg, resolve=True)},
+        **cfg.train,
+    )
     ckpt = out / "checkpoint.pt"
     start_from = newest_checkpoint(cfg.resume, ckpt)
     if start_from is not None:
         trainer.resume(start_from)
         if trainer.step >= trainer.steps:
-            say(f"{start_from} is at step {trainer.step}, at or past train.steps={trainer.steps}: nothing to train. "
-                f"Raise train.steps to continue training it.")
+            say(
+                f"{start_from} is at step {trainer.step}, at or past train.steps={trainer.steps}: nothing to train. "
+                f"Raise train.steps to continue training it."
+            )
             return {"steps": trainer.step, "checkpoint": str(start_from), "trained": False}
     n_params = sum(p.numel() for p in net.parameters())
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
-    say(f"training {type(net).__name__} ({n_params / 1e6:.2f}M parameters) on {data.name} {list(data.shape)}, "
-        f"{type(sde).__name__}, {trainer.steps} steps from step {trainer.step}, {world.size} process(es) on {trainer.device}; run dir {out}")
+    say(
+        f"training {type(net).__name__} ({n_params / 1e6:.2f}M parameters) on {data.name} {list(data.shape)}, "
+        f"{type(sde).__name__}, {trainer.steps} steps from step {trainer.step}, {world.size} process(es) on {trainer.device}; run dir {out}"
+    )
     centered = getattr(data, "centered", True)
     start, first_step = time.perf_counter(), trainer.step
-    milestones = sorted({*range(cfg.sample.every, trainer.steps, cfg.sample.every), trainer.steps}) if cfg.sample.every else [trainer.steps]
+    milestones = (
+        sorted({*range(cfg.sample.every, trainer.steps, cfg.sample.every), trainer.steps})
+        if cfg.sample.every
+        else [trainer.steps]
+    )
     losses = []
     for m in milestones:
         if m <= trainer.step:
             continue
         try:
-            losses += trainer.fit(steps=m, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
-                                  on_log=lambda step, metrics: tracker.log(metrics, step=step))
+            losses += trainer.fit(
+                steps=m,
+                checkpoint=ckpt,
+                checkpoint_every=cfg.checkpoint_every,
+                progress=cfg.progress,
+                on_log=lambda step, metrics: tracker.log(metrics, step=step),
+            )
         except TrainingInterrupted as e:
             tracker.finish()
-            say(f"sdeflow-train: {e}. To resume, run the same command again with hydra.run.dir={out} "
-                f"(or resume={ckpt} from another folder).", file=sys.stderr)
+            say(
+                f"sdeflow-train: {e}. To resume, run the same command again with hydra.run.dir={out} "
+                f"(or resume={ckpt} from another folder).",
+                file=sys.stderr,
+            )
             sys.exit(128 + (signal.SIGTERM if e.signal_name == "SIGTERM" else signal.SIGINT))
         sample_grid(trainer, sde, prediction, cfg, out / f"samples_{trainer.step:07d}.png", centered)
         tracker.log_image("samples", out / f"samples_{trainer.step:07d}.png")
     seconds = time.perf_counter() - start
     final = sample_grid(trainer, sde, prediction, cfg, out / "samples.png", centered)
-    result = write_results(out, cfg, steps=trainer.step, parameters=n_params, seconds=seconds,
-                           steps_per_second=(trainer.step - first_step) / seconds if seconds > 0 else None,
-                           final_loss_mean_last_100=sum(losses[-100:]) / max(1, len(losses[-100:])) if losses else None,
-                           sample_nfe=final.nfe, checkpoint=str(ckpt), global_batch_size=trainer.batch_size)
+    result = write_results(
+        out,
+        cfg,
+        steps=trainer.step,
+        parameters=n_params,
+        seconds=seconds,
+        steps_per_second=(trainer.step - first_step) / seconds if seconds > 0 else None,
+        final_loss_mean_last_100=sum(losses[-100:]) / max(1, len(losses[-100:])) if losses else None,
+        sample_nfe=final.nfe,
+        checkpoint=str(ckpt),
+        global_batch_size=trainer.batch_size,
+    )
     tracker.finish()
     if lock is not None:
         lock.close()  # the folder is free for the next run (a killed process releases it too)

@@ -28,7 +28,7 @@ def save_samples_png(x: torch.Tensor, path, centered: bool = True, title: str = 
         grid = torch.ones(c, rows * (h + 1) + 1, cols * (w + 1) + 1)
         for i in range(n):
             r, q = divmod(i, cols)
-            grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = img[i]
+            grid[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = img[i]
         arr = grid.permute(1, 2, 0).numpy()
         fig = plt.figure(figsize=(max(3, cols * 0.6), max(3, rows * 0.6)))
         plt.imshow(arr[..., 0] if c == 1 else arr, cmap="gray" if c == 1 else None, interpolation="nearest")

@@ -18,8 +18,18 @@ from sdeflow.samplers.grids import UniformGrid
 from sdeflow.score.function import ScoreFunction
 
 
-def encode(score, sde, solver, x, *, steps: int | None = None, nfe: int | None = None, grid=None, return_trajectory: bool = False,
-           progress=None) -> SampleResult:
+def encode(
+    score,
+    sde,
+    solver,
+    x,
+    *,
+    steps: int | None = None,
+    nfe: int | None = None,
+    grid=None,
+    return_trajectory: bool = False,
+    progress=None,
+) -> SampleResult:
     """The code z of data x: the probability-flow ODE solution at T from x at the grid's last time (eps).
 
     Args:
@@ -35,8 +45,18 @@ def encode(score, sde, solver, x, *, steps: int | None = None, nfe: int | None =
     return solver.sample(score, sde, x, timesteps, return_trajectory=return_trajectory, progress=progress)
 
 
-def decode(score, sde, solver, z, *, steps: int | None = None, nfe: int | None = None, grid=None, return_trajectory: bool = False,
-           progress=None) -> SampleResult:
+def decode(
+    score,
+    sde,
+    solver,
+    z,
+    *,
+    steps: int | None = None,
+    nfe: int | None = None,
+    grid=None,
+    return_trajectory: bool = False,
+    progress=None,
+) -> SampleResult:
     """Data from codes z at T: sampling with a deterministic solver from z instead of a prior draw."""
     score = score if isinstance(score, ScoreFunction) else ScoreFunction(score, sde)
     if solver.stochastic:
@@ -45,9 +65,23 @@ def decode(score, sde, solver, z, *, steps: int | None = None, nfe: int | None =
     return solver.sample(score, sde, z, timesteps, return_trajectory=return_trajectory, progress=progress)
 
 
-def sdedit(score, sde, solver, x0: torch.Tensor, t_start: float, *, steps: int | None = None, nfe: int | None = None, grid=None,
-           seed: int | None = 0, generator=None, offset: int = 0, return_trajectory: bool = False, hook=None,
-           progress=None) -> SampleResult:
+def sdedit(
+    score,
+    sde,
+    solver,
+    x0: torch.Tensor,
+    t_start: float,
+    *,
+    steps: int | None = None,
+    nfe: int | None = None,
+    grid=None,
+    seed: int | None = 0,
+    generator=None,
+    offset: int = 0,
+    return_trajectory: bool = False,
+    hook=None,
+    progress=None,
+) -> SampleResult:
     """Edit x0 (a guide: a stroke painting, a corrupted image): x_t = alpha(t) x0 + sigma(t) z at t = t_start, then
     `solver` from t_start down to eps.
 
@@ -66,9 +100,13 @@ def sdedit(score, sde, solver, x0: torch.Tensor, t_start: float, *, steps: int |
     t_start = float(t_start)
     if not sde.eps < t_start <= sde.T:
         raise ValueError(f"t_start must lie in (eps, T] = ({sde.eps}, {sde.T}], got {t_start}")
-    timesteps = solver.plan(sde, (grid if grid is not None else UniformGrid()).restricted(t_max=t_start), nfe=nfe, steps=steps)
+    timesteps = solver.plan(
+        sde, (grid if grid is not None else UniformGrid()).restricted(t_max=t_start), nfe=nfe, steps=steps
+    )
     prior, noise = sampling_streams(sde, len(x0), seed, generator, offset)
     t = torch.tensor(t_start, dtype=torch.float64)
     alpha, sigma = (append_dims(v.to(x0.dtype).to(x0.device), x0.ndim) for v in (sde.alpha(t), sde.sigma(t)))
     x = alpha * x0 + sigma * as_noise(prior).randn(x0.shape, dtype=x0.dtype, device=x0.device)
-    return solver.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook, progress=progress)
+    return solver.sample(
+        score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook, progress=progress
+    )

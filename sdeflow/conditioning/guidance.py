@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.score.function import ScoreFunction, ScorePrediction
 from sdeflow.core.tensors import append_dims, batch_times
+from sdeflow.score.function import ScoreFunction, ScorePrediction
 
 
 class GuidedScore(ScoreFunction):
@@ -38,8 +38,10 @@ class GuidedScore(ScoreFunction):
         self.interval = interval
 
     def condition(self, **cond) -> ScoreFunction:
-        raise TypeError(f"{type(self).__name__} is already built around its score function: bind conditioning into that "
-                        "one (score.condition(...)) before guiding it")
+        raise TypeError(
+            f"{type(self).__name__} is already built around its score function: bind conditioning into that "
+            "one (score.condition(...)) before guiding it"
+        )
 
     def active(self, t: torch.Tensor) -> torch.Tensor:
         """Where guidance acts: a boolean per sample."""
@@ -104,10 +106,24 @@ class ClassifierFreeGuidance(GuidedScore):
         interval: where guidance acts (see `GuidedScore`).
     """
 
-    def __init__(self, base: ScoreFunction, labels, w: float, null_label: int = -1, key: str = "y", batched: bool = True,
-                 interval=None):
+    def __init__(
+        self,
+        base: ScoreFunction,
+        labels,
+        w: float,
+        null_label: int = -1,
+        key: str = "y",
+        batched: bool = True,
+        interval=None,
+    ):
         super().__init__(base, interval)
-        self.labels, self.w, self.null_label, self.key, self.batched = torch.as_tensor(labels), float(w), int(null_label), key, bool(batched)
+        self.labels, self.w, self.null_label, self.key, self.batched = (
+            torch.as_tensor(labels),
+            float(w),
+            int(null_label),
+            key,
+            bool(batched),
+        )
 
     def guided(self, x, t, alpha, sigma, active):
         labels = self.labels.to(x.device).reshape(-1).expand(len(x))
@@ -115,9 +131,15 @@ class ClassifierFreeGuidance(GuidedScore):
             return self.base_score(self.base, x, t, alpha, sigma, **{self.key: labels})
         null = torch.full_like(labels, self.null_label)
         if self.batched:
-            both = self.base_score(self.base, torch.cat([x, x]), torch.cat([t, t]), _twice(alpha), _twice(sigma),
-                                   **{self.key: torch.cat([labels, null])})
-            cond, uncond = both[: len(x)], both[len(x):]
+            both = self.base_score(
+                self.base,
+                torch.cat([x, x]),
+                torch.cat([t, t]),
+                _twice(alpha),
+                _twice(sigma),
+                **{self.key: torch.cat([labels, null])},
+            )
+            cond, uncond = both[: len(x)], both[len(x) :]
         else:
             cond = self.base_score(self.base, x, t, alpha, sigma, **{self.key: labels})
             uncond = self.base_score(self.base, x, t, alpha, sigma, **{self.key: null})
@@ -133,7 +155,9 @@ class Autoguidance(GuidedScore):
     def __init__(self, main: ScoreFunction, weak: ScoreFunction, w: float, interval=None):
         super().__init__(main, interval)
         if weak.sde != main.sde:
-            raise ValueError(f"the guiding model reads its network through {weak.sde!r}, the main one through {main.sde!r}")
+            raise ValueError(
+                f"the guiding model reads its network through {weak.sde!r}, the main one through {main.sde!r}"
+            )
         self.weak, self.w = weak, float(w)
 
     def guided(self, x, t, alpha, sigma, active):

@@ -67,8 +67,10 @@ def read_weights_only(path, map_location="cpu"):
     except pickle.UnpicklingError as e:
         # torch's weights-only unpickler names the global it blocked; other failures are damaged bytes.
         if "GLOBAL" in str(e) or "global" in str(e):
-            raise CheckpointError(f"refused {path}: it holds objects other than tensors and plain data, which could run code "
-                                  f"when loaded ({_blocked_global(e)})") from e
+            raise CheckpointError(
+                f"refused {path}: it holds objects other than tensors and plain data, which could run code "
+                f"when loaded ({_blocked_global(e)})"
+            ) from e
         raise CheckpointError(f"{path} is corrupt or not a checkpoint (it does not unpickle)") from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
         if isinstance(e, EOFError) or path.stat().st_size == 0:
@@ -82,8 +84,10 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} is not an sdeflow checkpoint (no 'model' and 'model_config' entries)")
     if "checksum" in state and state["checksum"] != checksum(state):
-        raise CheckpointError(f"{path} is damaged: its contents do not match the checksum stored with them (flipped bytes on "
-                              "disk or in transfer); use another copy or an earlier checkpoint")
+        raise CheckpointError(
+            f"{path} is damaged: its contents do not match the checksum stored with them (flipped bytes on "
+            "disk or in transfer); use another copy or an earlier checkpoint"
+        )
     return state
 
 
@@ -103,8 +107,10 @@ def peek_step(path) -> int:
 def check_model_config(state: dict, model_config: str, path="checkpoint") -> None:
     """Refuse a checkpoint written for another model configuration, naming both."""
     if state["model_config"] != model_config:
-        raise CheckpointError(f"{path} was written for another model configuration:\n  checkpoint: {state['model_config']}\n"
-                              f"  this run:   {model_config}")
+        raise CheckpointError(
+            f"{path} was written for another model configuration:\n  checkpoint: {state['model_config']}\n"
+            f"  this run:   {model_config}"
+        )
 
 
 def first_line(e: BaseException, limit: int = 300) -> str:

@@ -12,7 +12,10 @@ def integer(name: str, value, minimum: int = 1, maximum: int | None = None, acce
     """
     whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not whole or value < minimum or (maximum is not None and value > maximum):
-        span = f"an integer in [{minimum}, {maximum}]" if maximum is not None else (
-            "a positive integer" if minimum == 1 else f"an integer >= {minimum}")
+        span = (
+            f"an integer in [{minimum}, {maximum}]"
+            if maximum is not None
+            else ("a positive integer" if minimum == 1 else f"an integer >= {minimum}")
+        )
         raise ValueError(f"{name} must be {span}{accepted}, got {value!r}")
     return int(value)

@@ -97,7 +97,9 @@ def launch(timeout_s: float = 3600) -> bool:
     w, addr, port = found
     if not dist.is_available():
         raise LaunchError(f"{w.size} processes were asked for, but this torch build has no torch.distributed")
-    os.environ.update(MASTER_ADDR=addr, MASTER_PORT=port, RANK=str(w.rank), WORLD_SIZE=str(w.size), LOCAL_RANK=str(w.local_rank))
+    os.environ.update(
+        MASTER_ADDR=addr, MASTER_PORT=port, RANK=str(w.rank), WORLD_SIZE=str(w.size), LOCAL_RANK=str(w.local_rank)
+    )
     if torch.cuda.is_available():
         torch.cuda.set_device(w.local_rank % torch.cuda.device_count())
         backend = "cpu:gloo,cuda:nccl"
@@ -149,10 +151,14 @@ def device(name: str = "cpu") -> torch.device:
     try:
         d = torch.device(name)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (or another torch device type), got {name!r}") from e
+        raise ValueError(
+            f"device must be 'cpu', 'cuda' or 'cuda:N' (or another torch device type), got {name!r}"
+        ) from e
     if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name}, but this machine has no usable CUDA device (torch.cuda.is_available() is false); "
-                         "use device=cpu")
+        raise ValueError(
+            f"device={name}, but this machine has no usable CUDA device (torch.cuda.is_available() is false); "
+            "use device=cpu"
+        )
     if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
         raise ValueError(f"device={name}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if d.type == "cuda" and d.index is None and world().size > 1:

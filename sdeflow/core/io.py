@@ -29,7 +29,9 @@ class NonFiniteResult(ValueError):
 def check_finite(obj, what: str = "result") -> None:
     """Refuse NaN and infinity anywhere in `obj` (nested dicts, lists, floats), naming where: they never reach disk."""
     if isinstance(obj, float) and not math.isfinite(obj):
-        raise NonFiniteResult(f"{what} is {obj}; a non-finite number is never written (the run that produced it failed)")
+        raise NonFiniteResult(
+            f"{what} is {obj}; a non-finite number is never written (the run that produced it failed)"
+        )
     if isinstance(obj, dict):
         for k, v in obj.items():
             check_finite(v, f"{what}.{k}")
@@ -111,8 +113,10 @@ def lock_run_folder(folder, what: str = "run"):
         f.seek(0)
         owner = f.read().strip() or "unknown"
         f.close()
-        raise RunFolderLocked(f"another {what} is using {folder} (pid {owner}); wait for it to finish, or choose another "
-                              "folder with hydra.run.dir=...") from None
+        raise RunFolderLocked(
+            f"another {what} is using {folder} (pid {owner}); wait for it to finish, or choose another "
+            "folder with hydra.run.dir=..."
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))

@@ -22,10 +22,16 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int = 1, classes: int = 10, width: int = 32, feature_dim: int = 64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1, stride=2), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, feature_dim), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, classes)
 
@@ -47,7 +53,13 @@ class TrainedClassifier:
     name = "trained-classifier"
 
     def __init__(self, steps: int = 600, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, device: str = "cpu"):
-        self.steps, self.batch_size, self.lr, self.seed, self.device = int(steps), int(batch_size), float(lr), int(seed), device
+        self.steps, self.batch_size, self.lr, self.seed, self.device = (
+            int(steps),
+            int(batch_size),
+            float(lr),
+            int(seed),
+            device,
+        )
         self.net = None
         self.accuracy = None
 

@@ -47,8 +47,15 @@ class InceptionA(nn.Module):
         self.branch_pool = BasicConv2d(c_in, pool_features, kernel_size=1)
 
     def forward(self, x):
-        return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
-                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))), self.branch_pool(_avg(x))], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg(x)),
+            ],
+            1,
+        )
 
 
 class InceptionB(nn.Module):
@@ -60,8 +67,14 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
 
     def forward(self, x):
-        return torch.cat([self.branch3x3(x), self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-                          F.max_pool2d(x, 3, stride=2)], 1)
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, 3, stride=2),
+            ],
+            1,
+        )
 
 
 class InceptionC(nn.Module):
@@ -81,7 +94,13 @@ class InceptionC(nn.Module):
     def forward(self, x):
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         d = x
-        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+        for layer in (
+            self.branch7x7dbl_1,
+            self.branch7x7dbl_2,
+            self.branch7x7dbl_3,
+            self.branch7x7dbl_4,
+            self.branch7x7dbl_5,
+        ):
             d = layer(d)
         return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg(x))], 1)
 
@@ -121,8 +140,17 @@ class InceptionE(nn.Module):
         b3 = self.branch3x3_1(x)
         d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         pool = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg(x)
-        return torch.cat([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-                          self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), self.branch_pool(pool)], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(d),
+                self.branch3x3dbl_3b(d),
+                self.branch_pool(pool),
+            ],
+            1,
+        )
 
 
 class FIDInceptionV3(nn.Module):
@@ -146,13 +174,26 @@ class FIDInceptionV3(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"the Inception network takes RGB images (n, 3, H, W) in [0, 1], got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"the Inception network takes RGB images (n, 3, H, W) in [0, 1], got shape {tuple(images.shape)}"
+            )
         x = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c, self.Mixed_6d,
-                      self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
@@ -177,8 +218,10 @@ def load_inception(path: str | None = None, device="cpu") -> FIDInceptionV3:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, OSError, pickle.UnpicklingError, KeyError, ValueError) as e:
-        raise ValueError(f"{file} is empty, cut short or not a torch weights file ({type(e).__name__}); "
-                         f"expected the FID Inception weights {WEIGHTS_FILE}") from e
+        raise ValueError(
+            f"{file} is empty, cut short or not a torch weights file ({type(e).__name__}); "
+            f"expected the FID Inception weights {WEIGHTS_FILE}"
+        ) from e
     if not isinstance(state, dict):
         raise ValueError(f"{file} does not hold a state dict; expected the FID Inception weights {WEIGHTS_FILE}")
     net = FIDInceptionV3()
@@ -186,5 +229,7 @@ def load_inception(path: str | None = None, device="cpu") -> FIDInceptionV3:
     # BatchNorm's num_batches_tracked is absent from the 2018 file and unused in eval mode.
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"{file} does not hold the FID Inception weights: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{file} does not hold the FID Inception weights: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return net.to(device).eval().requires_grad_(False)

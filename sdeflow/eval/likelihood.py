@@ -16,9 +16,19 @@ from sdeflow.samplers.solvers.ode import pinned_options
 from sdeflow.score.function import ScoreFunction
 
 
-def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "rademacher", eps: float | None = None,
-                   rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5", generator: torch.Generator | None = None,
-                   return_code: bool = False):
+def log_likelihood(
+    score,
+    sde,
+    x: torch.Tensor,
+    probes: int = 1,
+    noise: str = "rademacher",
+    eps: float | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    generator: torch.Generator | None = None,
+    return_code: bool = False,
+):
     """(log p_eps(x) per sample, NFE) by integrating the probability-flow ODE from eps to T.
 
     Args:
@@ -60,12 +70,13 @@ def log_likelihood(score, sde, x: torch.Tensor, probes: int = 1, noise: str = "r
     state0 = torch.cat([x.flatten(), torch.zeros(n, dtype=x.dtype, device=x.device)])
     times = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
     try:
-        out = torchdiffeq.odeint(dynamics, state0, times, rtol=rtol, atol=atol, method=method,
-                                 options=pinned_options(method, times[-1]))[-1]
+        out = torchdiffeq.odeint(
+            dynamics, state0, times, rtol=rtol, atol=atol, method=method, options=pinned_options(method, times[-1])
+        )[-1]
     except AssertionError as e:
         raise SolverError(f"the likelihood ODE failed in torchdiffeq's {method} ({e}); try looser rtol/atol") from e
     z = out[: x.numel()].reshape(x.shape)
-    delta = out[x.numel():]
+    delta = out[x.numel() :]
     logp, nfe = sde.prior_logp(z) + delta, score.nfe - nfe0
     return (logp, nfe, z) if return_code else (logp, nfe)
 

@@ -31,13 +31,17 @@ class SlicedWasserstein:
     def __call__(self, x: torch.Tensor) -> float:
         x = x.flatten(1).to(torch.float64)
         if x.shape[0] != self.sorted_reference.shape[0] or x.shape[1] != self.directions.shape[0]:
-            raise ValueError(f"sliced Wasserstein needs a sample set shaped like the reference "
-                             f"({self.sorted_reference.shape[0]}, {self.directions.shape[0]}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"sliced Wasserstein needs a sample set shaped like the reference "
+                f"({self.sorted_reference.shape[0]}, {self.directions.shape[0]}), got {tuple(x.shape)}"
+            )
         px = torch.sort(x @ self.directions, dim=0).values
         return float(((px - self.sorted_reference) ** 2).mean().sqrt())
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_directions: int = 256, generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein(
+    x: torch.Tensor, y: torch.Tensor, n_directions: int = 256, generator: torch.Generator | None = None
+) -> float:
     """Sliced Wasserstein-2 distance between two equally sized sample sets, over random unit directions."""
     return SlicedWasserstein(y, n_directions, generator)(x)
 

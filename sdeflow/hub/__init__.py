@@ -17,9 +17,31 @@ from sdeflow.hub.scaling import IndexLabels, LogSigmaLabels, ScaledDenoiser, Sca
 from sdeflow.hub.score_sde import ScoreSdeCheckpoint, ScoreSdeFormat, from_score_sde, save_score_sde, to_score_sde
 from sdeflow.hub.trained import SdeflowFormat, load_trained
 
-__all__ = ["CheckpointFormat", "Loaded", "ADMFormat", "DiffusersFormat", "EDMFormat", "ScoreSdeFormat", "SdeflowFormat",
-           "load_diffusers", "load_edm", "load_trained", "from_adm", "to_adm", "from_score_sde", "to_score_sde",
-           "save_score_sde", "DiscreteTimeModel", "IndexLabels", "LogSigmaLabels", "ScaledDenoiser", "ScaledNoise",
-           "TimeLabels",
-           # The former names of the formats, kept for older configs and code.
-           "ADMCheckpoint", "DiffusersFolder", "EDMPickle", "ScoreSdeCheckpoint"]
+__all__ = [
+    "CheckpointFormat",
+    "Loaded",
+    "ADMFormat",
+    "DiffusersFormat",
+    "EDMFormat",
+    "ScoreSdeFormat",
+    "SdeflowFormat",
+    "load_diffusers",
+    "load_edm",
+    "load_trained",
+    "from_adm",
+    "to_adm",
+    "from_score_sde",
+    "to_score_sde",
+    "save_score_sde",
+    "DiscreteTimeModel",
+    "IndexLabels",
+    "LogSigmaLabels",
+    "ScaledDenoiser",
+    "ScaledNoise",
+    "TimeLabels",
+    # The former names of the formats, kept for older configs and code.
+    "ADMCheckpoint",
+    "DiffusersFolder",
+    "EDMPickle",
+    "ScoreSdeCheckpoint",
+]

@@ -23,12 +23,28 @@ from sdeflow.hub.strict import AFFINE, load_strict
 from sdeflow.nets.song_unet import Conv2d, DhariwalUNet
 from sdeflow.score.function import EpsPrediction, ScoreFunction
 
-BLOCK = {"in_layers.0.weight": "norm0.weight", "in_layers.0.bias": "norm0.bias", "in_layers.2.weight": "conv0.weight",
-         "in_layers.2.bias": "conv0.bias", "emb_layers.1.weight": "affine.weight", "emb_layers.1.bias": "affine.bias",
-         "out_layers.0.weight": "norm1.weight", "out_layers.0.bias": "norm1.bias", "out_layers.3.weight": "conv1.weight",
-         "out_layers.3.bias": "conv1.bias", "skip_connection.weight": "skip.weight", "skip_connection.bias": "skip.bias"}
-ATTENTION = {"norm.weight": "norm2.weight", "norm.bias": "norm2.bias", "qkv.weight": "qkv.weight", "qkv.bias": "qkv.bias",
-             "proj_out.weight": "proj.weight", "proj_out.bias": "proj.bias"}
+BLOCK = {
+    "in_layers.0.weight": "norm0.weight",
+    "in_layers.0.bias": "norm0.bias",
+    "in_layers.2.weight": "conv0.weight",
+    "in_layers.2.bias": "conv0.bias",
+    "emb_layers.1.weight": "affine.weight",
+    "emb_layers.1.bias": "affine.bias",
+    "out_layers.0.weight": "norm1.weight",
+    "out_layers.0.bias": "norm1.bias",
+    "out_layers.3.weight": "conv1.weight",
+    "out_layers.3.bias": "conv1.bias",
+    "skip_connection.weight": "skip.weight",
+    "skip_connection.bias": "skip.bias",
+}
+ATTENTION = {
+    "norm.weight": "norm2.weight",
+    "norm.bias": "norm2.bias",
+    "qkv.weight": "qkv.weight",
+    "qkv.bias": "qkv.bias",
+    "proj_out.weight": "proj.weight",
+    "proj_out.bias": "proj.bias",
+}
 
 
 def layout(net: DhariwalUNet) -> list[tuple[str, dict, str]]:
@@ -90,11 +106,15 @@ def _converters(net: DhariwalUNet, new_order: bool):
             to_theirs[f"{mine}.qkv.bias"] = lambda b, i=inverse: b[i]
             to_theirs[f"{mine}.proj.weight"] = lambda w: w[..., 0]
         elif mine == "map_label":
-            to_ours["map_label.weight"] = to_theirs["map_label.weight"] = lambda w: w.T  # nn.Embedding's table is (classes, emb)
+            to_ours["map_label.weight"] = to_theirs["map_label.weight"] = lambda w: (
+                w.T
+            )  # nn.Embedding's table is (classes, emb)
     return to_ours, to_theirs
 
 
-def from_adm(state: dict, net: DhariwalUNet, new_attention_order: bool = False, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+def from_adm(
+    state: dict, net: DhariwalUNet, new_attention_order: bool = False, where: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """Our state dict for `net` from a guided-diffusion `UNetModel` state dict; `CheckpointError` names what does not fit."""
     if any(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -113,8 +133,10 @@ def from_adm(state: dict, net: DhariwalUNet, new_attention_order: bool = False, 
                 used.add(key)
     unused = sorted(set(state) - used)
     if unused:
-        raise CheckpointError(f"{where}: {len(unused)} tensors the config's network does not have ({', '.join(unused[:3])}"
-                              f"{' ...' if len(unused) > 3 else ''}): it was trained with another config")
+        raise CheckpointError(
+            f"{where}: {len(unused)} tensors the config's network does not have ({', '.join(unused[:3])}"
+            f"{' ...' if len(unused) > 3 else ''}): it was trained with another config"
+        )
     # Resampling filters are fixed by the architecture; ADM does not store them.
     ours |= {k: v for k, v in net.state_dict().items() if k.endswith("resample_filter")}
     return ours
@@ -128,7 +150,9 @@ def to_adm(net: DhariwalUNet, new_attention_order: bool = False) -> OrderedDict:
     for prefix, names, mine in layout(net):
         for theirs, name in names.items():
             if f"{mine}.{name}" in ours:
-                state[f"{prefix}.{theirs}"] = to_theirs.get(f"{mine}.{name}", lambda v: v)(ours[f"{mine}.{name}"]).clone()
+                state[f"{prefix}.{theirs}"] = to_theirs.get(f"{mine}.{name}", lambda v: v)(
+                    ours[f"{mine}.{name}"]
+                ).clone()
     return state
 
 
@@ -145,7 +169,12 @@ class ADMFormat(CheckpointFormat):
     """
 
     def __init__(self, network: dict, sde, new_attention_order: bool = False, name: str = "adm"):
-        self.network, self.sde, self.new_attention_order, self.name = dict(network), sde, bool(new_attention_order), name
+        self.network, self.sde, self.new_attention_order, self.name = (
+            dict(network),
+            sde,
+            bool(new_attention_order),
+            name,
+        )
 
     def load(self, path, use_ema: bool = True, device="cpu") -> Loaded:
         state = read_weights_only(path)
@@ -156,8 +185,13 @@ class ADMFormat(CheckpointFormat):
         load_strict(net, from_adm(state, net, self.new_attention_order, where), where)
         channels, size = int(self.network["in_channels"]), int(self.network["img_resolution"])
         model = DiscreteTimeModel(LabelledNet(net, channels), self.sde.N).to(device).eval().requires_grad_(False)
-        return Loaded(ScoreFunction(model, self.sde, EpsPrediction()), self.sde, (channels, size, size),
-                      f"guided-diffusion:{self.name}:{Path(path)}", label_dim=net.label_dim)
+        return Loaded(
+            ScoreFunction(model, self.sde, EpsPrediction()),
+            self.sde,
+            (channels, size, size),
+            f"guided-diffusion:{self.name}:{Path(path)}",
+            label_dim=net.label_dim,
+        )
 
 
 ADMCheckpoint = ADMFormat  # the former name (sdeflow.hub.ADMCheckpoint in older configs and code)

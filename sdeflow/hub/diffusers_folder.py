@@ -21,7 +21,11 @@ from sdeflow.score.function import EpsPrediction, ScoreFunction, VPrediction, X0
 from sdeflow.sde.discrete import DiscreteVPSDE, cosine_betas, linear_betas, scaled_linear_betas
 
 # diffusers' names for its schedules and targets, translated at the door (a scheduler config is data).
-BETAS = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "squaredcos_cap_v2": lambda n, start, end: cosine_betas(n)}
+BETAS = {
+    "linear": linear_betas,
+    "scaled_linear": scaled_linear_betas,
+    "squaredcos_cap_v2": lambda n, start, end: cosine_betas(n),
+}
 PREDICTIONS = {"epsilon": EpsPrediction, "v_prediction": VPrediction, "sample": X0Prediction}
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -56,11 +60,15 @@ def schedule_from(config: dict, where: str) -> tuple[DiscreteVPSDE, object]:
     else:
         name = config.get("beta_schedule", "linear")
         if name not in BETAS:
-            raise CheckpointError(f"{where}: beta_schedule {name!r} is not one sdeflow reads; it reads {sorted(BETAS)} or trained_betas")
+            raise CheckpointError(
+                f"{where}: beta_schedule {name!r} is not one sdeflow reads; it reads {sorted(BETAS)} or trained_betas"
+            )
         betas = BETAS[name](n, float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02)))
     target = config.get("prediction_type", "epsilon")
     if target not in PREDICTIONS:
-        raise CheckpointError(f"{where}: prediction_type {target!r} is not one sdeflow reads; it reads {sorted(PREDICTIONS)}")
+        raise CheckpointError(
+            f"{where}: prediction_type {target!r} is not one sdeflow reads; it reads {sorted(PREDICTIONS)}"
+        )
     return DiscreteVPSDE(betas), PREDICTIONS[target]()
 
 
@@ -107,12 +115,15 @@ class DiffusersFormat(CheckpointFormat):
         root = Path(path)
         unet_dir = root / "unet" if (root / "unet").is_dir() else root
         if not (unet_dir / "config.json").is_file():
-            raise CheckpointError(f"{root}: no config.json (a diffusers UNet2DModel folder has config.json and "
-                                  f"{WEIGHTS[0]}; a pipeline folder has them in unet/)")
+            raise CheckpointError(
+                f"{root}: no config.json (a diffusers UNet2DModel folder has config.json and "
+                f"{WEIGHTS[0]}; a pipeline folder has them in unet/)"
+            )
         config = read_json(unet_dir / "config.json")
         if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-            raise CheckpointError(f"{unet_dir}: holds a {config['_class_name']}; "
-                                  "sdeflow imports UNet2DModel (pixel-space) folders")
+            raise CheckpointError(
+                f"{unet_dir}: holds a {config['_class_name']}; sdeflow imports UNet2DModel (pixel-space) folders"
+            )
         scheduler = self.scheduler
         if scheduler is None:
             places = (root / "scheduler" / "scheduler_config.json", unet_dir / "scheduler_config.json")
@@ -125,8 +136,13 @@ class DiffusersFormat(CheckpointFormat):
         net = DiscreteTimeModel(UNetOutput(unet), sde.N).to(device).eval().requires_grad_(False)
         size = unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
-        return Loaded(ScoreFunction(net, sde, prediction), sde, (int(unet.config.in_channels), int(height), int(width)),
-                      f"diffusers:{unet_dir}", label_dim=net.label_dim)
+        return Loaded(
+            ScoreFunction(net, sde, prediction),
+            sde,
+            (int(unet.config.in_channels), int(height), int(width)),
+            f"diffusers:{unet_dir}",
+            label_dim=net.label_dim,
+        )
 
 
 def load_diffusers(path, device="cpu", scheduler: dict | None = None) -> Loaded:

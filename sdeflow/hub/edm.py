@@ -28,8 +28,22 @@ from sdeflow.sde.edm import EDMSDE
 from sdeflow.sde.vp import VPSDE
 
 # The preconditioners' own arguments; the rest of a pickle's recorded arguments build the network.
-PRECOND_ARGS = {"img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max", "sigma_data", "model_type",
-                "beta_d", "beta_min", "M", "epsilon_t", "C_1", "C_2"}
+PRECOND_ARGS = {
+    "img_resolution",
+    "img_channels",
+    "label_dim",
+    "use_fp16",
+    "sigma_min",
+    "sigma_max",
+    "sigma_data",
+    "model_type",
+    "beta_d",
+    "beta_min",
+    "M",
+    "epsilon_t",
+    "C_1",
+    "C_2",
+}
 
 
 class LabelledNet(nn.Module):
@@ -52,9 +66,15 @@ class LabelledNet(nn.Module):
 
 
 def _vp(kwargs, state):
-    beta_d, beta_min, M = float(kwargs.get("beta_d", 19.9)), float(kwargs.get("beta_min", 0.1)), int(kwargs.get("M", 1000))
+    beta_d, beta_min, M = (
+        float(kwargs.get("beta_d", 19.9)),
+        float(kwargs.get("beta_min", 0.1)),
+        int(kwargs.get("M", 1000)),
+    )
     sde = VPSDE(beta_min, beta_min + beta_d)
-    sigma_min, sigma_max = (float(sde.nsr(torch.tensor(t, dtype=torch.float64))) for t in (float(kwargs.get("epsilon_t", 1e-5)), 1.0))
+    sigma_min, sigma_max = (
+        float(sde.nsr(torch.tensor(t, dtype=torch.float64))) for t in (float(kwargs.get("epsilon_t", 1e-5)), 1.0)
+    )
     return TimeLabels(sde, scale=M - 1), sigma_min, sigma_max
 
 
@@ -68,7 +88,9 @@ def _iddpm(kwargs, state):
     u = state.pop("u", None)
     M = int(kwargs.get("M", 1000))
     if not isinstance(u, torch.Tensor) or u.shape != (M + 1,):
-        raise CheckpointError(f"an iDDPMPrecond pickle holds its noise levels u ({M + 1} values); this one's are {getattr(u, 'shape', None)}")
+        raise CheckpointError(
+            f"an iDDPMPrecond pickle holds its noise levels u ({M + 1} values); this one's are {getattr(u, 'shape', None)}"
+        )
     return IndexLabels(u, M), float(u[M - 1]), min(float(u[0]), 80.0)
 
 
@@ -85,8 +107,13 @@ def build_network(kwargs: dict, precond: str = "EDMPrecond", where: str = "an ED
     try:
         channels = int(kwargs["img_channels"])
         out = channels * (2 if precond == "iDDPMPrecond" else 1)  # iDDPM's networks also predict their variances
-        return NETWORKS[model_type](img_resolution=int(kwargs["img_resolution"]), in_channels=channels, out_channels=out,
-                                    label_dim=int(kwargs.get("label_dim", 0)), **{k: v for k, v in kwargs.items() if k not in PRECOND_ARGS})
+        return NETWORKS[model_type](
+            img_resolution=int(kwargs["img_resolution"]),
+            in_channels=channels,
+            out_channels=out,
+            label_dim=int(kwargs.get("label_dim", 0)),
+            **{k: v for k, v in kwargs.items() if k not in PRECOND_ARGS},
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: its recorded arguments do not build a {model_type}: {first_line(e)}") from e
 
@@ -122,8 +149,9 @@ class EDMFormat(CheckpointFormat):
         for name, value in zip(("img_resolution", "img_channels"), args):
             kwargs.setdefault(name, value)
         if record.class_name != "EDMPrecond" and record.class_name not in BASELINES:
-            raise CheckpointError(f"{path}: its network is a {record.class_name}; sdeflow reads EDMPrecond, "
-                                  f"{', '.join(BASELINES)}")
+            raise CheckpointError(
+                f"{path}: its network is a {record.class_name}; sdeflow reads EDMPrecond, {', '.join(BASELINES)}"
+            )
         net = build_network(kwargs, record.class_name, str(path))
         state = {k.removeprefix("model."): v for k, v in tensors(record).items()}
         if record.class_name == "EDMPrecond":
@@ -140,8 +168,14 @@ class EDMFormat(CheckpointFormat):
             model = ScaledDenoiser(LabelledNet(net, int(kwargs["img_channels"])), sde, scaling)
         model = model.to(device).eval().requires_grad_(False)
         channels, size = int(kwargs["img_channels"]), int(kwargs["img_resolution"])
-        return Loaded(ScoreFunction(model, sde, X0Prediction()), sde, (channels, size, size), f"edm:{Path(path)}",
-                      label_dim=net.label_dim, details={"precond": record.class_name})
+        return Loaded(
+            ScoreFunction(model, sde, X0Prediction()),
+            sde,
+            (channels, size, size),
+            f"edm:{Path(path)}",
+            label_dim=net.label_dim,
+            details={"precond": record.class_name},
+        )
 
 
 def load_edm(path, device="cpu", key: str = "ema") -> Loaded:

@@ -50,8 +50,15 @@ class Loaded:
 
     def record(self) -> dict:
         """The facts a run records about its model: source, SDE, prediction, shape, classes, data range and details."""
-        return {"source": self.source, "sde": repr(self.sde), "prediction": type(self.score.prediction).__name__,
-                "shape": list(self.shape), "label_dim": self.label_dim, "centered": self.centered, **self.details}
+        return {
+            "source": self.source,
+            "sde": repr(self.sde),
+            "prediction": type(self.score.prediction).__name__,
+            "shape": list(self.shape),
+            "label_dim": self.label_dim,
+            "centered": self.centered,
+            **self.details,
+        }
 
 
 class CheckpointFormat(abc.ABC):

@@ -23,11 +23,17 @@ class UnsafeConfigError(ValueError):
 @functools.lru_cache(maxsize=1)
 def allowed_targets() -> dict:
     """Every `_target_` a stored config may name, under each path it is reachable by, mapped to the object."""
-    from sdeflow import nets, problems, sde, score
+    from sdeflow import nets, problems, score, sde
     from sdeflow.training import data
 
     sdes = [sde.VPSDE, sde.SubVPSDE, sde.VESDE, sde.CosineVPSDE, sde.DiscreteVPSDE, sde.EDMSDE, sde.FlowSDE]
-    predictions = [score.ScorePrediction, score.EpsPrediction, score.X0Prediction, score.VPrediction, score.FlowPrediction]
+    predictions = [
+        score.ScorePrediction,
+        score.EpsPrediction,
+        score.X0Prediction,
+        score.VPrediction,
+        score.FlowPrediction,
+    ]
     datasets = [data.digits, data.photo_patches, data.mnist5k, data.toy, data.cifar10, data.image_folder]
     # The namespaces stored configs use: the public ones, and `sdeflow.data` from before datasets moved to
     # `sdeflow.training.data` (checkpoints written then name it); each object is also reachable by its own module path.
@@ -35,11 +41,23 @@ def allowed_targets() -> dict:
         "sdeflow": [*sdes, *predictions, problems.GaussianMixture],
         "sdeflow.sde": [*sdes, sde.linear_betas, sde.scaled_linear_betas, sde.cosine_betas],
         "sdeflow.score": predictions,
-        "sdeflow.nets": [nets.NCSNpp, nets.ScoreMLP, nets.EDMPrecond, nets.SinusoidalEmbedding, nets.GaussianFourierEmbedding],
+        "sdeflow.nets": [
+            nets.NCSNpp,
+            nets.ScoreMLP,
+            nets.EDMPrecond,
+            nets.SinusoidalEmbedding,
+            nets.GaussianFourierEmbedding,
+        ],
         "sdeflow.data": datasets,
         "sdeflow.training.data": datasets,
-        "sdeflow.problems": [problems.GaussianMixture, problems.eight_gaussians, problems.grid_gaussians, problems.two_moons,
-                             problems.swiss_roll, problems.checkerboard],
+        "sdeflow.problems": [
+            problems.GaussianMixture,
+            problems.eight_gaussians,
+            problems.grid_gaussians,
+            problems.two_moons,
+            problems.swiss_roll,
+            problems.checkerboard,
+        ],
     }
     table = {}
     for namespace, objects in exported.items():
@@ -72,7 +90,8 @@ def _walk(node, key: str, build: bool):
         if fn is None:
             raise UnsafeConfigError(
                 f"{key}._target_ is {target!r}, which a stored config may not build: only sdeflow's own SDEs, networks, "
-                f"predictions, datasets and toy problems are rebuilt from a file (e.g. sdeflow.VPSDE, sdeflow.nets.NCSNpp)")
+                f"predictions, datasets and toy problems are rebuilt from a file (e.g. sdeflow.VPSDE, sdeflow.nets.NCSNpp)"
+            )
         special = sorted(k for k in node if k.startswith("_") and k != "_target_")
         if special:
             raise UnsafeConfigError(f"{key} uses {special}; a stored config may give keyword arguments only")

@@ -31,7 +31,11 @@ class Record:
 
 def _persistent(meta) -> Record:
     # EDM's torch_utils.persistence._reconstruct_persistent_obj(meta) would exec(meta["module_src"]); we keep the state only.
-    if not isinstance(meta, dict) or not isinstance(meta.get("class_name"), str) or not isinstance(meta.get("state"), dict):
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("class_name"), str)
+        or not isinstance(meta.get("state"), dict)
+    ):
         raise pickle.UnpicklingError("a persistent object without a class name and state")
     return Record(meta["class_name"], meta["state"])
 
@@ -42,6 +46,7 @@ def _record_class(class_name: str):
             obj = object.__new__(cls)
             obj.class_name, obj.state = class_name, None
             return obj
+
     Named.__name__ = class_name
     return Named
 
@@ -83,8 +88,10 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         found = ALLOWED.get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which is not data; only tensors, plain containers and "
-                                         "network records are read")
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which is not data; only tensors, plain containers and "
+                "network records are read"
+            )
         return found
 
     def persistent_load(self, pid):

@@ -31,16 +31,41 @@ from sdeflow.score.function import EpsPrediction, ScoreFunction
 # score_sde's parameter names inside each kind of module, in its state-dict order, and ours.
 KINDS = {
     "fourier": {"W": "freqs"},  # GaussianFourierProjection; not trained, so not in the EMA list
-    "linear": AFFINE, "conv": AFFINE, "norm": AFFINE,
-    "pyramid": {"Conv2d_0.weight": "weight", "Conv2d_0.bias": "bias"},  # Downsample(with_conv=True): the residual input path
+    "linear": AFFINE,
+    "conv": AFFINE,
+    "norm": AFFINE,
+    "pyramid": {
+        "Conv2d_0.weight": "weight",
+        "Conv2d_0.bias": "bias",
+    },  # Downsample(with_conv=True): the residual input path
     "combine": {"Conv_0.weight": "weight", "Conv_0.bias": "bias"},  # Combine(method="sum"): the input-skip path
-    "block": {"GroupNorm_0.weight": "norm0.weight", "GroupNorm_0.bias": "norm0.bias", "Conv_0.weight": "conv0.weight",
-              "Conv_0.bias": "conv0.bias", "Dense_0.weight": "affine.weight", "Dense_0.bias": "affine.bias",
-              "GroupNorm_1.weight": "norm1.weight", "GroupNorm_1.bias": "norm1.bias", "Conv_1.weight": "conv1.weight",
-              "Conv_1.bias": "conv1.bias", "Conv_2.weight": "skip.weight", "Conv_2.bias": "skip.bias"},
+    "block": {
+        "GroupNorm_0.weight": "norm0.weight",
+        "GroupNorm_0.bias": "norm0.bias",
+        "Conv_0.weight": "conv0.weight",
+        "Conv_0.bias": "conv0.bias",
+        "Dense_0.weight": "affine.weight",
+        "Dense_0.bias": "affine.bias",
+        "GroupNorm_1.weight": "norm1.weight",
+        "GroupNorm_1.bias": "norm1.bias",
+        "Conv_1.weight": "conv1.weight",
+        "Conv_1.bias": "conv1.bias",
+        "Conv_2.weight": "skip.weight",
+        "Conv_2.bias": "skip.bias",
+    },
     # AttnBlockpp: NIN_0, 1, 2 (q, k, v) and NIN_3 (output) are 1x1 maps stored as (in, out) matrices.
-    "attention": {"GroupNorm_0.weight": "norm2.weight", "GroupNorm_0.bias": "norm2.bias", "NIN_0.W": None, "NIN_0.b": None,
-                  "NIN_1.W": None, "NIN_1.b": None, "NIN_2.W": None, "NIN_2.b": None, "NIN_3.W": "proj.weight", "NIN_3.b": "proj.bias"},
+    "attention": {
+        "GroupNorm_0.weight": "norm2.weight",
+        "GroupNorm_0.bias": "norm2.bias",
+        "NIN_0.W": None,
+        "NIN_0.b": None,
+        "NIN_1.W": None,
+        "NIN_1.b": None,
+        "NIN_2.W": None,
+        "NIN_2.b": None,
+        "NIN_3.W": "proj.weight",
+        "NIN_3.b": "proj.bias",
+    },
 }
 NOT_TRAINED = {"fourier": {"W"}}
 
@@ -64,7 +89,16 @@ def layout(net: SongUNet) -> list[tuple[str, str]]:
             elif isinstance(module, GroupNorm):
                 units.append(("norm", prefix))
             elif isinstance(module, Conv2d) and module.weight is not None:
-                units.append(("pyramid" if name.endswith("aux_residual") else "combine" if name.endswith("aux_skip") else "conv", prefix))
+                units.append(
+                    (
+                        "pyramid"
+                        if name.endswith("aux_residual")
+                        else "combine"
+                        if name.endswith("aux_skip")
+                        else "conv",
+                        prefix,
+                    )
+                )
     return units
 
 
@@ -73,7 +107,9 @@ def _convert(kind: str, params: dict[str, torch.Tensor], prefix: str) -> dict[st
     out = {f"{prefix}.{ours}": v for name, v in params.items() if (ours := KINDS[kind].get(name))}
     if kind == "attention":
         # Our qkv interleaves channels (c0 q, c0 k, c0 v, c1 q, ...) as EDM's reshape to (heads, c, 3, pixels) reads them.
-        out[f"{prefix}.qkv.weight"] = torch.stack([params[f"NIN_{j}.W"].T for j in range(3)], dim=1).flatten(0, 1)[..., None, None]
+        out[f"{prefix}.qkv.weight"] = torch.stack([params[f"NIN_{j}.W"].T for j in range(3)], dim=1).flatten(0, 1)[
+            ..., None, None
+        ]
         out[f"{prefix}.qkv.bias"] = torch.stack([params[f"NIN_{j}.b"] for j in range(3)], dim=1).flatten()
         out[f"{prefix}.proj.weight"] = params["NIN_3.W"].T[..., None, None]
     return out
@@ -85,9 +121,17 @@ def _export(kind: str, ours: dict[str, torch.Tensor], prefix: str) -> dict[str, 
         c = ours[f"{prefix}.proj.weight"].shape[0]
         w = ours[f"{prefix}.qkv.weight"].reshape(c, 3, c)
         b = ours[f"{prefix}.qkv.bias"].reshape(c, 3)
-        nin = {f"NIN_{j}.W": w[:, j].T.contiguous() for j in range(3)} | {f"NIN_{j}.b": b[:, j].contiguous() for j in range(3)}
-        nin["NIN_3.W"], nin["NIN_3.b"] = ours[f"{prefix}.proj.weight"][:, :, 0, 0].T.contiguous(), ours[f"{prefix}.proj.bias"]
-        nin["GroupNorm_0.weight"], nin["GroupNorm_0.bias"] = ours[f"{prefix}.norm2.weight"], ours[f"{prefix}.norm2.bias"]
+        nin = {f"NIN_{j}.W": w[:, j].T.contiguous() for j in range(3)} | {
+            f"NIN_{j}.b": b[:, j].contiguous() for j in range(3)
+        }
+        nin["NIN_3.W"], nin["NIN_3.b"] = (
+            ours[f"{prefix}.proj.weight"][:, :, 0, 0].T.contiguous(),
+            ours[f"{prefix}.proj.bias"],
+        )
+        nin["GroupNorm_0.weight"], nin["GroupNorm_0.bias"] = (
+            ours[f"{prefix}.norm2.weight"],
+            ours[f"{prefix}.norm2.bias"],
+        )
         return {name: nin[name] for name in KINDS[kind]}
     return {name: ours[f"{prefix}.{mine}"] for name, mine in KINDS[kind].items() if f"{prefix}.{mine}" in ours}
 
@@ -97,7 +141,9 @@ def noise_levels(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
     return torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp()
 
 
-def from_score_sde(model_state: dict, net: SongUNet, shadow=None, sigmas=None, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+def from_score_sde(
+    model_state: dict, net: SongUNet, shadow=None, sigmas=None, where: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """Our state dict for `net` from score_sde's `model` state dict, with the EMA's `shadow_params` in place of the
     trained parameters when given; raises `CheckpointError` naming the first thing that does not fit."""
     prefixed = [k.startswith("module.") for k in model_state]
@@ -111,31 +157,47 @@ def from_score_sde(model_state: dict, net: SongUNet, shadow=None, sigmas=None, w
         if match:
             modules.setdefault(int(match[1]), {})[match[2]] = value
         elif key != "sigmas":
-            raise CheckpointError(f"{where}: unexpected key {key!r}: not part of score_sde's NCSNpp (all_modules.N.*, sigmas)")
+            raise CheckpointError(
+                f"{where}: unexpected key {key!r}: not part of score_sde's NCSNpp (all_modules.N.*, sigmas)"
+            )
     if sorted(modules) != list(range(len(units))):
-        raise CheckpointError(f"{where}: the network has {len(modules)} numbered modules; the config describes {len(units)} "
-                              "(another config: a deep model has 8 blocks per resolution, the others 4)")
+        raise CheckpointError(
+            f"{where}: the network has {len(modules)} numbered modules; the config describes {len(units)} "
+            "(another config: a deep model has 8 blocks per resolution, the others 4)"
+        )
     for i, (kind, prefix) in enumerate(units):
         unused = set(modules[i]) - set(KINDS[kind])
         if unused:
-            raise CheckpointError(f"{where}: all_modules.{i} ({kind} at our {prefix}) has unexpected tensors {sorted(unused)}: "
-                                  "the config builds another network")
+            raise CheckpointError(
+                f"{where}: all_modules.{i} ({kind} at our {prefix}) has unexpected tensors {sorted(unused)}: "
+                "the config builds another network"
+            )
     if "sigmas" not in state:
         raise CheckpointError(f"{where}: no 'sigmas' buffer: not a score_sde NCSNpp state dict")
     if sigmas is not None:
         stored = state["sigmas"].double().cpu()
         if stored.shape != sigmas.shape or not torch.allclose(stored, sigmas, rtol=1e-5, atol=0):
-            raise CheckpointError(f"{where}: its noise levels ({stored.shape[0]} from {float(stored[0]):g} to {float(stored[-1]):g}) are "
-                                  f"not this config's ({sigmas.shape[0]} from {float(sigmas[0]):g} to {float(sigmas[-1]):g}): "
-                                  "it was trained with another config")
+            raise CheckpointError(
+                f"{where}: its noise levels ({stored.shape[0]} from {float(stored[0]):g} to {float(stored[-1]):g}) are "
+                f"not this config's ({sigmas.shape[0]} from {float(sigmas[0]):g} to {float(sigmas[-1]):g}): "
+                "it was trained with another config"
+            )
     if shadow is not None:
-        trained = [f"all_modules.{i}.{name}" for i, (kind, _) in enumerate(units) for name in modules[i]
-                   if name not in NOT_TRAINED.get(kind, ())]
+        trained = [
+            f"all_modules.{i}.{name}"
+            for i, (kind, _) in enumerate(units)
+            for name in modules[i]
+            if name not in NOT_TRAINED.get(kind, ())
+        ]
         if len(shadow) != len(trained):
-            raise CheckpointError(f"{where}: its EMA holds {len(shadow)} tensors for the network's {len(trained)} trained parameters")
+            raise CheckpointError(
+                f"{where}: its EMA holds {len(shadow)} tensors for the network's {len(trained)} trained parameters"
+            )
         for key, value in zip(trained, shadow):
             if tuple(value.shape) != tuple(state[key].shape):
-                raise CheckpointError(f"{where}: EMA tensor for {key} has shape {tuple(value.shape)}, the network's {tuple(state[key].shape)}")
+                raise CheckpointError(
+                    f"{where}: EMA tensor for {key} has shape {tuple(value.shape)}, the network's {tuple(state[key].shape)}"
+                )
             i, name = key.split(".", 2)[1:]
             modules[int(i)][name] = value
     # The resampling filters are fixed by the config (score_sde keeps them as plain attributes, not in the file).
@@ -144,7 +206,9 @@ def from_score_sde(model_state: dict, net: SongUNet, shadow=None, sigmas=None, w
         try:
             ours |= _convert(kind, modules[i], prefix)
         except KeyError as e:
-            raise CheckpointError(f"{where}: all_modules.{i} ({kind} at our {prefix}) lacks {e.args[0]}: the config builds another network") from e
+            raise CheckpointError(
+                f"{where}: all_modules.{i} ({kind} at our {prefix}) lacks {e.args[0]}: the config builds another network"
+            ) from e
     return ours
 
 
@@ -163,12 +227,31 @@ def save_score_sde(path, net: SongUNet, sigmas: torch.Tensor, step: int = 0, ema
     Its optimizer entry is an Adam state without moments, which score_sde's `restore_checkpoint` accepts.
     """
     model = OrderedDict((k, v.cpu()) for k, v in to_score_sde(net, sigmas).items())
-    not_trained = {f"module.all_modules.{i}.{name}" for i, (kind, _) in enumerate(layout(net)) for name in NOT_TRAINED.get(kind, ())}
+    not_trained = {
+        f"module.all_modules.{i}.{name}"
+        for i, (kind, _) in enumerate(layout(net))
+        for name in NOT_TRAINED.get(kind, ())
+    }
     shadow = [v.clone() for k, v in model.items() if k != "module.sigmas" and k not in not_trained]
-    optimizer = {"state": {}, "param_groups": [{"lr": 2e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
-                                                "params": list(range(len(shadow) + len(not_trained)))}]}
-    state = {"optimizer": optimizer, "model": model, "ema": {"decay": ema_decay, "num_updates": step, "shadow_params": shadow},
-             "step": step}
+    optimizer = {
+        "state": {},
+        "param_groups": [
+            {
+                "lr": 2e-4,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0,
+                "amsgrad": False,
+                "params": list(range(len(shadow) + len(not_trained))),
+            }
+        ],
+    }
+    state = {
+        "optimizer": optimizer,
+        "model": model,
+        "ema": {"decay": ema_decay, "num_updates": step, "shadow_params": shadow},
+        "step": step,
+    }
     return save_torch(path, state)
 
 
@@ -197,17 +280,26 @@ class ScoreSdeFormat(CheckpointFormat):
         if use_ema:
             ema = state.get("ema")
             if not isinstance(ema, dict) or not isinstance(ema.get("shadow_params"), (list, tuple)):
-                raise CheckpointError(f"{path}: no EMA weights ('ema' with 'shadow_params'); use_ema=false takes the raw weights")
+                raise CheckpointError(
+                    f"{path}: no EMA weights ('ema' with 'shadow_params'); use_ema=false takes the raw weights"
+                )
             shadow = ema["shadow_params"]
         net = SongUNet(**self.network)
         sigma_min, sigma_max, n = self.noise_levels
         where = f"{path} (score_sde {self.name})"
-        load_strict(net, from_score_sde(state["model"], net, shadow, noise_levels(sigma_min, sigma_max, int(n)), where), where)
+        load_strict(
+            net, from_score_sde(state["model"], net, shadow, noise_levels(sigma_min, sigma_max, int(n)), where), where
+        )
         model = ScaledNoise(LabelledNet(net), self.sde, self.scaling).to(device).eval().requires_grad_(False)
         channels, size = int(self.network["in_channels"]), int(self.network["img_resolution"])
-        return Loaded(ScoreFunction(model, self.sde, EpsPrediction()), self.sde, (channels, size, size),
-                      f"score_sde:{self.name}:{Path(path)}", label_dim=net.label_dim,
-                      details={"step": state.get("step")})
+        return Loaded(
+            ScoreFunction(model, self.sde, EpsPrediction()),
+            self.sde,
+            (channels, size, size),
+            f"score_sde:{self.name}:{Path(path)}",
+            label_dim=net.label_dim,
+            details={"step": state.get("step")},
+        )
 
 
 ScoreSdeCheckpoint = ScoreSdeFormat  # the former name (sdeflow.hub.ScoreSdeCheckpoint in older configs and code)

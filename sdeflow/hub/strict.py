@@ -24,15 +24,22 @@ def load_strict(module: nn.Module, state: dict, where: str) -> None:
     """
     expected = module.state_dict()
     missing, unused = set(expected) - set(state), set(state) - set(expected)
-    shapes = {k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(getattr(state[k], "shape", ()))}
+    shapes = {
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(getattr(state[k], "shape", ()))
+    }
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing ({_some(missing)})")
     if unused:
         problems.append(f"{len(unused)} unused ({_some(unused)})")
     if shapes:
-        problems.append(f"{len(shapes)} of another shape (" + ", ".join(
-            f"{k}: {tuple(state[k].shape)} for {tuple(expected[k].shape)}" for k in sorted(shapes)[:3]) + ")")
+        problems.append(
+            f"{len(shapes)} of another shape ("
+            + ", ".join(f"{k}: {tuple(state[k].shape)} for {tuple(expected[k].shape)}" for k in sorted(shapes)[:3])
+            + ")"
+        )
     if problems:
-        raise CheckpointError(f"{where}: the weights do not fit the network its config describes: " + "; ".join(problems))
+        raise CheckpointError(
+            f"{where}: the weights do not fit the network its config describes: " + "; ".join(problems)
+        )
     module.load_state_dict(state, strict=True)

@@ -31,17 +31,23 @@ class SdeflowFormat(CheckpointFormat):
             cfg = OmegaConf.to_container(OmegaConf.create(state["config"]), resolve=False)
         except (OmegaConfBaseException, ValueError) as e:
             raise CheckpointError(f"{path}: its stored config is not readable YAML: {first_line(e)}") from e
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) \
-                or not {"net", "prediction"} <= set(cfg["model"]) or "sde" not in cfg \
-                or not isinstance(cfg.get("data"), dict) or "shape" not in cfg["data"]:
+        if (
+            not isinstance(cfg, dict)
+            or not isinstance(cfg.get("model"), dict)
+            or not {"net", "prediction"} <= set(cfg["model"])
+            or "sde" not in cfg
+            or not isinstance(cfg.get("data"), dict)
+            or "shape" not in cfg["data"]
+        ):
             raise CheckpointError(f"{path}: its stored config lacks model.net, model.prediction, sde or data.shape")
         shape = check_plain(cfg["data"]["shape"], "config.data.shape")
         if not isinstance(shape, list) or not shape or not all(isinstance(n, int) and n > 0 for n in shape):
             raise CheckpointError(f"{path}: its stored config.data.shape is {shape!r}, not a list of positive integers")
         dataset = cfg["data"].get("dataset")
         if dataset is not None and not isinstance(dataset, dict):
-            raise CheckpointError(f"{path}: its stored config.data.dataset is a {type(dataset).__name__}, "
-                                  "not a config node")
+            raise CheckpointError(
+                f"{path}: its stored config.data.dataset is a {type(dataset).__name__}, not a config node"
+            )
         sde = rebuild(cfg["sde"], "config.sde")
         net = rebuild(cfg["model"]["net"], "config.model.net")
         prediction = rebuild(cfg["model"]["prediction"], "config.model.prediction")
@@ -51,9 +57,17 @@ class SdeflowFormat(CheckpointFormat):
             raise CheckpointError(f"{path}: weights do not fit the model its config describes: {first_line(e)}") from e
         net = net.to(device).eval().requires_grad_(False)
         # sdeflow's networks state their classes; any other allow-listed module stored as the net is unconditional.
-        return Loaded(ScoreFunction(net, sde, prediction), sde, tuple(shape), f"sdeflow:{Path(path)}",
-                      label_dim=int(getattr(net, "label_dim", 0)), centered=bool((dataset or {}).get("centered", True)),
-                      dataset=dataset, config=cfg, details={"step": state.get("step")})
+        return Loaded(
+            ScoreFunction(net, sde, prediction),
+            sde,
+            tuple(shape),
+            f"sdeflow:{Path(path)}",
+            label_dim=int(getattr(net, "label_dim", 0)),
+            centered=bool((dataset or {}).get("centered", True)),
+            dataset=dataset,
+            config=cfg,
+            details={"step": state.get("step")},
+        )
 
 
 def load_trained(path, use_ema: bool = True, device="cpu") -> Loaded:

@@ -6,4 +6,13 @@ from sdeflow.nets.ncsnpp import NCSNpp
 from sdeflow.nets.precond import EDMPrecond
 from sdeflow.nets.song_unet import DhariwalUNet, SongUNet
 
-__all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "LabelEmbedding", "ScoreMLP", "NCSNpp", "EDMPrecond", "SongUNet", "DhariwalUNet"]
+__all__ = [
+    "GaussianFourierEmbedding",
+    "SinusoidalEmbedding",
+    "LabelEmbedding",
+    "ScoreMLP",
+    "NCSNpp",
+    "EDMPrecond",
+    "SongUNet",
+    "DhariwalUNet",
+]

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+
 from sdeflow.core.checks import integer
 
 
@@ -39,9 +40,13 @@ class SinusoidalEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
-        freqs = torch.exp(-math.log(self.max_positions) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1))
+        freqs = torch.exp(
+            -math.log(self.max_positions) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1)
+        )
         args = (t.float() * self.scale)[:, None] * freqs[None]
-        return torch.cat([torch.sin(args), torch.cos(args)], dim=-1).to(t.dtype if t.is_floating_point() else torch.float32)
+        return torch.cat([torch.sin(args), torch.cos(args)], dim=-1).to(
+            t.dtype if t.is_floating_point() else torch.float32
+        )
 
 
 class LabelEmbedding(nn.Module):
@@ -72,9 +77,11 @@ def one_hot_labels(y: torch.Tensor, label_dim: int, dtype) -> torch.Tensor:
 def check_labels(label_dim: int, y, batch: int, name: str) -> None:
     """Refuse, in one line, labels for an unconditional network, none for a conditional one, or labels out of range."""
     if label_dim and y is None:
-        raise ValueError(f"{name} is class-conditional (label_dim={label_dim}): call it with labels y (a (batch,) tensor of "
-                         f"0..{label_dim - 1}, or -1 for no class), e.g. ScoreFunction(model, sde, prediction, y=labels) or "
-                         "sdeflow-sample labels=[...]")
+        raise ValueError(
+            f"{name} is class-conditional (label_dim={label_dim}): call it with labels y (a (batch,) tensor of "
+            f"0..{label_dim - 1}, or -1 for no class), e.g. ScoreFunction(model, sde, prediction, y=labels) or "
+            "sdeflow-sample labels=[...]"
+        )
     if not label_dim and y is not None:
         raise ValueError(f"{name} is unconditional (label_dim=0): it takes no labels")
     if y is not None:
@@ -82,4 +89,6 @@ def check_labels(label_dim: int, y, batch: int, name: str) -> None:
         if y.shape != (batch,):
             raise ValueError(f"{name}: need one label per sample, shape ({batch},), got {tuple(y.shape)}")
         if bool(((y < -1) | (y >= label_dim)).any()):
-            raise ValueError(f"{name}: labels must lie in -1..{label_dim - 1} (-1: no class), got {y.unique().tolist()}")
+            raise ValueError(
+                f"{name}: labels must lie in -1..{label_dim - 1} (-1: no class), got {y.unique().tolist()}"
+            )

@@ -13,7 +13,9 @@ def make_kernel(k=(1, 3, 3, 1)) -> torch.Tensor:
     return k / k.sum()
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample by zero insertion, pad, filter with `kernel` (per channel), then keep every `down`-th pixel."""
     n, c, h, w = x.shape
     if up > 1:

@@ -81,8 +81,18 @@ class ResBlockDDPM(nn.Module):
 class ResBlockBigGAN(nn.Module):
     """BigGAN residual block; it also resamples (up or down) both paths when asked."""
 
-    def __init__(self, c_in: int, c_out: int, temb_dim: int, dropout: float = 0.1, skip_rescale: bool = True,
-                 up: bool = False, down: bool = False, fir: bool = True, fir_kernel=(1, 3, 3, 1)):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        temb_dim: int,
+        dropout: float = 0.1,
+        skip_rescale: bool = True,
+        up: bool = False,
+        down: bool = False,
+        fir: bool = True,
+        fir_kernel=(1, 3, 3, 1),
+    ):
         super().__init__()
         self.resample = Resample(up, fir, fir_kernel) if (up or down) else None
         self.norm1, self.conv1 = group_norm(c_in), conv(c_in, c_out)

@@ -20,7 +20,9 @@ class ScoreMLP(nn.Module):
             called as net(x, t, y=labels), label -1 meaning no class.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 128, blocks: int = 3, embedding: nn.Module | None = None, label_dim: int = 0):
+    def __init__(
+        self, dim: int = 2, hidden: int = 128, blocks: int = 3, embedding: nn.Module | None = None, label_dim: int = 0
+    ):
         super().__init__()
         if dim < 1 or hidden < 2 or blocks < 1:
             raise ValueError(f"need dim >= 1, hidden >= 2, blocks >= 1; got {dim}, {hidden}, {blocks}")
@@ -31,7 +33,12 @@ class ScoreMLP(nn.Module):
         self.label = LabelEmbedding(self.label_dim, emb_dim) if self.label_dim else None
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(
-            nn.ModuleDict({"t": nn.Linear(emb_dim, hidden), "f": nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))})
+            nn.ModuleDict(
+                {
+                    "t": nn.Linear(emb_dim, hidden),
+                    "f": nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)),
+                }
+            )
             for _ in range(blocks)
         )
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))

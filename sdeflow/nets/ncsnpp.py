@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdeflow.nets.embeddings import GaussianFourierEmbedding, LabelEmbedding, check_labels
-from sdeflow.nets.layers import AttnBlock, ResBlockBigGAN, ResBlockDDPM, Resample, conv, group_norm
+from sdeflow.nets.layers import AttnBlock, Resample, ResBlockBigGAN, ResBlockDDPM, conv, group_norm
 
 
 class NCSNpp(nn.Module):
@@ -35,13 +35,28 @@ class NCSNpp(nn.Module):
             net(x, t, y=labels), label -1 meaning no class.
     """
 
-    def __init__(self, in_channels: int = 3, resolution: int = 32, nf: int = 128, ch_mult=(1, 2, 2, 2), num_res_blocks: int = 4,
-                 attn_resolutions=(16,), dropout: float = 0.1, biggan: bool = True, fir: bool = True, fir_kernel=(1, 3, 3, 1),
-                 skip_rescale: bool = True, embedding: nn.Module | None = None, label_dim: int = 0):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        resolution: int = 32,
+        nf: int = 128,
+        ch_mult=(1, 2, 2, 2),
+        num_res_blocks: int = 4,
+        attn_resolutions=(16,),
+        dropout: float = 0.1,
+        biggan: bool = True,
+        fir: bool = True,
+        fir_kernel=(1, 3, 3, 1),
+        skip_rescale: bool = True,
+        embedding: nn.Module | None = None,
+        label_dim: int = 0,
+    ):
         super().__init__()
         levels = len(ch_mult)
         if resolution % (2 ** (levels - 1)):
-            raise ValueError(f"resolution {resolution} is not divisible by 2^{levels - 1} for {levels} levels (ch_mult={tuple(ch_mult)})")
+            raise ValueError(
+                f"resolution {resolution} is not divisible by 2^{levels - 1} for {levels} levels (ch_mult={tuple(ch_mult)})"
+            )
         if num_res_blocks < 1 or nf < 8 or nf % 4:
             raise ValueError(f"need num_res_blocks >= 1 and nf a multiple of 4, >= 8; got {num_res_blocks}, {nf}")
         self.resolution, self.in_channels = resolution, in_channels
@@ -66,7 +81,11 @@ class NCSNpp(nn.Module):
                     self.down.append(AttnBlock(c, skip_rescale))
                 chans.append(c)
             if level != levels - 1:
-                self.down.append(ResBlockBigGAN(c, c, down=True, **res_kw, **resample_kw) if biggan else Resample(False, **resample_kw))
+                self.down.append(
+                    ResBlockBigGAN(c, c, down=True, **res_kw, **resample_kw)
+                    if biggan
+                    else Resample(False, **resample_kw)
+                )
                 chans.append(c)
                 res //= 2
         self.mid = nn.ModuleList([block(c, c, **res_kw), AttnBlock(c, skip_rescale), block(c, c, **res_kw)])
@@ -78,14 +97,18 @@ class NCSNpp(nn.Module):
             if res in attn:
                 self.up.append(AttnBlock(c, skip_rescale))
             if level != 0:
-                self.up.append(ResBlockBigGAN(c, c, up=True, **res_kw, **resample_kw) if biggan else Resample(True, **resample_kw))
+                self.up.append(
+                    ResBlockBigGAN(c, c, up=True, **res_kw, **resample_kw) if biggan else Resample(True, **resample_kw)
+                )
                 res *= 2
         self.norm_out = group_norm(c)
         self.conv_out = conv(c, in_channels, init_scale=0.0)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1:] != (self.in_channels, self.resolution, self.resolution):
-            raise ValueError(f"expected images of shape ({self.in_channels}, {self.resolution}, {self.resolution}), got {tuple(x.shape[1:])}")
+            raise ValueError(
+                f"expected images of shape ({self.in_channels}, {self.resolution}, {self.resolution}), got {tuple(x.shape[1:])}"
+            )
         check_labels(self.label_dim, y, len(x), "NCSNpp")
         emb = self.embed(t)
         if self.label is not None:

@@ -32,8 +32,17 @@ class Conv2d(nn.Module):
     `fused`: the residual encoder's layout, which convolves before downsampling (padding both at once).
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True, up: bool = False, down: bool = False,
-                 resample_filter=(1, 1), fused: bool = False):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        bias: bool = True,
+        up: bool = False,
+        down: bool = False,
+        resample_filter=(1, 1),
+        fused: bool = False,
+    ):
         super().__init__()
         self.c_in, self.c_out, self.up, self.down, self.fused = c_in, c_out, up, down, fused
         self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel, kernel)) if kernel else None
@@ -49,7 +58,9 @@ class Conv2d(nn.Module):
         w_pad = 0 if w is None else w.shape[-1] // 2
         f_pad = 0 if f is None else (f.shape[-1] - 1) // 2
         if self.fused and self.up and w is not None:
-            x = F.conv_transpose2d(x, (4 * f).tile(self.c_in, 1, 1, 1), groups=self.c_in, stride=2, padding=w_pad + f_pad)
+            x = F.conv_transpose2d(
+                x, (4 * f).tile(self.c_in, 1, 1, 1), groups=self.c_in, stride=2, padding=w_pad + f_pad
+            )
             x = F.conv2d(x, w)
         elif self.fused and self.down and w is not None:
             x = F.conv2d(x, w, padding=w_pad + f_pad)
@@ -83,7 +94,9 @@ class PositionalNoise(nn.Module):
         self.half, self.endpoint = channels // 2, endpoint
 
     def forward(self, c_noise, cos_first: bool = False):
-        steps = torch.arange(self.half, dtype=torch.float32, device=c_noise.device) / (self.half - (1 if self.endpoint else 0))
+        steps = torch.arange(self.half, dtype=torch.float32, device=c_noise.device) / (
+            self.half - (1 if self.endpoint else 0)
+        )
         x = torch.outer(c_noise, ((1 / 10000) ** steps).to(c_noise.dtype))
         return torch.cat([x.cos(), x.sin()] if cos_first else [x.sin(), x.cos()], dim=1)
 
@@ -108,9 +121,22 @@ class UNetBlock(nn.Module):
     attention one head per 64 channels.
     """
 
-    def __init__(self, c_in: int, c_out: int, emb: int, up: bool = False, down: bool = False, attention: bool = False,
-                 dropout: float = 0.0, resample_filter=(1, 1), heads: int = 1, adaptive_scale: bool = False,
-                 skip_scale: float = math.sqrt(0.5), eps: float = 1e-6, resample_proj: bool = True):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        emb: int,
+        up: bool = False,
+        down: bool = False,
+        attention: bool = False,
+        dropout: float = 0.0,
+        resample_filter=(1, 1),
+        heads: int = 1,
+        adaptive_scale: bool = False,
+        skip_scale: float = math.sqrt(0.5),
+        eps: float = 1e-6,
+        resample_proj: bool = True,
+    ):
         super().__init__()
         self.in_channels, self.dropout, self.adaptive_scale, self.skip_scale = c_in, dropout, adaptive_scale, skip_scale
         self.norm0 = GroupNorm(c_in, eps=eps)
@@ -150,15 +176,36 @@ class SongUNet(nn.Module):
     """DDPM++ (`embedding_type="positional"`, standard encoder, filter [1, 1]) or NCSN++ ("fourier", "residual" encoder,
     filter [1, 3, 3, 1]), with EDM's argument names, so a pickle's recorded arguments build it directly."""
 
-    def __init__(self, img_resolution: int, in_channels: int, out_channels: int, label_dim: int = 0, augment_dim: int = 0,
-                 model_channels: int = 128, channel_mult=(1, 2, 2, 2), channel_mult_emb: int = 4, num_blocks: int = 4,
-                 attn_resolutions=(16,), dropout: float = 0.10, label_dropout: float = 0.0, embedding_type: str = "positional",
-                 channel_mult_noise: int = 1, encoder_type: str = "standard", decoder_type: str = "standard", resample_filter=(1, 1)):
+    def __init__(
+        self,
+        img_resolution: int,
+        in_channels: int,
+        out_channels: int,
+        label_dim: int = 0,
+        augment_dim: int = 0,
+        model_channels: int = 128,
+        channel_mult=(1, 2, 2, 2),
+        channel_mult_emb: int = 4,
+        num_blocks: int = 4,
+        attn_resolutions=(16,),
+        dropout: float = 0.10,
+        label_dropout: float = 0.0,
+        embedding_type: str = "positional",
+        channel_mult_noise: int = 1,
+        encoder_type: str = "standard",
+        decoder_type: str = "standard",
+        resample_filter=(1, 1),
+    ):
         super().__init__()
-        if embedding_type not in ("positional", "fourier") or encoder_type not in ("standard", "skip", "residual") \
-                or decoder_type not in ("standard", "skip"):
-            raise ValueError(f"SongUNet: unknown embedding_type {embedding_type!r}, encoder_type {encoder_type!r} or "
-                             f"decoder_type {decoder_type!r}")
+        if (
+            embedding_type not in ("positional", "fourier")
+            or encoder_type not in ("standard", "skip", "residual")
+            or decoder_type not in ("standard", "skip")
+        ):
+            raise ValueError(
+                f"SongUNet: unknown embedding_type {embedding_type!r}, encoder_type {encoder_type!r} or "
+                f"decoder_type {decoder_type!r}"
+            )
         self.label_dim, self.in_channels = int(label_dim), in_channels
         emb, noise = model_channels * channel_mult_emb, model_channels * channel_mult_noise
         self.map_noise = FourierNoise(noise) if embedding_type == "fourier" else PositionalNoise(noise)
@@ -180,12 +227,18 @@ class SongUNet(nn.Module):
                     self.enc[f"{res}x{res}_aux_down"] = Conv2d(aux, aux, 0, down=True, resample_filter=resample_filter)
                     self.enc[f"{res}x{res}_aux_skip"] = Conv2d(aux, c, 1)
                 if encoder_type == "residual":
-                    self.enc[f"{res}x{res}_aux_residual"] = Conv2d(aux, c, 3, down=True, resample_filter=resample_filter, fused=True)
+                    self.enc[f"{res}x{res}_aux_residual"] = Conv2d(
+                        aux, c, 3, down=True, resample_filter=resample_filter, fused=True
+                    )
                     aux = c
             for i in range(num_blocks):
-                self.enc[f"{res}x{res}_block{i}"] = UNetBlock(c, model_channels * mult, attention=res in attn_resolutions, **block)
+                self.enc[f"{res}x{res}_block{i}"] = UNetBlock(
+                    c, model_channels * mult, attention=res in attn_resolutions, **block
+                )
                 c = model_channels * mult
-        skips = [m.c_out if isinstance(m, Conv2d) else m.conv1.c_out for name, m in self.enc.items() if "aux" not in name]
+        skips = [
+            m.c_out if isinstance(m, Conv2d) else m.conv1.c_out for name, m in self.enc.items() if "aux" not in name
+        ]
 
         self.dec = nn.ModuleDict()
         for level, mult in reversed(list(enumerate(channel_mult))):
@@ -196,12 +249,18 @@ class SongUNet(nn.Module):
             else:
                 self.dec[f"{res}x{res}_up"] = UNetBlock(c, c, up=True, **block)
             for i in range(num_blocks + 1):
-                self.dec[f"{res}x{res}_block{i}"] = UNetBlock(c + skips.pop(), model_channels * mult,
-                                                              attention=i == num_blocks and res in attn_resolutions, **block)
+                self.dec[f"{res}x{res}_block{i}"] = UNetBlock(
+                    c + skips.pop(),
+                    model_channels * mult,
+                    attention=i == num_blocks and res in attn_resolutions,
+                    **block,
+                )
                 c = model_channels * mult
             if decoder_type == "skip" or level == 0:
                 if decoder_type == "skip" and level < len(channel_mult) - 1:
-                    self.dec[f"{res}x{res}_aux_up"] = Conv2d(out_channels, out_channels, 0, up=True, resample_filter=resample_filter)
+                    self.dec[f"{res}x{res}_aux_up"] = Conv2d(
+                        out_channels, out_channels, 0, up=True, resample_filter=resample_filter
+                    )
                 self.dec[f"{res}x{res}_aux_norm"] = GroupNorm(c, eps=1e-6)
                 self.dec[f"{res}x{res}_aux_conv"] = Conv2d(c, out_channels, 3)
 
@@ -245,10 +304,23 @@ class DhariwalUNet(nn.Module):
     fractional, as in its 512 x 512 model.
     """
 
-    def __init__(self, img_resolution: int, in_channels: int, out_channels: int, label_dim: int = 0, augment_dim: int = 0,
-                 model_channels: int = 192, channel_mult=(1, 2, 3, 4), channel_mult_emb: int = 4, num_blocks: int = 3,
-                 attn_resolutions=(32, 16, 8), dropout: float = 0.10, label_dropout: float = 0.0, num_heads: int = -1,
-                 channels_per_head: int = 64):
+    def __init__(
+        self,
+        img_resolution: int,
+        in_channels: int,
+        out_channels: int,
+        label_dim: int = 0,
+        augment_dim: int = 0,
+        model_channels: int = 192,
+        channel_mult=(1, 2, 3, 4),
+        channel_mult_emb: int = 4,
+        num_blocks: int = 3,
+        attn_resolutions=(32, 16, 8),
+        dropout: float = 0.10,
+        label_dropout: float = 0.0,
+        num_heads: int = -1,
+        channels_per_head: int = 64,
+    ):
         super().__init__()
         self.label_dim, self.in_channels = int(label_dim), in_channels
         emb = model_channels * channel_mult_emb
@@ -259,8 +331,18 @@ class DhariwalUNet(nn.Module):
 
         def block(c_in, c_out, **kw):
             heads = num_heads if num_heads > 0 else c_out // channels_per_head
-            return UNetBlock(c_in, c_out, emb, dropout=dropout, heads=heads, adaptive_scale=True, skip_scale=1.0, eps=1e-5,
-                             resample_proj=False, **kw)
+            return UNetBlock(
+                c_in,
+                c_out,
+                emb,
+                dropout=dropout,
+                heads=heads,
+                adaptive_scale=True,
+                skip_scale=1.0,
+                eps=1e-5,
+                resample_proj=False,
+                **kw,
+            )
 
         self.enc = nn.ModuleDict()
         c = in_channels
@@ -272,7 +354,9 @@ class DhariwalUNet(nn.Module):
             else:
                 self.enc[f"{res}x{res}_down"] = block(c, c, down=True)
             for i in range(num_blocks):
-                self.enc[f"{res}x{res}_block{i}"] = block(c, int(model_channels * mult), attention=res in attn_resolutions)
+                self.enc[f"{res}x{res}_block{i}"] = block(
+                    c, int(model_channels * mult), attention=res in attn_resolutions
+                )
                 c = int(model_channels * mult)
         skips = [m.c_out if isinstance(m, Conv2d) else m.conv1.c_out for m in self.enc.values()]
 
@@ -285,7 +369,9 @@ class DhariwalUNet(nn.Module):
             else:
                 self.dec[f"{res}x{res}_up"] = block(c, c, up=True)
             for i in range(num_blocks + 1):
-                self.dec[f"{res}x{res}_block{i}"] = block(c + skips.pop(), int(model_channels * mult), attention=res in attn_resolutions)
+                self.dec[f"{res}x{res}_block{i}"] = block(
+                    c + skips.pop(), int(model_channels * mult), attention=res in attn_resolutions
+                )
                 c = int(model_channels * mult)
         self.out_norm = GroupNorm(c)
         self.out_conv = Conv2d(c, out_channels, 3)

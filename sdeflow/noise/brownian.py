@@ -28,8 +28,8 @@ import math
 
 import torch
 
-from sdeflow.noise.generators import BROWNIAN, NOISE, PerSampleNoise
 from sdeflow.core.checks import integer
+from sdeflow.noise.generators import BROWNIAN, NOISE, PerSampleNoise
 
 
 def brownian_span(sde) -> tuple[float, float]:
@@ -55,16 +55,32 @@ class BrownianNoise:
             benchmark whose rows share grids, keeps one grid's worth).
     """
 
-    def __init__(self, seed: int, n: int, offset: int = 0, t0: float = 1e-5, t1: float = 1.0, depth: int = 16,
-                 cache_size: int = 4):
+    def __init__(
+        self,
+        seed: int,
+        n: int,
+        offset: int = 0,
+        t0: float = 1e-5,
+        t1: float = 1.0,
+        depth: int = 16,
+        cache_size: int = 4,
+    ):
         if not 0 < t0 < t1:
-            raise ValueError(f"a Brownian path needs 0 < t0 < t1 (its tree splits in log t; use the SDE's [eps, T]), "
-                             f"got t0={t0}, t1={t1}")
+            raise ValueError(
+                f"a Brownian path needs 0 < t0 < t1 (its tree splits in log t; use the SDE's [eps, T]), "
+                f"got t0={t0}, t1={t1}"
+            )
         integer("depth", depth, 1, 29, " (node ids are 32-bit counter words)")
         self.fresh = PerSampleNoise(seed, n, offset, purpose=NOISE)
         self.tree = PerSampleNoise(seed, n, offset, purpose=BROWNIAN)
         integer("cache_size", cache_size, 2, accepted=" (a step's two ends)")
-        self.n, self.t0, self.t1, self.depth, self.cache_size = int(n), float(t0), float(t1), int(depth), int(cache_size)
+        self.n, self.t0, self.t1, self.depth, self.cache_size = (
+            int(n),
+            float(t0),
+            float(t1),
+            int(depth),
+            int(cache_size),
+        )
         self._log0, self._log1 = math.log(self.t0), math.log(self.t1)
         # Per (shape, device): W at tree positions (integers in [0, 2^depth]) along the last two descents,
         # so memory stays at 2 x depth states while a monotone grid's queries share most of their path;
@@ -105,8 +121,10 @@ class BrownianNoise:
             # W(0) = 0: a grid may end at t = 0 (an SDE with eps = 0); times in (0, t0) are outside the tree.
             return torch.zeros(self._check(shape), dtype=torch.float64, device=device)
         if not self.t0 - slack <= t <= self.t1 + slack:
-            raise ValueError(f"the Brownian path spans [{self.t0}, {self.t1}] (and t = 0), asked for t = {t}; "
-                             "give the path the SDE's [eps, T] (`brownian_span(sde)`)")
+            raise ValueError(
+                f"the Brownian path spans [{self.t0}, {self.t1}] (and t = 0), asked for t = {t}; "
+                "give the path the SDE's [eps, T] (`brownian_span(sde)`)"
+            )
         t = min(max(t, self.t0), self.t1)
         cache = self._cache.setdefault((shape, device), {"points": {}, "last": [], "values": {}, "leaves": {}})
         values = cache["values"]
@@ -125,7 +143,9 @@ class BrownianNoise:
                 break
             mid = (lo + hi) // 2
             node = 2**level + (lo >> (self.depth - level))
-            w_mid = self._point(points, mid, lambda: self._bridge(w_lo, w_hi, lo, hi, self._time(mid), node, shape, device))
+            w_mid = self._point(
+                points, mid, lambda: self._bridge(w_lo, w_hi, lo, hi, self._time(mid), node, shape, device)
+            )
             visited.append(mid)
             if u < mid:
                 hi, w_hi = mid, w_mid
@@ -143,8 +163,10 @@ class BrownianNoise:
             # Times equal but for rounding (a grid point computed two ways) are the same time.
             other = cache["leaves"].setdefault(lo, t)
             if abs(other - t) > 1e-12 * t:
-                raise ValueError(f"times {other!r} and {t!r} fall in one leaf of the Brownian tree (width {1 / leaves:.3g} of "
-                                 f"log(t1 / t0)); give BrownianNoise a larger depth (now {self.depth}, at most 29)")
+                raise ValueError(
+                    f"times {other!r} and {t!r} fall in one leaf of the Brownian tree (width {1 / leaves:.3g} of "
+                    f"log(t1 / t0)); give BrownianNoise a larger depth (now {self.depth}, at most 29)"
+                )
             w = self._bridge(w_lo, w_hi, lo, hi, t, leaves + lo, shape, device)
         values[t] = w
         while len(values) > self.cache_size:
@@ -162,7 +184,9 @@ class BrownianNoise:
         """W(t) for t in [time(lo), time(hi)] from the Brownian bridge between the two ends, with draw `node`."""
         a, b = self._time(lo), self._time(hi)
         f = (t - a) / (b - a)
-        return w_lo + f * (w_hi - w_lo) + math.sqrt(max((t - a) * (b - t) / (b - a), 0.0)) * self._z(node, shape, device)
+        return (
+            w_lo + f * (w_hi - w_lo) + math.sqrt(max((t - a) * (b - t) / (b - a), 0.0)) * self._z(node, shape, device)
+        )
 
     def _point(self, points: dict, position: int, make):
         if position not in points:
@@ -179,5 +203,7 @@ class BrownianNoise:
         return self.tree.randn(self._check(shape), dtype=torch.float64, device=device, draw=node, fast=True)
 
     def __repr__(self) -> str:
-        return (f"BrownianNoise(seed={self.fresh.seed}, n={self.n}, offset={self.fresh.offset}, t0={self.t0}, t1={self.t1}, "
-                f"depth={self.depth})")
+        return (
+            f"BrownianNoise(seed={self.fresh.seed}, n={self.n}, offset={self.fresh.offset}, t0={self.t0}, t1={self.t1}, "
+            f"depth={self.depth})"
+        )

@@ -43,8 +43,22 @@ class SharedNoise:
 
 
 # The purposes of a run's streams. Append new ones at the end: the numbers key the streams.
-(PRIOR, EXACT, NOISE, DIRECTIONS, INIT_WEIGHTS, HELD_OUT, SUBSETS, DEQUANTIZE, BATCHES, TRAINING, BROWNIAN, OBSERVATION,
- MEASUREMENT, PILOT) = range(14)
+(
+    PRIOR,
+    EXACT,
+    NOISE,
+    DIRECTIONS,
+    INIT_WEIGHTS,
+    HELD_OUT,
+    SUBSETS,
+    DEQUANTIZE,
+    BATCHES,
+    TRAINING,
+    BROWNIAN,
+    OBSERVATION,
+    MEASUREMENT,
+    PILOT,
+) = range(14)
 
 
 class PerSampleNoise:
@@ -95,7 +109,9 @@ class PerSampleNoise:
         """
         index = self._index(draw)
         words = self._words(shape, device, index)[0]
-        return (torch.from_numpy(words.view(np.int64)) if isinstance(words, np.ndarray) else words).reshape(tuple(shape))
+        return (torch.from_numpy(words.view(np.int64)) if isinstance(words, np.ndarray) else words).reshape(
+            tuple(shape)
+        )
 
     def _index(self, draw: int | None, count: int = 1) -> int:
         """The draw index to read (the next one, advancing the count by `count`, or `draw`)."""
@@ -126,11 +142,15 @@ class PerSampleNoise:
         else:
             sample = torch.arange(self.offset, self.offset + self.n, dtype=torch.int64, device=device)[:, None]
             c0 = torch.arange(blocks, dtype=torch.int64, device=device).expand(self.n, blocks)
-            words = torch.stack(philox4x32(c0, index, sample & 0xFFFFFFFF, sample >> 32, *keys, mulhilo=_mulhilo_int64), dim=-1)
+            words = torch.stack(
+                philox4x32(c0, index, sample & 0xFFFFFFFF, sample >> 32, *keys, mulhilo=_mulhilo_int64), dim=-1
+            )
         # The four words of a block are four consecutive elements.
         return words.reshape(-1, self.n, 4 * blocks)[..., :per_sample]
 
-    def randn(self, shape, dtype=torch.float32, device=None, draw: int | None = None, fast: bool = False) -> torch.Tensor:
+    def randn(
+        self, shape, dtype=torch.float32, device=None, draw: int | None = None, fast: bool = False
+    ) -> torch.Tensor:
         """Standard normals, shape (n, *shape[1:]); `draw`: those of this draw index (see `words`).
 
         Box-Muller on pairs of words, in float64 whatever `dtype`: the tails keep all 32 bits of the
@@ -151,7 +171,11 @@ class PerSampleNoise:
         kind = (tuple(shape), dtype, fast)
         if self._ahead is None or self._ahead[0] != kind or not 0 <= self.draws - self._ahead[1] < len(self._ahead[2]):
             # Draw one ahead at first; double the block while the same draws keep coming.
-            last = self._ahead is not None and self._ahead[0] == kind and self.draws == self._ahead[1] + len(self._ahead[2])
+            last = (
+                self._ahead is not None
+                and self._ahead[0] == kind
+                and self.draws == self._ahead[1] + len(self._ahead[2])
+            )
             count = min(2 * len(self._ahead[2]), DRAW_AHEAD) if last else 1
             self._ahead = (kind, self.draws, self._normals(shape, dtype, fast, None, self.draws, count))
         z = self._ahead[2][self._index(None) - self._ahead[1]]
@@ -167,7 +191,9 @@ class PerSampleNoise:
         u = (w.reshape(*w.shape[:2], -1, 2).to(torch.float32 if fast else torch.float64) + 0.5) * 2.0**-32
         r = torch.sqrt(-2.0 * torch.log(u[..., 0]))
         angle = (2 * math.pi) * u[..., 1]
-        z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], -1).reshape(*w.shape[:2], -1)[..., : _per_sample(shape)]
+        z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], -1).reshape(*w.shape[:2], -1)[
+            ..., : _per_sample(shape)
+        ]
         return z.reshape(-1, *tuple(shape)).to(dtype)
 
     def rand(self, shape, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -20,7 +20,9 @@ def streams(seed: int, n: int, offset: int = 0, brownian=None) -> tuple:
     return PerSampleNoise(seed, n, offset, purpose=PRIOR), noise
 
 
-def sampling_streams(sde, n: int, seed: int | None = 0, generator=None, offset: int = 0, brownian: bool = False) -> tuple:
+def sampling_streams(
+    sde, n: int, seed: int | None = 0, generator=None, offset: int = 0, brownian: bool = False
+) -> tuple:
     """The (prior, noise) sources of samples offset..offset+n-1 of a sampling run: the one preamble of `sample`,
     `generate` and `sdedit`.
 

@@ -6,6 +6,20 @@ from sdeflow.problems.gmm import GaussianMixture
 from sdeflow.problems.tasks import GuidedProblem, InpaintingProblem
 from sdeflow.problems.toy import checkerboard, eight_gaussians, grid_gaussians, swiss_roll, two_moons
 
-__all__ = ["GaussianMixture", "eight_gaussians", "grid_gaussians", "two_moons", "swiss_roll", "checkerboard",
-           "gaussian_data", "flow_map", "reverse_transition",
-           "LabelledMixture", "FullMixture", "observed_posterior", "linear_posterior", "GuidedProblem", "InpaintingProblem"]
+__all__ = [
+    "GaussianMixture",
+    "eight_gaussians",
+    "grid_gaussians",
+    "two_moons",
+    "swiss_roll",
+    "checkerboard",
+    "gaussian_data",
+    "flow_map",
+    "reverse_transition",
+    "LabelledMixture",
+    "FullMixture",
+    "observed_posterior",
+    "linear_posterior",
+    "GuidedProblem",
+    "InpaintingProblem",
+]

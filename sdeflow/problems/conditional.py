@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from sdeflow.problems.gmm import GaussianMixture, _Identity
 from sdeflow.core.tensors import batch_times
+from sdeflow.problems.gmm import GaussianMixture, _Identity
 
 
 class LabelledMixture:
@@ -84,7 +84,9 @@ class LabelledMixture:
         """n exact samples of p_t(x | y)."""
         return self.class_mixture(y).sample(n, generator, t=t, sde=sde)
 
-    def guided_ode_reference(self, sde, x_T: torch.Tensor, y, w: float, t_end=None, rtol: float = 1e-10, atol: float = 1e-10):
+    def guided_ode_reference(
+        self, sde, x_T: torch.Tensor, y, w: float, t_end=None, rtol: float = 1e-10, atol: float = 1e-10
+    ):
         """The guided probability-flow ODE's solution from x_T (dopri8, float64): the truth guided solvers are scored on."""
         from sdeflow.samplers.solvers.ode import ProbabilityFlowODE
         from sdeflow.score.function import ScoreFunction
@@ -92,7 +94,9 @@ class LabelledMixture:
         t_end = sde.eps if t_end is None else t_end
         guided = ScoreFunction(lambda x, t: self.guided_score(x, t, sde, y, w), sde)
         grid = torch.tensor([sde.T, t_end], dtype=torch.float64)
-        return ProbabilityFlowODE("dopri8", rtol=rtol, atol=atol).sample(guided, sde, x_T.to(torch.float64), grid).samples
+        return (
+            ProbabilityFlowODE("dopri8", rtol=rtol, atol=atol).sample(guided, sde, x_T.to(torch.float64), grid).samples
+        )
 
     def __repr__(self) -> str:
         return f"LabelledMixture({self.mixture!r}, classes={self.classes})"
@@ -126,7 +130,9 @@ def observed_posterior(mixture: GaussianMixture, index, y: torch.Tensor, noise_s
     y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
     mu, var = mixture.means[:, index], mixture.stds[:, index] ** 2
     n2 = noise_std**2
-    logw = torch.log(mixture.weights) - 0.5 * (((y - mu) ** 2) / (var + n2) + torch.log(2 * math.pi * (var + n2))).sum(1)
+    logw = torch.log(mixture.weights) - 0.5 * (((y - mu) ** 2) / (var + n2) + torch.log(2 * math.pi * (var + n2))).sum(
+        1
+    )
     means, stds = mixture.means.clone(), mixture.stds.clone()
     post_var = 1 / (1 / var + 1 / n2)
     means[:, index] = post_var * (mu / var + y / n2)

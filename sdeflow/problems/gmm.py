@@ -33,7 +33,9 @@ class GaussianMixture:
         if stds.ndim == 1:
             stds = stds[:, None].expand(K, d)
         if weights.shape != (K,) or stds.shape != (K, d):
-            raise ValueError(f"weights must be ({K},) and stds ({K},) or ({K}, {d}); got {tuple(weights.shape)} and {tuple(stds.shape)}")
+            raise ValueError(
+                f"weights must be ({K},) and stds ({K},) or ({K}, {d}); got {tuple(weights.shape)} and {tuple(stds.shape)}"
+            )
         if (weights <= 0).any() or (stds <= 0).any():
             raise ValueError("weights and stds must be positive")
         self.weights = weights / weights.sum()
@@ -85,7 +87,9 @@ class GaussianMixture:
         diff = xf[:, None, :] - mean
         scaled = diff / var
         quad = (scaled * diff).sum(-1)
-        logp = -0.5 * (quad + torch.log(var).sum(-1) + self.dim * math.log(2 * math.pi)) + torch.log(self.weights.to(x.device))
+        logp = -0.5 * (quad + torch.log(var).sum(-1) + self.dim * math.log(2 * math.pi)) + torch.log(
+            self.weights.to(x.device)
+        )
         return logp, (lambda resp: -(resp[:, :, None] * scaled).sum(1))
 
     def log_prob(self, x: torch.Tensor, t=0.0, sde=None) -> torch.Tensor:
@@ -133,7 +137,9 @@ class GaussianMixture:
         between = (self.weights[:, None, None] * dm[:, :, None] * dm[:, None, :]).sum(0)
         return alpha**2 * (within + between) + sigma**2 * torch.eye(self.dim, dtype=torch.float64)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, t=0.0, sde=None, dtype=torch.float64) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, t=0.0, sde=None, dtype=torch.float64
+    ) -> torch.Tensor:
         """n exact samples of p_t (p_0 by default), shape (n, d)."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         x0 = self.means[k] + self.stds[k] * torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
@@ -148,7 +154,9 @@ class GaussianMixture:
         """n samples of p_0, so a mixture serves wherever a toy sampler `(n, generator)` does."""
         return self.sample(n, generator)
 
-    def ode_reference(self, sde, x_T: torch.Tensor, t_end=None, rtol: float = 1e-10, atol: float = 1e-10, method: str = "dopri8"):
+    def ode_reference(
+        self, sde, x_T: torch.Tensor, t_end=None, rtol: float = 1e-10, atol: float = 1e-10, method: str = "dopri8"
+    ):
         """The probability-flow ODE solution from x_T at sde.T to `t_end` (default sde.eps), adaptive in float64.
 
         The ODE is solved where it is smooth for every schedule: in x / alpha against log(sigma / alpha) = -lambda,
@@ -168,7 +176,9 @@ class GaussianMixture:
         log_sigma = VESDE(sigma_min=nsr_end, sigma_max=nsr_T, T=1.0, eps=0.0)
         solver = ProbabilityFlowODE(method=method, rtol=rtol, atol=atol)
         grid = torch.tensor([1.0, 0.0], dtype=torch.float64)
-        out = solver.sample(ScoreFunction(self.score_fn(log_sigma), log_sigma), log_sigma, x_T.to(torch.float64) / alpha_T, grid)
+        out = solver.sample(
+            ScoreFunction(self.score_fn(log_sigma), log_sigma), log_sigma, x_T.to(torch.float64) / alpha_T, grid
+        )
         return alpha_end * out.samples
 
 

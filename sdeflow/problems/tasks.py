@@ -28,8 +28,9 @@ class GuidedProblem:
         self.problem, self.w, self.dim = problem, float(w), problem.dim
 
     @classmethod
-    def random(cls, w: float, dim: int = 16, components: int = 8, classes: int = 4, std_range=(0.05, 0.2),
-               seed: int = 0) -> "GuidedProblem":
+    def random(
+        cls, w: float, dim: int = 16, components: int = 8, classes: int = 4, std_range=(0.05, 0.2), seed: int = 0
+    ) -> "GuidedProblem":
         """`GaussianMixture.random`'s components dealt to `classes` classes in turn (component k has class k mod classes)."""
         if not 1 <= classes <= components:
             raise ValueError(f"need 1 <= classes <= components, got classes={classes}, components={components}")
@@ -45,7 +46,9 @@ class GuidedProblem:
 
         return guided
 
-    def ode_reference(self, sde, x_T: torch.Tensor, t_end=None, rtol: float = 1e-10, atol: float = 1e-10, method: str = "dopri8"):
+    def ode_reference(
+        self, sde, x_T: torch.Tensor, t_end=None, rtol: float = 1e-10, atol: float = 1e-10, method: str = "dopri8"
+    ):
         if method != "dopri8":
             raise ValueError(f"the guided reference is solved with dopri8, got method={method!r}")
         return self.problem.guided_ode_reference(sde, x_T, self.labels(len(x_T)), self.w, t_end, rtol, atol)
@@ -84,8 +87,15 @@ class InpaintingProblem:
         self.operator = Inpainting(mask)
 
     @classmethod
-    def bimodal(cls, dim: int = 16, components: int = 4, std: float = 0.15, noise_std: float = 0.1, shift: float = 0.05,
-                seed: int = 0) -> "InpaintingProblem":
+    def bimodal(
+        cls,
+        dim: int = 16,
+        components: int = 4,
+        std: float = 0.15,
+        noise_std: float = 0.1,
+        shift: float = 0.05,
+        seed: int = 0,
+    ) -> "InpaintingProblem":
         """Components with means in [-1, 1]^dim, the first two equal on the two observed coordinates, which are
         observed near them (`shift` away): the posterior is bimodal in the unobserved coordinates."""
         if components < 2 or dim < 3:

@@ -42,8 +42,10 @@ class NonFiniteError(SolverError):
 
 def non_finite(solver, where: str) -> NonFiniteError:
     """The error for NaN or infinity found by `solver` at `where` (its step and time)."""
-    return NonFiniteError(f"{solver}: NaN or infinity in the state {where}; the score model returned non-finite values "
-                          "or the step diverged (check the model's weights, the grid and the SDE)")
+    return NonFiniteError(
+        f"{solver}: NaN or infinity in the state {where}; the score model returned non-finite values "
+        "or the step diverged (check the model's weights, the grid and the SDE)"
+    )
 
 
 class BudgetError(ValueError):
@@ -205,8 +207,10 @@ class Sampler(abc.ABC):
                 state = dataclasses.replace(state, h=torch.where(proposal.state.h > 0, h, h_before))
                 done = self.reached(state, i)
                 if not done and attempts >= self.max_steps:
-                    raise SolverError(f"{name} did not reach t = {float(sched.t[i + 1]):.6g} in {self.max_steps} "
-                                      "attempted steps; loosen its tolerances")
+                    raise SolverError(
+                        f"{name} did not reach t = {float(sched.t[i + 1]):.6g} in {self.max_steps} "
+                        "attempted steps; loosen its tolerances"
+                    )
             x = record(x, i + 1)
         return x
 
@@ -217,7 +221,9 @@ class Sampler(abc.ABC):
             raise BudgetError(f"{type(self).__name__} chooses its own steps; its NFE cannot be budgeted")
         steps = (int(nfe) - int(self.denoise)) // self.nfe_per_step
         if steps < 1:
-            raise BudgetError(f"{type(self).__name__} needs at least {self.nfe_per_step + int(self.denoise)} NFE, got {nfe}")
+            raise BudgetError(
+                f"{type(self).__name__} needs at least {self.nfe_per_step + int(self.denoise)} NFE, got {nfe}"
+            )
         return steps
 
     def timesteps(self, grid, sde, steps: int) -> torch.Tensor:
@@ -237,8 +243,10 @@ class Sampler(abc.ABC):
                 raise BudgetError(f"{type(self).__name__} chooses its own steps; do not give steps")
             return torch.tensor([sde.T, sde.eps], dtype=torch.float64)
         if nfe is None and steps is None:
-            raise ValueError(f"{type(self).__name__} steps on a grid: give `steps` or `nfe` (a budget of score evaluations); "
-                             "only adaptive solvers choose their own steps")
+            raise ValueError(
+                f"{type(self).__name__} steps on a grid: give `steps` or `nfe` (a budget of score evaluations); "
+                "only adaptive solvers choose their own steps"
+            )
         if steps is None:
             steps = self.steps_for_nfe(nfe)
         elif int(steps) != steps or steps < 1:
@@ -252,12 +260,24 @@ class Sampler(abc.ABC):
     def require_steps(self, sched: GridCoefficients, order: int) -> None:
         """Multistep methods: refuse grids too short for the requested order to ever be used."""
         if len(sched) - 1 < order:
-            raise BudgetError(f"{type(self).__name__} of order {order} needs at least {order} steps, got {len(sched) - 1}; "
-                              f"use a lower order or more steps")
+            raise BudgetError(
+                f"{type(self).__name__} of order {order} needs at least {order} steps, got {len(sched) - 1}; "
+                f"use a lower order or more steps"
+            )
 
     # --- The run -------------------------------------------------------------------------------------------
-    def sample(self, score, sde, x: torch.Tensor, timesteps, generator=None, return_trajectory: bool = False,
-               hook: Callable | None = None, progress: Callable | None = None, grad: bool = False) -> SampleResult:
+    def sample(
+        self,
+        score,
+        sde,
+        x: torch.Tensor,
+        timesteps,
+        generator=None,
+        return_trajectory: bool = False,
+        hook: Callable | None = None,
+        progress: Callable | None = None,
+        grad: bool = False,
+    ) -> SampleResult:
         """Run the sampler from x (a draw of p_T) along `timesteps`.
 
         Args:
@@ -326,21 +346,33 @@ class Sampler(abc.ABC):
                 if not bool(torch.isfinite(x).all()):
                     raise non_finite(name, f"after the final denoising step (t = {float(timesteps[-1]):.6g})")
         passes = [None if p0 is None else getattr(score, k) - p0 for k, p0 in zip(("forwards", "backwards"), passes0)]
-        return SampleResult(samples=x, nfe=score.nfe - nfe0, timesteps=timesteps, trajectory=trajectory,
-                            forwards=passes[0], backwards=passes[1])
+        return SampleResult(
+            samples=x,
+            nfe=score.nfe - nfe0,
+            timesteps=timesteps,
+            trajectory=trajectory,
+            forwards=passes[0],
+            backwards=passes[1],
+        )
 
     def check_forward(self) -> None:
         """Refuse, at the door, an increasing grid for a solver that cannot integrate forwards in time."""
         name = type(self).__name__
         if self.stochastic:
-            raise ValueError(f"{name} is stochastic: it runs only from T towards eps (a decreasing grid); "
-                             "encode data with a deterministic solver")
+            raise ValueError(
+                f"{name} is stochastic: it runs only from T towards eps (a decreasing grid); "
+                "encode data with a deterministic solver"
+            )
         if not self.reversible:
-            raise ValueError(f"{name} cannot integrate forwards in time; encode with a grid solver such as DDIM, "
-                             "DPMSolverPP, UniPC, EDMHeun or ProbabilityFlowODE")
+            raise ValueError(
+                f"{name} cannot integrate forwards in time; encode with a grid solver such as DDIM, "
+                "DPMSolverPP, UniPC, EDMHeun or ProbabilityFlowODE"
+            )
         if self.denoise:
-            raise ValueError(f"{name}(denoise=True) ends with a denoising step, which has no meaning on an increasing grid; "
-                             "use denoise=False to encode")
+            raise ValueError(
+                f"{name}(denoise=True) ends with a denoising step, which has no meaning on an increasing grid; "
+                "use denoise=False to encode"
+            )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -405,18 +437,24 @@ def check_score_input(score, sde, x: torch.Tensor) -> None:
     """Refuse, in one line, what the score model cannot take: another SDE, device or floating dtype."""
     own = getattr(score, "sde", None)
     if own is not None and own is not sde and own != sde:
-        raise ValueError(f"the score function reads its model through {own!r}, but the sampler was given {sde!r}; "
-                         "sample with the score function's own SDE")
+        raise ValueError(
+            f"the score function reads its model through {own!r}, but the sampler was given {sde!r}; "
+            "sample with the score function's own SDE"
+        )
     params = getattr(getattr(score, "model", None), "parameters", None)
     first = next((p for p in params() if p.is_floating_point()), None) if callable(params) else None
     if first is None:
         return
     if first.device != x.device:
-        raise ValueError(f"the score model is on {first.device} but the samples are on {x.device}; "
-                         f"sample on the model's device (device={first.device.type!r}) or move the model")
+        raise ValueError(
+            f"the score model is on {first.device} but the samples are on {x.device}; "
+            f"sample on the model's device (device={first.device.type!r}) or move the model"
+        )
     if first.dtype != x.dtype:
-        raise ValueError(f"the score model's weights are {first.dtype} but the samples are {x.dtype}; "
-                         f"sample in {first.dtype} (dtype=...) or convert the model (e.g. model.to({x.dtype}))")
+        raise ValueError(
+            f"the score model's weights are {first.dtype} but the samples are {x.dtype}; "
+            f"sample in {first.dtype} (dtype=...) or convert the model (e.g. model.to({x.dtype}))"
+        )
 
 
 def check_timesteps(timesteps, sde, x: torch.Tensor, forward_ok: bool = False) -> torch.Tensor:
@@ -429,8 +467,10 @@ def check_timesteps(timesteps, sde, x: torch.Tensor, forward_ok: bool = False) -
     t = timesteps.tolist()
     decreasing = all(b < a for a, b in zip(t, t[1:]))
     if not decreasing and not (forward_ok and all(b > a for a, b in zip(t, t[1:]))):
-        raise ValueError("timesteps must be strictly decreasing (from T towards eps)"
-                         + ("; or strictly increasing to encode data with a deterministic solver" if forward_ok else ""))
+        raise ValueError(
+            "timesteps must be strictly decreasing (from T towards eps)"
+            + ("; or strictly increasing to encode data with a deterministic solver" if forward_ok else "")
+        )
     lo, hi = (t[-1], t[0]) if decreasing else (t[0], t[-1])
     slack = 1e-6 * sde.T
     if lo < sde.eps - slack or hi > sde.T + slack:

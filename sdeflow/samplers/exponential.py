@@ -56,8 +56,22 @@ def stages(sde, s, t, lam_s, h, order: int, like: torch.Tensor) -> Stages:
     """The coefficients of a step from s to t as tensors; with 1-D s, t, lam_s and h, those of every step at once."""
     s1 = time_at_lambda(sde, lam_s + R1[order] * h, like)
     s2 = time_at_lambda(sde, lam_s + R2 * h, like) if order == 3 else s1
-    return Stages(s, s1, s2, h, sde.alpha(s), sde.alpha(t), sde.sigma(t), sde.alpha(s1), sde.sigma(s1), sde.alpha(s2), sde.sigma(s2),
-                  torch.expm1(h), torch.expm1(R1[order] * h), torch.expm1(R2 * h))
+    return Stages(
+        s,
+        s1,
+        s2,
+        h,
+        sde.alpha(s),
+        sde.alpha(t),
+        sde.sigma(t),
+        sde.alpha(s1),
+        sde.sigma(s1),
+        sde.alpha(s2),
+        sde.sigma(s2),
+        torch.expm1(h),
+        torch.expm1(R1[order] * h),
+        torch.expm1(R2 * h),
+    )
 
 
 def stage_table(sde, sched: GridCoefficients, order: int) -> list[Stages]:
@@ -69,8 +83,10 @@ def stage_table(sde, sched: GridCoefficients, order: int) -> list[Stages]:
     coef1 = zip(table.a_s1.to(dtype).unbind(), table.s_s1.to(dtype).unbind())
     coef2 = zip(table.a_s2.to(dtype).unbind(), table.s_s2.to(dtype).unbind())
     numbers = zip(*(v.tolist() for v in table[3:14]))
-    return [Stages(sched.t[i], s1[i], s2[i], *nums, coef=(sched.coef[i], c1, c2))
-            for i, (nums, c1, c2) in enumerate(zip(numbers, coef1, coef2))]
+    return [
+        Stages(sched.t[i], s1[i], s2[i], *nums, coef=(sched.coef[i], c1, c2))
+        for i, (nums, c1, c2) in enumerate(zip(numbers, coef1, coef2))
+    ]
 
 
 def dpm_solver_stages(score, x, c: Stages, order: int) -> list[torch.Tensor]:

@@ -30,9 +30,25 @@ class Generated:
     backwards: int | None = None
 
 
-def generate(score, sde, solver, n: int, shape, *, nfe: int | None = None, grid=None, seed: int = 0, batch_size: int = 256,
-             device=None, progress: bool = True, indices: range | None = None, brownian: bool = False, labels=None, condition=None,
-             bind=None) -> Generated:
+def generate(
+    score,
+    sde,
+    solver,
+    n: int,
+    shape,
+    *,
+    nfe: int | None = None,
+    grid=None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device=None,
+    progress: bool = True,
+    indices: range | None = None,
+    brownian: bool = False,
+    labels=None,
+    condition=None,
+    bind=None,
+) -> Generated:
     """Draw samples `indices` (default: this rank's share of 0..n-1) of a run of n samples.
 
     Args:
@@ -61,7 +77,9 @@ def generate(score, sde, solver, n: int, shape, *, nfe: int | None = None, grid=
     indices = distributed.shard(n, unit=batch_size) if indices is None else indices
     chunks, counted = [torch.empty((0, *shape))], [0, 0, 0]  # NFE, forwards, backwards: the maxima over batches
     starts = range(indices.start, indices.stop, batch_size)
-    for start in tqdm(starts, desc=type(solver).__name__, disable=not (progress and distributed.is_main()), dynamic_ncols=True):
+    for start in tqdm(
+        starts, desc=type(solver).__name__, disable=not (progress and distributed.is_main()), dynamic_ncols=True
+    ):
         b = min(batch_size, indices.stop - start)
         with torch.no_grad():
             prior, noise = sampling_streams(sde, b, seed, offset=start, brownian=brownian)
@@ -85,5 +103,7 @@ def generate(score, sde, solver, n: int, shape, *, nfe: int | None = None, grid=
         passes = (out.nfe, out.forwards or 0, out.backwards or 0)
         counted = [max(c, p) for c, p in zip(counted, passes)]
     # Every rank reports the same counts, even one whose shard is empty.
-    nfe, forwards, backwards = (int(v) for v in distributed.all_reduce(torch.tensor(counted, dtype=torch.float64), "max").tolist())
+    nfe, forwards, backwards = (
+        int(v) for v in distributed.all_reduce(torch.tensor(counted, dtype=torch.float64), "max").tolist()
+    )
     return Generated(torch.cat(chunks), indices, nfe, forwards, backwards)

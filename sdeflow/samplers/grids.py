@@ -20,7 +20,9 @@ class Grid:
         lo = sde.eps if self.t_min is None else float(self.t_min)
         hi = sde.T if self.t_max is None else float(self.t_max)
         if not sde.eps <= lo < hi <= sde.T:
-            raise ValueError(f"grid bounds must satisfy eps <= t_min < t_max <= T = {sde.T}; got t_min={lo}, t_max={hi} with eps={sde.eps}")
+            raise ValueError(
+                f"grid bounds must satisfy eps <= t_min < t_max <= T = {sde.T}; got t_min={lo}, t_max={hi} with eps={sde.eps}"
+            )
         return lo, hi
 
     def restricted(self, t_min: float | None = None, t_max: float | None = None) -> "Grid":
@@ -110,8 +112,10 @@ class LeadingTimesteps(Grid):
         timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.float64) * ratio + self.offset
         times = (timesteps + 1) / sde.N
         if not (times[0] <= hi and times[-1] > lo):
-            raise ValueError(f"timesteps {int(timesteps[0])} .. {int(timesteps[-1])} (times {times[0]:.4g} .. {times[-1]:.4g}) must lie in "
-                             f"(t_min, T] = ({lo}, {hi}]: raise the offset or lower t_min")
+            raise ValueError(
+                f"timesteps {int(timesteps[0])} .. {int(timesteps[-1])} (times {times[0]:.4g} .. {times[-1]:.4g}) must lie in "
+                f"(t_min, T] = ({lo}, {hi}]: raise the offset or lower t_min"
+            )
         return torch.cat([times, torch.tensor([lo], dtype=torch.float64)])
 
 
@@ -120,7 +124,9 @@ class ListGrid:
 
     def __init__(self, times):
         try:
-            self.times = torch.as_tensor(list(times) if not isinstance(times, torch.Tensor) else times, dtype=torch.float64)
+            self.times = torch.as_tensor(
+                list(times) if not isinstance(times, torch.Tensor) else times, dtype=torch.float64
+            )
         except (TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"a user grid must be a list of numbers: {e}") from e
         if not bool(torch.isfinite(self.times).all()):
@@ -132,11 +138,15 @@ class ListGrid:
         if steps is not None and steps != len(self.times) - 1:
             raise ValueError(f"this grid has {len(self.times) - 1} steps, asked for {steps}")
         if self.times[-1] < sde.eps or self.times[0] > sde.T:
-            raise ValueError(f"user grid [{self.times[-1].item()}, {self.times[0].item()}] leaves [eps, T] = [{sde.eps}, {sde.T}]")
+            raise ValueError(
+                f"user grid [{self.times[-1].item()}, {self.times[0].item()}] leaves [eps, T] = [{sde.eps}, {sde.T}]"
+            )
         return self.times.clone()
 
     def restricted(self, t_min=None, t_max=None):
-        raise ValueError("a user grid cannot be restricted to a sub-interval; give the full grid, or use a generated grid")
+        raise ValueError(
+            "a user grid cannot be restricted to a sub-interval; give the full grid, or use a generated grid"
+        )
 
     def __repr__(self) -> str:
         return f"ListGrid({self.times.tolist()})"

@@ -48,9 +48,13 @@ class EulerMaruyama(Predictor):
         return self.move(score, x, t, (t, t_next), f, g2, t_next - t, None, noise)
 
     def update_on_grid(self, score, sde, x, sched, i, noise):
-        f, g2 = sched.memo((EulerMaruyama, "f, g2"), lambda: tuple(v(sched.t.double()).tolist() for v in (sde.f, sde.g2)))
+        f, g2 = sched.memo(
+            (EulerMaruyama, "f, g2"), lambda: tuple(v(sched.t.double()).tolist() for v in (sde.f, sde.g2))
+        )
         num = sched.num
-        return self.move(score, x, sched.t[i], num.t[i : i + 2], f[i], g2[i], num.t[i + 1] - num.t[i], sched.coef[i], noise)
+        return self.move(
+            score, x, sched.t[i], num.t[i : i + 2], f[i], g2[i], num.t[i + 1] - num.t[i], sched.coef[i], noise
+        )
 
     @staticmethod
     def move(score, x, t, span, f, g2, dt, coef, noise):
@@ -79,12 +83,24 @@ class Ancestral(Predictor):
     """
 
     def update(self, score, sde, x, t, t_next, noise):
-        return self.move(score, x, t, (t, t_next), sde.alpha(t), sde.sigma(t), sde.alpha(t_next), sde.sigma(t_next), None, noise)
+        return self.move(
+            score, x, t, (t, t_next), sde.alpha(t), sde.sigma(t), sde.alpha(t_next), sde.sigma(t_next), None, noise
+        )
 
     def update_on_grid(self, score, sde, x, sched, i, noise):
         num = sched.num
-        return self.move(score, x, sched.t[i], num.t[i : i + 2], num.alpha[i], num.sigma[i], num.alpha[i + 1], num.sigma[i + 1],
-                         sched.coef[i], noise)
+        return self.move(
+            score,
+            x,
+            sched.t[i],
+            num.t[i : i + 2],
+            num.alpha[i],
+            num.sigma[i],
+            num.alpha[i + 1],
+            num.sigma[i + 1],
+            sched.coef[i],
+            noise,
+        )
 
     @staticmethod
     def move(score, x, t, span, a_t, s_t, a_s, s_s, coef, noise):

@@ -57,12 +57,23 @@ def sample(
             different NFE differ by their discretisation only (with `seed`; a `generator` is used as it is).
     """
     if isinstance(score, SDE) or not isinstance(sde, SDE):
-        raise TypeError(f"sample takes (score, sde, solver, shape, ...), the score first as in generate, encode, decode and "
-                        f"sdedit; got a {type(score).__name__} and a {type(sde).__name__}")
+        raise TypeError(
+            f"sample takes (score, sde, solver, shape, ...), the score first as in generate, encode, decode and "
+            f"sdedit; got a {type(score).__name__} and a {type(sde).__name__}"
+        )
     if not isinstance(score, ScoreFunction):
         score = ScoreFunction(score, sde)
     prior, noise = sampling_streams(sde, shape[0], seed, generator, offset, brownian)
     timesteps = solver.plan(sde, grid, nfe=nfe, steps=steps)
     x = sde.prior_sampling(shape, prior, dtype=dtype, device=device)
-    return solver.sample(score, sde, x, timesteps, generator=noise, return_trajectory=return_trajectory, hook=hook,
-                         progress=progress, grad=grad)
+    return solver.sample(
+        score,
+        sde,
+        x,
+        timesteps,
+        generator=noise,
+        return_trajectory=return_trajectory,
+        hook=hook,
+        progress=progress,
+        grad=grad,
+    )

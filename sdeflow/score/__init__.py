@@ -2,8 +2,23 @@
 
 from sdeflow.score.compiled import Compiled, compile_score
 from sdeflow.score.function import (
-    EpsPrediction, FlowPrediction, Prediction, ScoreFunction, ScorePrediction, VPrediction, X0Prediction,
+    EpsPrediction,
+    FlowPrediction,
+    Prediction,
+    ScoreFunction,
+    ScorePrediction,
+    VPrediction,
+    X0Prediction,
 )
 
-__all__ = ["ScoreFunction", "Prediction", "ScorePrediction", "EpsPrediction", "X0Prediction", "VPrediction", "FlowPrediction",
-           "Compiled", "compile_score"]
+__all__ = [
+    "ScoreFunction",
+    "Prediction",
+    "ScorePrediction",
+    "EpsPrediction",
+    "X0Prediction",
+    "VPrediction",
+    "FlowPrediction",
+    "Compiled",
+    "compile_score",
+]

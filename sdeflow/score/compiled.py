@@ -26,7 +26,9 @@ def check_mode(mode) -> str | None:
     """`mode` if torch.compile knows it (None: no compilation), else one line naming what is accepted."""
     if mode is None or mode in MODES:
         return mode
-    raise ValueError(f"compile must be null (no compilation) or one of torch.compile's modes {', '.join(MODES)}; got {mode!r}")
+    raise ValueError(
+        f"compile must be null (no compilation) or one of torch.compile's modes {', '.join(MODES)}; got {mode!r}"
+    )
 
 
 class Compiled(nn.Module):

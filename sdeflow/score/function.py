@@ -154,8 +154,10 @@ class ScoreFunction:
         out = self.model(x, batch_times(t, x), **self.cond)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"the score model returned {got} for input of shape {tuple(x.shape)}; it must return a tensor of "
-                             "the input's shape")
+            raise ValueError(
+                f"the score model returned {got} for input of shape {tuple(x.shape)}; it must return a tensor of "
+                "the input's shape"
+            )
         # A model that computes in another precision (e.g. under autocast) must not change the samples' dtype.
         return (out if out.dtype == x.dtype else out.to(x.dtype)), alpha, sigma
 

@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from sdeflow.core.tensors import append_dims, batch_times
 from sdeflow.core.checks import integer
+from sdeflow.core.tensors import append_dims, batch_times
 
 
 class SDE(abc.ABC):

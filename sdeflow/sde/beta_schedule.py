@@ -12,8 +12,8 @@ import abc
 import torch
 import torch.nn.functional as F
 
-from sdeflow.sde.base import SDE
 from sdeflow.core.tensors import append_dims, batch_times
+from sdeflow.sde.base import SDE
 
 
 class VPSchedule(SDE):

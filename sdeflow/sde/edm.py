@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.sde.base import SDE
 from sdeflow.core.tensors import batch_times
+from sdeflow.sde.base import SDE
 
 
 class EDMSDE(SDE):

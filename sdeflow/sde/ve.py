@@ -6,14 +6,16 @@ import math
 
 import torch
 
-from sdeflow.sde.base import SDE
 from sdeflow.core.tensors import batch_times
+from sdeflow.sde.base import SDE
 
 
 class VESDE(SDE):
     """dx = sqrt(d sigma^2/dt) dW with sigma(t) = sigma_min (sigma_max / sigma_min)^t; prior N(0, sigma_max^2 I)."""
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, eps: float = 1e-5, N: int = 1000):
+    def __init__(
+        self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, eps: float = 1e-5, N: int = 1000
+    ):
         super().__init__(T=T, eps=eps, N=N)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")

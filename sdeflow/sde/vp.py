@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
-from sdeflow.sde.base import SDE
 from sdeflow.core.tensors import append_dims, batch_times
+from sdeflow.sde.base import SDE
 
 
 class _LinearBetaSDE(SDE):
@@ -18,7 +17,9 @@ class _LinearBetaSDE(SDE):
         if beta_min < 0 or beta_max < 0:
             raise ValueError(f"betas must be non-negative, got beta_min={beta_min}, beta_max={beta_max}")
         if not beta_max > 0 or beta_max < beta_min:
-            raise ValueError(f"need 0 <= beta_min <= beta_max and beta_max > 0, got beta_min={beta_min}, beta_max={beta_max}")
+            raise ValueError(
+                f"need 0 <= beta_min <= beta_max and beta_max > 0, got beta_min={beta_min}, beta_max={beta_max}"
+            )
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
 

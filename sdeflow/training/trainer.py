@@ -23,10 +23,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sdeflow.core import distributed
-from sdeflow.core.checkpoint import CheckpointError, check_model_config, first_line, load_checkpoint, peek_step, save_checkpoint
-from sdeflow.training.ema import EMA
-from sdeflow.noise.generators import PerSampleNoise
+from sdeflow.core.checkpoint import (
+    CheckpointError,
+    check_model_config,
+    first_line,
+    load_checkpoint,
+    peek_step,
+    save_checkpoint,
+)
 from sdeflow.core.tensors import to_device
+from sdeflow.noise.generators import PerSampleNoise
+from sdeflow.training.ema import EMA
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -124,20 +131,40 @@ class Trainer:
     only rank 0 writes checkpoints.
     """
 
-    def __init__(self, model: nn.Module, loss, data, steps: int = _DEFAULT.steps, batch_size: int = _DEFAULT.batch_size,
-                 lr: float = _DEFAULT.lr, warmup: int = _DEFAULT.warmup, grad_clip: float = _DEFAULT.grad_clip,
-                 betas=tuple(_DEFAULT.betas), eps: float = _DEFAULT.eps, weight_decay: float = _DEFAULT.weight_decay,
-                 ema_decay: float = _DEFAULT.ema_decay, ema_warmup: bool = _DEFAULT.ema_warmup, precision: str = _DEFAULT.precision,
-                 compile: bool = _DEFAULT.compile, seed: int = _DEFAULT.seed, device: str = _DEFAULT.device,
-                 model_config: str = "", extra_state: dict | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss,
+        data,
+        steps: int = _DEFAULT.steps,
+        batch_size: int = _DEFAULT.batch_size,
+        lr: float = _DEFAULT.lr,
+        warmup: int = _DEFAULT.warmup,
+        grad_clip: float = _DEFAULT.grad_clip,
+        betas=tuple(_DEFAULT.betas),
+        eps: float = _DEFAULT.eps,
+        weight_decay: float = _DEFAULT.weight_decay,
+        ema_decay: float = _DEFAULT.ema_decay,
+        ema_warmup: bool = _DEFAULT.ema_warmup,
+        precision: str = _DEFAULT.precision,
+        compile: bool = _DEFAULT.compile,
+        seed: int = _DEFAULT.seed,
+        device: str = _DEFAULT.device,
+        model_config: str = "",
+        extra_state: dict | None = None,
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if steps < 1 or batch_size < 1 or lr <= 0 or warmup < 0:
-            raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0; got {steps}, {batch_size}, {lr}, {warmup}")
+            raise ValueError(
+                f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0; got {steps}, {batch_size}, {lr}, {warmup}"
+            )
         self.world = distributed.world()
         if batch_size % self.world.size:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({self.world.size}): "
-                             f"each rank takes an equal part of the global batch")
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of the number of processes ({self.world.size}): "
+                f"each rank takes an equal part of the global batch"
+            )
         self.local_batch = batch_size // self.world.size
         self.device = distributed.device(device)
         self.model = model.to(self.device)
@@ -146,22 +173,40 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             # DDP broadcasts rank 0's weights now (before the EMA copies them) and averages the gradients in backward().
-            parallel = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            parallel = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.loss, self.data = loss, data
         # A class-conditional network (label_dim > 0) trains on (sample, label) pairs: refused here if the data has none.
         self.conditional = getattr(model, "label_dim", 0) > 0
         if self.conditional and getattr(data, "labels", None) is None:
-            raise ValueError(f"the model is class-conditional (label_dim={model.label_dim}) but the dataset "
-                             f"{getattr(data, 'name', '')!r} has no labels; use digits, mnist5k or cifar10, or label_dim=0")
-        self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = int(steps), int(batch_size), float(lr), int(warmup), float(grad_clip)
+            raise ValueError(
+                f"the model is class-conditional (label_dim={model.label_dim}) but the dataset "
+                f"{getattr(data, 'name', '')!r} has no labels; use digits, mnist5k or cifar10, or label_dim=0"
+            )
+        self.steps, self.batch_size, self.lr, self.warmup, self.grad_clip = (
+            int(steps),
+            int(batch_size),
+            float(lr),
+            int(warmup),
+            float(grad_clip),
+        )
         # The fused kernel on a GPU (one launch for all parameters); on a CPU the multi-tensor one, which
         # torch leaves off there by default (a Python loop of small ops per parameter).
-        self.kernel = {"fused": True, "foreach": None} if self.device.type == "cuda" else {"fused": None, "foreach": True}
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **self.kernel)
+        self.kernel = (
+            {"fused": True, "foreach": None} if self.device.type == "cuda" else {"fused": None, "foreach": True}
+        )
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **self.kernel
+        )
         self.ema = EMA(self.model, ema_decay, ema_warmup)
         self._params = list(self.model.parameters())  # walked once: a deep network's module tree costs milliseconds
-        use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        use_bf16 = precision == "bf16" or (
+            precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        )
         self.forward = torch.compile(parallel) if compile else parallel
         self.step = 0
         self.seed = int(seed)
@@ -172,7 +217,9 @@ class Trainer:
         """One optimisation step; returns the detached loss (not synchronised, so a GPU is never stalled here)."""
         if not self.model.training:  # train() walks every module: only when sampling left it in eval mode
             self.model.train()
-        noise = PerSampleNoise.for_step(self.seed, self.step, self.local_batch, offset=self.world.rank * self.local_batch)
+        noise = PerSampleNoise.for_step(
+            self.seed, self.step, self.local_batch, offset=self.world.rank * self.local_batch
+        )
         if self.conditional:
             x0, labels = self.data.batch(self.local_batch, noise, labels=True)
             x0, labels = to_device(x0, self.device), to_device(labels, self.device)
@@ -181,7 +228,9 @@ class Trainer:
         # Dropout draws from torch's global generator: seeded per (seed, step, rank), so nothing needs saving, inside
         # fork_rng, so the caller's global stream is left as it was.
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
-            torch.manual_seed(int(np.random.SeedSequence(self.seed, spawn_key=(self.step, self.world.rank)).generate_state(1)[0]))
+            torch.manual_seed(
+                int(np.random.SeedSequence(self.seed, spawn_key=(self.step, self.world.rank)).generate_state(1)[0])
+            )
             with self.autocast():
                 loss = self.loss(self.forward, x0, noise, **({"labels": labels} if labels is not None else {}))
             self.opt.zero_grad(set_to_none=True)
@@ -195,8 +244,15 @@ class Trainer:
         self.step += 1
         return loss.detach()
 
-    def fit(self, steps: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0, on_log=None,
-            log_every: int = 50, progress: bool = True) -> list[float]:
+    def fit(
+        self,
+        steps: int | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 0,
+        on_log=None,
+        log_every: int = 50,
+        progress: bool = True,
+    ) -> list[float]:
         """Train up to step `steps` (default: all), checkpointing every `checkpoint_every` steps and at the end.
 
         Returns the losses of the global batches (averaged over ranks); `on_log` is called on rank 0 only.
@@ -219,15 +275,30 @@ class Trainer:
                 # One process checks its flag every step; ranks agree on stopping at the collectives below.
                 asked = stop.signal is not None and self.world.size == 1
                 if self.step % log_every == 0 or self.step == until or save_now or asked:
-                    reduced = distributed.all_reduce(torch.stack([*pending, torch.zeros_like(pending[0]) + float(stop.signal is not None)])
-                                                     .float(), "mean").cpu().tolist()
+                    reduced = (
+                        distributed.all_reduce(
+                            torch.stack(
+                                [*pending, torch.zeros_like(pending[0]) + float(stop.signal is not None)]
+                            ).float(),
+                            "mean",
+                        )
+                        .cpu()
+                        .tolist()
+                    )
                     new, stopping = reduced[:-1], reduced[-1] > 0
                     self._check_losses(new, checkpoint)
                     losses += new
                     pending = []
                     bar.set_postfix(loss=f"{sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}")
                     if on_log is not None and main:
-                        on_log(self.step, {"loss": losses[-1], "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
+                        on_log(
+                            self.step,
+                            {
+                                "loss": losses[-1],
+                                "lr": self.opt.param_groups[0]["lr"],
+                                "seconds": time.perf_counter() - start,
+                            },
+                        )
                     if stopping:
                         stopped_by = stop.signal or "a signal to another rank"
                         break
@@ -246,8 +317,11 @@ class Trainer:
         bad = next((i for i, v in enumerate(new) if not math.isfinite(v)), None)
         if bad is not None:
             step = self.step - len(new) + bad + 1
-            raise TrainingDiverged(f"the loss became {new[bad]} at step {step}; " + self._kept(checkpoint)
-                                   + " (lower train.lr, or set train.grad_clip)")
+            raise TrainingDiverged(
+                f"the loss became {new[bad]} at step {step}; "
+                + self._kept(checkpoint)
+                + " (lower train.lr, or set train.grad_clip)"
+            )
 
     def _kept(self, checkpoint) -> str:
         if checkpoint is None or not Path(checkpoint).exists():
@@ -256,8 +330,14 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
-            "model_config": self.model_config, "seed": self.seed, "batch_size": self.batch_size, "world_size": self.world.size,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "model_config": self.model_config,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "world_size": self.world.size,
             **self.extra_state,
         }
 
@@ -270,12 +350,17 @@ class Trainer:
         path = Path(path)
         tensors = [*self.model.parameters(), *self.ema.model.parameters()]
         if not bool(torch.stack([torch.isfinite(p).all() for p in tensors]).all()):
-            raise TrainingDiverged(f"the weights became NaN or infinite by step {self.step}; " + self._kept(path)
-                                   + " (lower train.lr, or set train.grad_clip)")
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite by step {self.step}; "
+                + self._kept(path)
+                + " (lower train.lr, or set train.grad_clip)"
+            )
         if self.world.is_main:
             if path.exists() and peek_step(path) > self.step:
-                raise CheckpointError(f"{path} holds step {peek_step(path)}, later than this run's step {self.step}; "
-                                      "refusing to overwrite it with an older state (resume from it instead)")
+                raise CheckpointError(
+                    f"{path} holds step {peek_step(path)}, later than this run's step {self.step}; "
+                    "refusing to overwrite it with an older state (resume from it instead)"
+                )
             save_checkpoint(path, self.state_dict())
         distributed.barrier()
         return path

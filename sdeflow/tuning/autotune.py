@@ -15,12 +15,21 @@ from pathlib import Path
 
 import torch
 
-from sdeflow.tuning.grid_search import optimize_grid
-from sdeflow.samplers.grids import Grid, LogSNRGrid
-from sdeflow.tuning.learned import Learned, MultistepFit, mean_log, learn as learn_coefficients, learn_multistep, save_learned
+from sdeflow.core.checks import integer
 from sdeflow.eval.metrics import rms_error
 from sdeflow.noise.generators import PILOT, seeded_generator
-from sdeflow.core.checks import integer
+from sdeflow.samplers.grids import Grid, LogSNRGrid
+from sdeflow.tuning.grid_search import optimize_grid
+from sdeflow.tuning.learned import (
+    Learned,
+    MultistepFit,
+    learn_multistep,
+    mean_log,
+    save_learned,
+)
+from sdeflow.tuning.learned import (
+    learn as learn_coefficients,
+)
 
 
 def file_digest(path) -> str:
@@ -29,8 +38,11 @@ def file_digest(path) -> str:
     A folder's `tuned_grids/` (where the cache itself lives) is left out.
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and "tuned_grids" not in p.relative_to(path).parts)
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.is_file() and "tuned_grids" not in p.relative_to(path).parts)
+    )
     h = hashlib.sha256()
     for file in files:
         if file != path:
@@ -55,8 +67,16 @@ class AutoGrid:
             sampling score is wrapped with (`ShiftedScore`).
     """
 
-    def __init__(self, base: Grid | None = None, pilot: int = 32, maxiter: int = 400, rtol: float | None = None,
-                 atol: float | None = None, seed: int = 0, learn: bool = False):
+    def __init__(
+        self,
+        base: Grid | None = None,
+        pilot: int = 32,
+        maxiter: int = 400,
+        rtol: float | None = None,
+        atol: float | None = None,
+        seed: int = 0,
+        learn: bool = False,
+    ):
         if int(pilot) != pilot or pilot < 2 or int(maxiter) != maxiter or maxiter < 1:
             raise ValueError(f"need pilot >= 2 and maxiter >= 1 (integers), got pilot={pilot}, maxiter={maxiter}")
         self.base = LogSNRGrid() if base is None else base
@@ -96,8 +116,20 @@ class AutoGrid:
     def load(self, path):
         return Learned.load(path)
 
-    def tuned(self, score, sde, solver, nfe: int, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
-              progress: bool = True, condition=None) -> tuple[Learned | MultistepFit | None, dict]:
+    def tuned(
+        self,
+        score,
+        sde,
+        solver,
+        nfe: int,
+        shape,
+        cache_dir,
+        model_id: str,
+        dtype=torch.float32,
+        device=None,
+        progress: bool = True,
+        condition=None,
+    ) -> tuple[Learned | MultistepFit | None, dict]:
         """The fit for (model, sde, solver, nfe), from the cache or made now (a `Learned` or `MultistepFit`: its `grid`,
         `sampler(solver)` for the solver to run and `wrap` for the score); and a report of where it came from and what it cost
         (`tuned`, `cached`, `pilot_nfe`, `seconds`, the search's report). `cache_dir` None: not cached.
@@ -108,16 +140,29 @@ class AutoGrid:
         then name the labels and guidance too, since the cache is keyed by it.
         """
         if solver.nfe_per_step is None:
-            raise ValueError(f"{type(solver).__name__} chooses its own steps: there is no grid to tune (use another timesteps)")
+            raise ValueError(
+                f"{type(solver).__name__} chooses its own steps: there is no grid to tune (use another timesteps)"
+            )
         if solver.fixed_head:
-            raise ValueError(f"{type(solver).__name__} places its own first interval; tune its inner solver's grid with "
-                             "sdeflow.optimize_grid instead of timesteps=auto")
+            raise ValueError(
+                f"{type(solver).__name__} places its own first interval; tune its inner solver's grid with "
+                "sdeflow.optimize_grid instead of timesteps=auto"
+            )
         if solver.stochastic:
             # The fit follows trajectories of the probability-flow ODE, which a stochastic solver does not.
-            return None, {"tuned": False, "cached": False, "pilot_nfe": 0, "seconds": 0.0,
-                          "reason": f"{type(solver).__name__} is stochastic: it runs on the base grid {self.base!r}"}
+            return None, {
+                "tuned": False,
+                "cached": False,
+                "pilot_nfe": 0,
+                "seconds": 0.0,
+                "reason": f"{type(solver).__name__} is stochastic: it runs on the base grid {self.base!r}",
+            }
         self.check(solver, sde, nfe)
-        path = None if cache_dir is None else Path(cache_dir) / f"grid_{self.key(model_id, sde, solver, nfe, shape, dtype)}.json"
+        path = (
+            None
+            if cache_dir is None
+            else Path(cache_dir) / f"grid_{self.key(model_id, sde, solver, nfe, shape, dtype)}.json"
+        )
         if path is not None and path.is_file():
             fit = self.load(path)
             return fit, {**fit.report, "tuned": True, "cached": True, "pilot_nfe": 0, "seconds": 0.0, "path": str(path)}
@@ -125,28 +170,52 @@ class AutoGrid:
 
         start = time.perf_counter()
         # Pilot draws to fit on and as many held out to validate on: a fit that does not carry over keeps the base grid.
-        x_T = sde.prior_sampling((2 * self.pilot, *shape), seeded_generator(self.seed, PILOT), dtype=dtype, device=device)
+        x_T = sde.prior_sampling(
+            (2 * self.pilot, *shape), seeded_generator(self.seed, PILOT), dtype=dtype, device=device
+        )
         ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
         parts = {"all": range(2 * self.pilot), "fit": range(self.pilot), "held": range(self.pilot, 2 * self.pilot)}
         scores = {part: score if condition is None else condition(score, rows) for part, rows in parts.items()}
-        counted = {id(s): (s, s.nfe) for s in scores.values()}  # one score function for every part when nothing conditions them
+        counted = {
+            id(s): (s, s.nfe) for s in scores.values()
+        }  # one score function for every part when nothing conditions them
         with torch.no_grad():
             tol = 1e-8 if dtype == torch.float64 else 1e-5
-            ref = ProbabilityFlowODE("dopri5", rtol=self.rtol or tol, atol=self.atol or tol).sample(scores["all"], sde, x_T, ends)
+            ref = ProbabilityFlowODE("dopri5", rtol=self.rtol or tol, atol=self.atol or tol).sample(
+                scores["all"], sde, x_T, ends
+            )
             init = solver.plan(sde, self.base, nfe=nfe)
         fit, held = slice(0, self.pilot), slice(self.pilot, None)
         tuned, report = self.fit(solver, scores["fit"], sde, x_T[fit], ref.samples[fit], init, progress)
         with torch.no_grad():
             plain = self.plain(solver, sde, init)
-            before, after = (self.measure(rms_error(f.sampler(solver).sample(f.wrap(scores["held"]), sde, x_T[held], f.times).samples,
-                                                    ref.samples[held])) for f in (plain, tuned))
+            before, after = (
+                self.measure(
+                    rms_error(
+                        f.sampler(solver).sample(f.wrap(scores["held"]), sde, x_T[held], f.times).samples,
+                        ref.samples[held],
+                    )
+                )
+                for f in (plain, tuned)
+            )
         kept = after < before
         tuned = tuned if kept else plain
         # The one-off cost in evaluations of the pilot batch: the reference solve and every solver run of the search.
         pilot_nfe = sum(s.nfe - n0 for s, n0 in counted.values())
-        report.update(pilot=self.pilot, pilot_nfe=pilot_nfe, reference_nfe=ref.nfe, model=model_id, nfe=int(nfe),
-                      held_out_before=before, held_out_after=after, kept_tuned=kept, one_off_seconds=time.perf_counter() - start)
-        report.update(tuned=True, cached=False, seconds=report["one_off_seconds"], path=None if path is None else str(path))
+        report.update(
+            pilot=self.pilot,
+            pilot_nfe=pilot_nfe,
+            reference_nfe=ref.nfe,
+            model=model_id,
+            nfe=int(nfe),
+            held_out_before=before,
+            held_out_after=after,
+            kept_tuned=kept,
+            one_off_seconds=time.perf_counter() - start,
+        )
+        report.update(
+            tuned=True, cached=False, seconds=report["one_off_seconds"], path=None if path is None else str(path)
+        )
         tuned.report = report
         if path is not None:  # else no cache: this run's fit only
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,8 +223,10 @@ class AutoGrid:
         return tuned, report
 
     def __repr__(self) -> str:
-        return (f"AutoGrid(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, rtol={self.rtol}, atol={self.atol}, "
-                f"seed={self.seed}, learn={self.learn})")
+        return (
+            f"AutoGrid(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, rtol={self.rtol}, atol={self.atol}, "
+            f"seed={self.seed}, learn={self.learn})"
+        )
 
 
 class AutoMultistep(AutoGrid):
@@ -174,8 +245,17 @@ class AutoMultistep(AutoGrid):
         grid_maxiter: solver runs of the grid search before the fit (0: start on the base grid).
     """
 
-    def __init__(self, base: Grid | None = None, pilot: int = 64, maxiter: int = 300, history: int | None = None,
-                 rtol: float | None = None, atol: float | None = None, seed: int = 0, grid_maxiter: int = 400):
+    def __init__(
+        self,
+        base: Grid | None = None,
+        pilot: int = 64,
+        maxiter: int = 300,
+        history: int | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        seed: int = 0,
+        grid_maxiter: int = 400,
+    ):
         super().__init__(base, pilot, maxiter, rtol, atol, seed)
         if history is not None:
             integer("history", history, accepted=" or null (every prediction)")
@@ -189,12 +269,26 @@ class AutoMultistep(AutoGrid):
 
     def fit(self, solver, score, sde, x_T, reference, init, progress: bool):
         if self.grid_maxiter:
-            init, searched = optimize_grid(solver, score, sde, x_T, reference, init, maxiter=self.grid_maxiter, progress=progress)
-        table, times, report = learn_multistep(score, sde, x_T, reference, init, history=self.history, maxiter=self.maxiter,
-                                               progress=progress, start=solver)
+            init, searched = optimize_grid(
+                solver, score, sde, x_T, reference, init, maxiter=self.grid_maxiter, progress=progress
+            )
+        table, times, report = learn_multistep(
+            score,
+            sde,
+            x_T,
+            reference,
+            init,
+            history=self.history,
+            maxiter=self.maxiter,
+            progress=progress,
+            start=solver,
+        )
         if self.grid_maxiter:
-            report.update(grid_search_error_before=searched["error_before"], grid_search_seconds=searched["seconds"],
-                          seconds=report["seconds"] + searched["seconds"])
+            report.update(
+                grid_search_error_before=searched["error_before"],
+                grid_search_seconds=searched["seconds"],
+                seconds=report["seconds"] + searched["seconds"],
+            )
         return MultistepFit(table, times), report
 
     def plain(self, solver, sde, init):
@@ -210,12 +304,26 @@ class AutoMultistep(AutoGrid):
         return MultistepFit.load(path)
 
     def __repr__(self) -> str:
-        return (f"AutoMultistep(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, history={self.history}, "
-                f"rtol={self.rtol}, atol={self.atol}, seed={self.seed}, grid_maxiter={self.grid_maxiter})")
+        return (
+            f"AutoMultistep(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, history={self.history}, "
+            f"rtol={self.rtol}, atol={self.atol}, seed={self.seed}, grid_maxiter={self.grid_maxiter})"
+        )
 
 
-def for_model(grid, score, sde, solver, nfe, shape, cache_dir, model_id: str, dtype=torch.float32, device=None,
-              progress: bool = True, condition=None):
+def for_model(
+    grid,
+    score,
+    sde,
+    solver,
+    nfe,
+    shape,
+    cache_dir,
+    model_id: str,
+    dtype=torch.float32,
+    device=None,
+    progress: bool = True,
+    condition=None,
+):
     """(the solver and grid to sample this model with, what to wrap each batch's score with, a tuning report or None).
 
     A grid that tunes itself to the model (`AutoGrid`, `AutoMultistep`, or any with their `tuned` method) is fitted or
@@ -225,8 +333,19 @@ def for_model(grid, score, sde, solver, nfe, shape, cache_dir, model_id: str, dt
     tuned = getattr(grid, "tuned", None)
     if tuned is None:
         return solver, grid, _unwrapped, None
-    fit, report = tuned(score, sde, solver, nfe, shape, cache_dir, model_id, dtype=dtype, device=device, progress=progress,
-                        condition=condition)
+    fit, report = tuned(
+        score,
+        sde,
+        solver,
+        nfe,
+        shape,
+        cache_dir,
+        model_id,
+        dtype=dtype,
+        device=device,
+        progress=progress,
+        condition=condition,
+    )
     return (solver, grid, _unwrapped, report) if fit is None else (fit.sampler(solver), fit.grid, fit.wrap, report)
 
 
@@ -238,8 +357,14 @@ def describe(name: str, tuning: dict) -> str:
     """One line on where a solver's tuned grid (or learned table) came from and what it cost."""
     if not tuning["tuned"]:
         return f"{name}: grid not tuned ({tuning['reason']})"
-    cost = "from the cache" if tuning["cached"] else (
-        f"tuned once: {tuning['pilot_nfe']} pilot NFE, {tuning['seconds']:.1f} s, held-out error {tuning['held_out_before']:.3g} -> "
-        f"{tuning['held_out_after']:.3g}" + ("" if tuning["kept_tuned"] else " (no better: the base grid and solver are kept)")
-        + ("" if tuning.get("converged") else ", search not converged"))
+    cost = (
+        "from the cache"
+        if tuning["cached"]
+        else (
+            f"tuned once: {tuning['pilot_nfe']} pilot NFE, {tuning['seconds']:.1f} s, held-out error {tuning['held_out_before']:.3g} -> "
+            f"{tuning['held_out_after']:.3g}"
+            + ("" if tuning["kept_tuned"] else " (no better: the base grid and solver are kept)")
+            + ("" if tuning.get("converged") else ", search not converged")
+        )
+    )
     return f"{name}: {tuning.get('method', 'grid')} {cost}" + (f" ({tuning['path']})" if tuning["path"] else "")

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdeflow.samplers.grids import ListGrid
 from sdeflow.core.io import write_json
 from sdeflow.eval.metrics import rms_error
 from sdeflow.samplers.base import SolverError
-
+from sdeflow.samplers.grids import ListGrid
 
 # Each step keeps at least this share of an even step's log-SNR increment. A bare softmax underflows at
 # 50 steps (weights of exp(-750) are 0), two times become equal, and the grid is refused; with the floor
@@ -30,7 +29,9 @@ _FLOOR = 1e-3
 _REJECTED = 1e6
 
 
-def _grid_from_params(theta: np.ndarray, lam_lo: float, lam_hi: float, ends: tuple[float, float], head: list[float], sde) -> torch.Tensor:
+def _grid_from_params(
+    theta: np.ndarray, lam_lo: float, lam_hi: float, ends: tuple[float, float], head: list[float], sde
+) -> torch.Tensor:
     # Positive increments in lambda that sum to the whole range: a softmax, mixed with a floor, keeps the grid ordered.
     w = np.exp(np.maximum(theta - theta.max(), -700.0))
     w = (1 - _FLOOR) * w / w.sum() + _FLOOR / len(w)
@@ -40,8 +41,18 @@ def _grid_from_params(theta: np.ndarray, lam_lo: float, lam_hi: float, ends: tup
     return torch.cat([torch.tensor(head, dtype=torch.float64), t])
 
 
-def search(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, theta0: np.ndarray, build, maxiter: int, what: str,
-           progress: bool = True) -> tuple[np.ndarray, dict]:
+def search(
+    sampler,
+    score,
+    sde,
+    x_T: torch.Tensor,
+    reference: torch.Tensor,
+    theta0: np.ndarray,
+    build,
+    maxiter: int,
+    what: str,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict]:
     """Powell's method on parameters theta of a sampling setup, `build(theta) -> (score, timesteps)`: the best theta
     and a report. The error is the mean per-sample RMS error of `sampler` from `x_T` against `reference`.
 
@@ -68,19 +79,43 @@ def search(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, thet
 
     start = time.perf_counter()
     before = error(theta0)  # outside the guard: a setup that fails at the start is the caller's error
-    res = scipy.optimize.minimize(objective, theta0, method="Powell", options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4, "disp": False})
+    res = scipy.optimize.minimize(
+        objective, theta0, method="Powell", options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4, "disp": False}
+    )
     converged = bool(res.success)  # False at the evaluation cap
-    report = {"error_before": before, "error_after": min(float(res.fun), before), "evaluations": evals["n"], "rejected": evals["rejected"],
-              "converged": converged, "message": str(res.message), "seconds": time.perf_counter() - start,
-              "sampler": repr(sampler), "sde": repr(sde)}
+    report = {
+        "error_before": before,
+        "error_after": min(float(res.fun), before),
+        "evaluations": evals["n"],
+        "rejected": evals["rejected"],
+        "converged": converged,
+        "message": str(res.message),
+        "seconds": time.perf_counter() - start,
+        "sampler": repr(sampler),
+        "sde": repr(sde),
+    }
     if progress:
-        print(f"{what}: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} solver runs"
-              + ("" if converged else f"; NOT converged ({res.message}): the best seen is returned, a larger maxiter searches on"))
+        print(
+            f"{what}: mean RMS error {before:.3e} -> {report['error_after']:.3e} in {evals['n']} solver runs"
+            + (
+                ""
+                if converged
+                else f"; NOT converged ({res.message}): the best seen is returned, a larger maxiter searches on"
+            )
+        )
     return (res.x if res.fun < before else theta0), report
 
 
-def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init: torch.Tensor, maxiter: int = 2000,
-                  progress: bool = True) -> tuple[torch.Tensor, dict]:
+def optimize_grid(
+    sampler,
+    score,
+    sde,
+    x_T: torch.Tensor,
+    reference: torch.Tensor,
+    init: torch.Tensor,
+    maxiter: int = 2000,
+    progress: bool = True,
+) -> tuple[torch.Tensor, dict]:
     """Optimise the interior of `init` (a grid from T to eps) for `sampler`; returns the grid and a report (`search`).
 
     `init[0]` stays fixed when the sampler reshapes grids (an analytic jump's T); the rest moves.
@@ -89,14 +124,16 @@ def optimize_grid(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tenso
     init = torch.as_tensor(init, dtype=torch.float64)
     # Points the sampler places itself (an analytic jump's first interval) stay; the rest of the grid moves.
     head = init[: sampler.fixed_head].tolist()
-    body = init[len(head):]
+    body = init[len(head) :]
     lam = sde.lambda_(body).numpy()
     ends = (float(body[0]), float(body[-1]))
 
     def build(theta):
         return score, _grid_from_params(theta, lam[0], lam[-1], ends, head, sde)
 
-    best, report = search(sampler, score, sde, x_T, reference, np.log(np.diff(lam)), build, maxiter, "grid search", progress)
+    best, report = search(
+        sampler, score, sde, x_T, reference, np.log(np.diff(lam)), build, maxiter, "grid search", progress
+    )
     grid = build(best)[1]
     return grid, {**report, "steps": len(grid) - 1 - len(head)}
 
@@ -112,7 +149,9 @@ class OptimizedGrid(ListGrid):
     def __init__(self, path):
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no optimised grid at {path}; make one with sdeflow.tuning.grid_search.optimize_grid and save_grid")
+            raise FileNotFoundError(
+                f"no optimised grid at {path}; make one with sdeflow.tuning.grid_search.optimize_grid and save_grid"
+            )
         try:
             data = json.loads(path.read_text())
             times = data["timesteps"]

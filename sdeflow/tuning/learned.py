@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdeflow.tuning.grid_search import _grid_from_params, search
-from sdeflow.samplers.grids import ListGrid
 from sdeflow.conditioning.guidance import GuidedScore
 from sdeflow.core.io import write_json
-from sdeflow.eval.metrics import rms_error
 from sdeflow.core.tensors import append_dims
+from sdeflow.eval.metrics import rms_error
+from sdeflow.samplers.grids import ListGrid
+from sdeflow.tuning.grid_search import _grid_from_params, search
 
 
 class ShiftedScore(GuidedScore):
@@ -38,7 +38,9 @@ class ShiftedScore(GuidedScore):
         self.times = torch.as_tensor(times, dtype=torch.float64)
         self.eval_times = torch.as_tensor(eval_times, dtype=torch.float64)
         if self.times.shape != self.eval_times.shape or self.times.ndim != 1:
-            raise ValueError(f"need one evaluation time per grid time, got {tuple(self.times.shape)} and {tuple(self.eval_times.shape)}")
+            raise ValueError(
+                f"need one evaluation time per grid time, got {tuple(self.times.shape)} and {tuple(self.eval_times.shape)}"
+            )
 
     def guided(self, x, t, alpha, sigma, active):
         # The solver's t is the grid time in the samples' dtype: matched to that dtype's precision.
@@ -49,7 +51,9 @@ class ShiftedScore(GuidedScore):
         s = self.eval_times[int(hit[0])]
         a_s, sigma_s = self.sde.alpha(s), self.sde.sigma(s)
         score_s = self.base_score(self.base, x, torch.full_like(t, float(s)), a_s.to(x.dtype), sigma_s.to(x.dtype))
-        ratio = torch.as_tensor(sigma_s, dtype=x.dtype, device=x.device) / torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        ratio = torch.as_tensor(sigma_s, dtype=x.dtype, device=x.device) / torch.as_tensor(
+            sigma, dtype=x.dtype, device=x.device
+        )
         # eps = -sigma_s score_s at t'_i, read as the noise at t_i: score = -eps / sigma_t.
         return append_dims(ratio, x.ndim) * score_s
 
@@ -62,7 +66,9 @@ class Learned:
         self.eval_times = torch.as_tensor(eval_times, dtype=torch.float64)
         self.grid = ListGrid(self.times)
         if len(self.eval_times) != len(self.times) - 1:
-            raise ValueError(f"need an evaluation time for each of the {len(self.times) - 1} steps, got {len(self.eval_times)}")
+            raise ValueError(
+                f"need an evaluation time for each of the {len(self.times) - 1} steps, got {len(self.eval_times)}"
+            )
         self.report = report or {}
 
     def wrap(self, score):
@@ -79,12 +85,20 @@ class Learned:
     def load(cls, path) -> "Learned":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no learned solver coefficients at {path}; fit them with sdeflow.tuning.learned.learn and save_learned")
+            raise FileNotFoundError(
+                f"no learned solver coefficients at {path}; fit them with sdeflow.tuning.learned.learn and save_learned"
+            )
         try:
             data = json.loads(path.read_text())
-            return cls(data["timesteps"], data["eval_times"], {k: v for k, v in data.items() if k not in ("timesteps", "eval_times")})
+            return cls(
+                data["timesteps"],
+                data["eval_times"],
+                {k: v for k, v in data.items() if k not in ("timesteps", "eval_times")},
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path} is not saved learned coefficients (JSON with 'timesteps' and 'eval_times'): {e}") from e
+            raise ValueError(
+                f"{path} is not saved learned coefficients (JSON with 'timesteps' and 'eval_times'): {e}"
+            ) from e
 
 
 class MultistepFit:
@@ -122,11 +136,22 @@ class MultistepFit:
 
 def save_learned(path, learned: Learned, report: dict | None = None) -> Path:
     """Write learned coefficients and how they were found as JSON (atomically)."""
-    return write_json(path, {"timesteps": learned.times.tolist(), "eval_times": learned.eval_times.tolist(), **(report or learned.report)})
+    return write_json(
+        path,
+        {"timesteps": learned.times.tolist(), "eval_times": learned.eval_times.tolist(), **(report or learned.report)},
+    )
 
 
-def learn(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init: torch.Tensor, maxiter: int = 2000,
-          progress: bool = True) -> tuple[Learned, dict]:
+def learn(
+    sampler,
+    score,
+    sde,
+    x_T: torch.Tensor,
+    reference: torch.Tensor,
+    init: torch.Tensor,
+    maxiter: int = 2000,
+    progress: bool = True,
+) -> tuple[Learned, dict]:
     """Fit the interior of the grid `init` and one evaluation time per step, jointly, for `sampler` on pilot draws.
 
     The parameters are the grid's log-SNR increments (as in `optimize_grid`) and each step's log-SNR
@@ -135,7 +160,9 @@ def learn(sampler, score, sde, x_T: torch.Tensor, reference: torch.Tensor, init:
     per-sample RMS error from `x_T` against `reference`.
     """
     if sampler.fixed_head or sampler.nfe_per_step is None:
-        raise ValueError(f"{type(sampler).__name__} does not take a grid as given; learn the coefficients of a grid solver")
+        raise ValueError(
+            f"{type(sampler).__name__} does not take a grid as given; learn the coefficients of a grid solver"
+        )
     init = torch.as_tensor(init, dtype=torch.float64)
     n = len(init) - 1
     lam = sde.lambda_(init).numpy()
@@ -174,7 +201,9 @@ def _grid_parameters(sde, init: torch.Tensor):
     def grid(params):
         last = params[1] if open_end else body[-1]
         fractions = torch.cumsum(torch.softmax(params[0], 0), 0)
-        interior = body[0] + (last - body[0]) * fractions[:-1] if not open_end else body[0] + (last - body[0]) * fractions
+        interior = (
+            body[0] + (last - body[0]) * fractions[:-1] if not open_end else body[0] + (last - body[0]) * fractions
+        )
         return torch.cat([t_first, sde.t_from_lambda(interior), t_last])
 
     return params, grid
@@ -188,9 +217,20 @@ def mean_log(errors: torch.Tensor) -> torch.Tensor:
     return errors.log().mean()
 
 
-def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init: torch.Tensor, history: int | None = None,
-                    learn_grid: bool = True, maxiter: int = 2000, held: tuple | None = None, progress: bool = True, start=None,
-                    reduce=None):
+def learn_multistep(
+    score,
+    sde,
+    x_T: torch.Tensor,
+    reference: torch.Tensor,
+    init: torch.Tensor,
+    history: int | None = None,
+    learn_grid: bool = True,
+    maxiter: int = 2000,
+    held: tuple | None = None,
+    progress: bool = True,
+    start=None,
+    reduce=None,
+):
     """Fit a `LearnedMultistep` table, and with it the grid, on pilot draws: S4S's coefficients with LD3's grid.
 
     Starts from the table of `start` (default DPM-Solver++(2M); any solver `LearnedMultistep.from_solver` reads) on `init`
@@ -213,7 +253,9 @@ def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init
         raise ValueError(f"history must be at least 1, got {history}")
     start = DPMSolverPP(2) if start is None else start
     start_table = LearnedMultistep.from_solver(start, sde, init).coefficients
-    used = int(start_table.abs().gt(0).any(0).nonzero().max()) + 1  # x's weight and the predictions the start solver weighs
+    used = (
+        int(start_table.abs().gt(0).any(0).nonzero().max()) + 1
+    )  # x's weight and the predictions the start solver weighs
     if used > 1 + history:
         raise ValueError(f"{start!r} weighs {used - 1} data predictions per step; give history >= {used - 1}")
     table0 = torch.zeros(n, 1 + history, dtype=torch.float64)
@@ -242,8 +284,15 @@ def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init
 
     best = {"loss": float("inf"), "params": [p.detach().clone() for p in params]}
     evals = {"n": 0, "rejected": 0}
-    optimiser = torch.optim.LBFGS(params, lr=1.0, max_iter=int(maxiter), line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-12, tolerance_change=1e-14, history_size=100)
+    optimiser = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=int(maxiter),
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
+        history_size=100,
+    )
 
     def closure():
         optimiser.zero_grad()
@@ -277,27 +326,50 @@ def learn_multistep(score, sde, x_T: torch.Tensor, reference: torch.Tensor, init
             p.copy_(b)
         fitted_times = times().detach()
     # L-BFGS stops at its iteration cap, at its evaluation cap (1.25 per iteration), or on its tolerances: only the last converged.
-    iterations, evaluations = optimiser.state[params[0]].get("n_iter", 0), optimiser.state[params[0]].get("func_evals", 0)
+    iterations, evaluations = (
+        optimiser.state[params[0]].get("n_iter", 0),
+        optimiser.state[params[0]].get("func_evals", 0),
+    )
     converged = int(iterations) < int(maxiter) and int(evaluations) < optimiser.param_groups[0]["max_eval"]
     # The objective decides; the report also gives the median per-sample RMS error, the figure results are read in.
-    report = {"method": "learned multistep coefficients" + (" and grid" if learn_grid else ""), "steps": n, "history": history,
-              "objective_before": before, "objective_after": min(best["loss"], before), "evaluations": evals["n"],
-              "rejected": evals["rejected"], "iterations": int(iterations), "converged": converged,
-              "pilot_nfe": evals["n"] * n * len(x_T), "seconds": time.perf_counter() - start}
+    report = {
+        "method": "learned multistep coefficients" + (" and grid" if learn_grid else ""),
+        "steps": n,
+        "history": history,
+        "objective_before": before,
+        "objective_after": min(best["loss"], before),
+        "evaluations": evals["n"],
+        "rejected": evals["rejected"],
+        "iterations": int(iterations),
+        "converged": converged,
+        "pilot_nfe": evals["n"] * n * len(x_T),
+        "seconds": time.perf_counter() - start,
+    }
     solver, grid = LearnedMultistep(params[0].detach().clone()), fitted_times
     if best["loss"] >= before:
         solver, grid = LearnedMultistep(table0), init
     with torch.no_grad():
-        report.update(error_before=float(start_errors.median()),
-                      error_after=float(errors(x_T, reference, solver.coefficients, grid).median()))
+        report.update(
+            error_before=float(start_errors.median()),
+            error_after=float(errors(x_T, reference, solver.coefficients, grid).median()),
+        )
         if held is not None:
-            held_before, held_after = errors(held[0], held[1], table0, init), errors(held[0], held[1], solver.coefficients, grid)
+            held_before, held_after = (
+                errors(held[0], held[1], table0, init),
+                errors(held[0], held[1], solver.coefficients, grid),
+            )
             kept = float(reduce(held_after)) < float(reduce(held_before))
             report.update(held_before=float(held_before.median()), held_after=float(held_after.median()), kept=kept)
             if not kept:
                 solver, grid = LearnedMultistep(table0), init
     if progress:
-        print(f"learned multistep: median RMS error {report['error_before']:.3e} -> {report['error_after']:.3e} in {evals['n']} evaluations "
-              f"({report['pilot_nfe']} pilot NFE, {report['seconds']:.0f} s)"
-              + ("" if report["converged"] else "; NOT converged: stopped at the iteration or evaluation cap, the best seen is kept"))
+        print(
+            f"learned multistep: median RMS error {report['error_before']:.3e} -> {report['error_after']:.3e} in {evals['n']} evaluations "
+            f"({report['pilot_nfe']} pilot NFE, {report['seconds']:.0f} s)"
+            + (
+                ""
+                if report["converged"]
+                else "; NOT converged: stopped at the iteration or evaluation cap, the best seen is kept"
+            )
+        )
     return solver, grid, report

@@ -14,7 +14,14 @@ from sdeflow.apps.solvers import solver_configs
 
 from helpers import cli, compose_config, every_configured_solver
 
-SMALL = ["n_trajectory=16", "n_distribution=200", "n_directions=16", "progress=false", "reference.rtol=1e-7", "reference.atol=1e-7"]
+SMALL = [
+    "n_trajectory=16",
+    "n_distribution=200",
+    "n_directions=16",
+    "progress=false",
+    "reference.rtol=1e-7",
+    "reference.atol=1e-7",
+]
 
 
 def options(group):
@@ -26,8 +33,14 @@ SOLVERS = [name for name in options("solver") if name != "all"]
 
 
 def run_cli(tmp_path, *args, **kwargs):
-    return cli(tmp_path, "sdeflow.apps.bench.app", *args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/multi",
-               **kwargs)
+    return cli(
+        tmp_path,
+        "sdeflow.apps.bench.app",
+        *args,
+        f"hydra.run.dir={tmp_path}/run",
+        f"hydra.sweep.dir={tmp_path}/multi",
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("group", ["sde", "problem", "timesteps"])
@@ -87,8 +100,10 @@ def test_multirun_sweeps_solvers_and_nfe(tmp_path):
     rows = [r for r in rows if r not in floors]
     assert len(rows) == 3 and "failed jobs" in report.stdout
     # Each job's floor of two exact sets comes with it, as the job wrote it.
-    assert len(floors) == 3 and all(float(f["sw2"]) == json.loads((tmp_path / "multi" / f["job"] / "results.json").read_text())["floor"]["sw2"]
-                                    for f in floors)
+    assert len(floors) == 3 and all(
+        float(f["sw2"]) == json.loads((tmp_path / "multi" / f["job"] / "results.json").read_text())["floor"]["sw2"]
+        for f in floors
+    )
     for row in rows:
         own = next(csv.DictReader(open(tmp_path / "multi" / row["job"] / "results.csv")))
         assert row["solver"] == own["solver"] and float(row["nfe"]) == float(own["nfe"])
@@ -166,8 +181,17 @@ def test_multirun_with_joblib_and_submitit_local_launchers(tmp_path, launcher):
 
 @pytest.mark.slow
 def test_optuna_sweeper_tunes_a_solver_parameter(tmp_path):
-    proc = run_cli(tmp_path, "-m", "hydra/sweeper=tune", "solver=pc_langevin", "nfe=10", "objective=sw2",
-                   "solver.pc_langevin.corrector.snr=interval(0.02,0.5)", "hydra.sweeper.n_trials=3", *SMALL)
+    proc = run_cli(
+        tmp_path,
+        "-m",
+        "hydra/sweeper=tune",
+        "solver=pc_langevin",
+        "nfe=10",
+        "objective=sw2",
+        "solver.pc_langevin.corrector.snr=interval(0.02,0.5)",
+        "hydra.sweeper.n_trials=3",
+        *SMALL,
+    )
     assert proc.returncode == 0, proc.stderr
     best = yaml.safe_load(open(tmp_path / "multi" / "optimization_results.yaml"))
     assert 0.02 <= best["best_params"]["solver.pc_langevin.corrector.snr"] <= 0.5 and best["best_value"] > 0
@@ -175,8 +199,14 @@ def test_optuna_sweeper_tunes_a_solver_parameter(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_offline_writes_its_run_folder_into_a_temporary_directory(tmp_path):
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb"), "WANDB_CACHE_DIR": str(tmp_path / "wbc"),
-           "WANDB_CONFIG_DIR": str(tmp_path / "wbcfg")}
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path / "wb"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wbc"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wbcfg"),
+    }
     proc = run_cli(tmp_path, "solver=ode_euler", "nfe=4", *SMALL, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert list((tmp_path / "run").glob("wandb/offline-run-*")), "the offline run folder is written inside the run directory"
+    assert list((tmp_path / "run").glob("wandb/offline-run-*")), (
+        "the offline run folder is written inside the run directory"
+    )

@@ -8,16 +8,22 @@ import pytest
 import torch
 
 import sdeflow as sf
-from helpers import cli
-from sdeflow.training import data as D
 from sdeflow.apps.bench import runner
-from sdeflow.samplers.generate import generate
+from sdeflow.conditioning.inverse.observation import (
+    ObservationError,
+    inpainting_box,
+    inpainting_mask,
+    measure,
+    read_images,
+)
 from sdeflow.eval.metrics import SlicedWasserstein, rms_error
-from sdeflow.conditioning.inverse.observation import ObservationError, inpainting_box, inpainting_mask, measure, read_images
 from sdeflow.problems import GuidedProblem, InpaintingProblem, gaussian_data, linear_posterior
+from sdeflow.samplers.generate import generate
+from sdeflow.training import data as D
+
+from helpers import cli
 
 SDE = sf.VPSDE()
-
 
 
 # --- Observation files ---------------------------------------------------------------------------------------
@@ -84,19 +90,40 @@ def test_repaint_refuses_a_multistep_solver_with_its_own_error():
     assert isinstance(bound.sampler, sf.inverse.RePaint) and bound.sampler.nfe_per_step == 3 and bound.hook is None
 
 
-@pytest.mark.parametrize("method", [sf.inverse.ReplacementMethod(), sf.inverse.RePaintMethod(2), sf.inverse.DPSMethod(),
-                                    sf.inverse.PiGDMMethod(0.3)], ids=["replacement", "repaint", "dps", "pigdm"])
+@pytest.mark.parametrize(
+    "method",
+    [sf.inverse.ReplacementMethod(), sf.inverse.RePaintMethod(2), sf.inverse.DPSMethod(), sf.inverse.PiGDMMethod(0.3)],
+    ids=["replacement", "repaint", "dps", "pigdm"],
+)
 def test_sample_i_of_an_inverse_task_does_not_depend_on_the_batch_size(method):
     problem = InpaintingProblem.bimodal(dim=6)
     score = sf.ScoreFunction(problem.score_fn(SDE), SDE)
 
     def bind(score, solver, start, b):
-        return method.bind(score, SDE, solver, problem.operator, problem.observation(b), problem.noise_std, seed=4, offset=start)
+        return method.bind(
+            score, SDE, solver, problem.operator, problem.observation(b), problem.noise_std, seed=4, offset=start
+        )
 
-    runs = [generate(score, SDE, sf.PCSampler(sf.EulerMaruyama()), 10, (6,), nfe=8, grid=sf.LogSNRGrid(), seed=1, batch_size=bs,
-                     progress=False, bind=bind) for bs in (3, 10)]
+    runs = [
+        generate(
+            score,
+            SDE,
+            sf.PCSampler(sf.EulerMaruyama()),
+            10,
+            (6,),
+            nfe=8,
+            grid=sf.LogSNRGrid(),
+            seed=1,
+            batch_size=bs,
+            progress=False,
+            bind=bind,
+        )
+        for bs in (3, 10)
+    ]
     torch.testing.assert_close(runs[0].samples, runs[1].samples, rtol=1e-5, atol=1e-6)
-    assert runs[0].nfe == 8 and runs[0].backwards == (8 if isinstance(method, (sf.inverse.DPSMethod, sf.inverse.PiGDMMethod)) else 0)
+    assert runs[0].nfe == 8 and runs[0].backwards == (
+        8 if isinstance(method, (sf.inverse.DPSMethod, sf.inverse.PiGDMMethod)) else 0
+    )
 
 
 def test_pigdm_with_a_general_matrix_matches_the_exact_linear_posterior():
@@ -112,7 +139,9 @@ def test_pigdm_with_a_general_matrix_matches_the_exact_linear_posterior():
     op, base = sf.inverse.MatrixOperator(A), sf.ScoreFunction(data.score_fn(SDE), SDE)
 
     def run(score):
-        x = sf.sample(score, SDE, sf.DDIM(), (n, d), steps=300, grid=sf.LogSNRGrid(), seed=2, dtype=torch.float64).samples
+        x = sf.sample(
+            score, SDE, sf.DDIM(), (n, d), steps=300, grid=sf.LogSNRGrid(), seed=2, dtype=torch.float64
+        ).samples
         cov = torch.cov(x.T)
         along = torch.diag(A @ cov @ A.T) / torch.diag(A @ truth.covs[0] @ A.T)
         return (x.mean(0) - truth.means[0]).abs().max(), (cov - truth.covs[0]).abs().max(), along
@@ -133,20 +162,44 @@ def test_the_guided_problem_scores_solvers_against_the_exact_guided_ode():
     x_T = SDE.prior_sampling((64, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = problem.ode_reference(SDE, x_T)
     cfg = sf.ClassifierFreeGuidance(sf.ScoreFunction(problem.problem.model(SDE), SDE), problem.labels(64), 3.0)
-    errors = [float(rms_error(sf.UniPC(2).sample(cfg, SDE, x_T, sf.UniPC(2).plan(SDE, sf.LogSNRGrid(), nfe=n)).samples,
-                                         ref).median()) for n in (10, 40)]
+    errors = [
+        float(
+            rms_error(
+                sf.UniPC(2).sample(cfg, SDE, x_T, sf.UniPC(2).plan(SDE, sf.LogSNRGrid(), nfe=n)).samples, ref
+            ).median()
+        )
+        for n in (10, 40)
+    ]
     assert errors[1] < 1e-3 and errors[1] < errors[0] / 8, errors
     assert problem.sample(10, torch.Generator()) is None  # no closed-form law of the guided SDE at w != 0
-    rows, bench = runner.run(problem, SDE, {"ddim": sf.DDIM(), "em": sf.PCSampler(sf.EulerMaruyama())}, sf.LogSNRGrid(), [10],
-                             n_trajectory=16, n_distribution=64, n_directions=16, progress=False)
+    rows, bench = runner.run(
+        problem,
+        SDE,
+        {"ddim": sf.DDIM(), "em": sf.PCSampler(sf.EulerMaruyama())},
+        sf.LogSNRGrid(),
+        [10],
+        n_trajectory=16,
+        n_distribution=64,
+        n_directions=16,
+        progress=False,
+    )
     by = {r["solver"]: r for r in rows}
     assert by["ddim"]["rms_median"] > 0 and "no exact samples" in by["em"]["skipped"]
 
 
 def test_guided_problem_at_w0_samples_each_class_and_the_sde_reaches_them():
     problem = GuidedProblem.random(w=0.0, dim=4, components=4, classes=2, seed=1)
-    rows, bench = runner.run(problem, SDE, {"em": sf.PCSampler(sf.EulerMaruyama())}, sf.LogSNRGrid(), [200],
-                             n_trajectory=8, n_distribution=4000, n_directions=64, progress=False)
+    rows, bench = runner.run(
+        problem,
+        SDE,
+        {"em": sf.PCSampler(sf.EulerMaruyama())},
+        sf.LogSNRGrid(),
+        [200],
+        n_trajectory=8,
+        n_distribution=4000,
+        n_directions=64,
+        progress=False,
+    )
     # Sample i has class i mod 2: the exact set's even rows are class 0's components.
     labels = problem.problem.labels[problem.problem.mixture.assign(bench.exact)]
     assert bool((labels == torch.arange(4000) % 2).float().mean() > 0.99)
@@ -156,33 +209,78 @@ def test_guided_problem_at_w0_samples_each_class_and_the_sde_reaches_them():
 def test_the_inpainting_problem_scores_every_row_by_distance_and_skips_what_a_method_cannot_drive():
     problem = InpaintingProblem.bimodal()
     solvers = {"ddim": sf.DDIM(), "dpmpp_2m": sf.DPMSolverPP(2), "em": sf.PCSampler(sf.EulerMaruyama())}
-    rows, bench = runner.run(problem, SDE, solvers, sf.LogSNRGrid(), [20], n_trajectory=8, n_distribution=2000, n_directions=64,
-                             progress=False, inverse=sf.inverse.RePaintMethod(2))
+    rows, bench = runner.run(
+        problem,
+        SDE,
+        solvers,
+        sf.LogSNRGrid(),
+        [20],
+        n_trajectory=8,
+        n_distribution=2000,
+        n_directions=64,
+        progress=False,
+        inverse=sf.inverse.RePaintMethod(2),
+    )
     by = {r["solver"]: r for r in rows}
     assert "one-step" in by["dpmpp_2m"]["skipped"]
-    assert by["ddim"]["kind"] == "stochastic" and by["ddim"]["nfe"] == 20 and by["ddim"]["steps"] == 10  # RePaint re-noises
-    prior = SlicedWasserstein(bench.exact, 64, torch.Generator().manual_seed(0))(problem.mixture.sample(2000, torch.Generator()))
+    assert (
+        by["ddim"]["kind"] == "stochastic" and by["ddim"]["nfe"] == 20 and by["ddim"]["steps"] == 10
+    )  # RePaint re-noises
+    prior = SlicedWasserstein(bench.exact, 64, torch.Generator().manual_seed(0))(
+        problem.mixture.sample(2000, torch.Generator())
+    )
     assert by["em"]["sw2"] < 0.8 * prior  # conditioned: nearer the posterior than the prior is
     with pytest.raises(ValueError, match="is an inverse problem"):
         runner.run(problem, SDE, solvers, sf.LogSNRGrid(), [20], n_trajectory=8, n_distribution=100, progress=False)
     with pytest.raises(ValueError, match="needs an inverse problem"):
-        runner.run(sf.GaussianMixture.random(dim=4), SDE, solvers, sf.LogSNRGrid(), [20], n_trajectory=8, n_distribution=100,
-                   progress=False, inverse=sf.inverse.DPSMethod())
+        runner.run(
+            sf.GaussianMixture.random(dim=4),
+            SDE,
+            solvers,
+            sf.LogSNRGrid(),
+            [20],
+            n_trajectory=8,
+            n_distribution=100,
+            progress=False,
+            inverse=sf.inverse.DPSMethod(),
+        )
 
 
 def test_the_bench_command_runs_inverse_methods_and_guided_sweeps(tmp_path):
     common = ["nfe=[10]", "n_trajectory=8", "n_distribution=500", "n_directions=32", "progress=false"]
-    proc = cli(tmp_path, "sdeflow.apps.bench.app", "problem=inpainting_gmm", "inverse=dps", "solver=[euler_maruyama,ddim]", *common,
-               f"hydra.run.dir={tmp_path / 'inv'}")
+    proc = cli(
+        tmp_path,
+        "sdeflow.apps.bench.app",
+        "problem=inpainting_gmm",
+        "inverse=dps",
+        "solver=[euler_maruyama,ddim]",
+        *common,
+        f"hydra.run.dir={tmp_path / 'inv'}",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "inv" / "results.json").read_text())["rows"]
     assert [r["backwards"] for r in rows] == [10, 10] and all(r["sw2"] > 0 for r in rows)
-    sweep = cli(tmp_path, "sdeflow.apps.bench.app", "-m", "problem=guided_gmm", "problem.w=0,2", "solver=[ddim]", *common,
-                f"hydra.sweep.dir={tmp_path / 'sw'}")
+    sweep = cli(
+        tmp_path,
+        "sdeflow.apps.bench.app",
+        "-m",
+        "problem=guided_gmm",
+        "problem.w=0,2",
+        "solver=[ddim]",
+        *common,
+        f"hydra.sweep.dir={tmp_path / 'sw'}",
+    )
     assert sweep.returncode == 0, sweep.stderr
     report = cli(tmp_path, "sdeflow.apps.report", str(tmp_path / "sw"))
     assert report.returncode == 0 and "problem.w=2" in report.stdout
-    bad = cli(tmp_path, "sdeflow.apps.bench.app", "problem=inpainting_gmm", "solver=[ddim]", *common, f"hydra.run.dir={tmp_path / 'bad'}")
+    bad = cli(
+        tmp_path,
+        "sdeflow.apps.bench.app",
+        "problem=inpainting_gmm",
+        "solver=[ddim]",
+        *common,
+        f"hydra.run.dir={tmp_path / 'bad'}",
+    )
     assert bad.returncode != 0 and "inverse=replacement, repaint, dps or pigdm" in bad.stderr.strip().splitlines()[-1]
 
 
@@ -190,8 +288,20 @@ def test_the_bench_command_runs_inverse_methods_and_guided_sweeps(tmp_path):
 @pytest.fixture(scope="module")
 def digits_checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("digits")
-    proc = cli(tmp, "sdeflow.apps.train", "data=digits", "model=ncsnpp_tiny", "model.net.nf=8", "train.steps=5", "train.batch_size=8",
-               "sample.every=0", "sample.n=4", "sample.nfe=2", "progress=false", f"hydra.run.dir={tmp / 'run'}")
+    proc = cli(
+        tmp,
+        "sdeflow.apps.train",
+        "data=digits",
+        "model=ncsnpp_tiny",
+        "model.net.nf=8",
+        "train.steps=5",
+        "train.batch_size=8",
+        "sample.every=0",
+        "sample.n=4",
+        "sample.nfe=2",
+        "progress=false",
+        f"hydra.run.dir={tmp / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr
     return tmp / "run" / "checkpoint.pt"
 
@@ -205,8 +315,17 @@ def test_the_sample_command_inpaints_from_files_and_refuses_mismatches(tmp_path,
     mask[2:6, 2:6] = 0
     Image.fromarray(mask).save(tmp_path / "mask.png")
     common = [f"checkpoint={digits_checkpoint}", "n=5", "nfe=6", "batch_size=2", "progress=false"]
-    proc = cli(tmp_path, "sdeflow.apps.sample", *common, "solver=euler_maruyama", "inverse=replacement", "operator=inpainting",
-               f"operator.mask={tmp_path / 'mask.png'}", f"observation.images={tmp_path / 'x.npy'}", f"hydra.run.dir={tmp_path / 'a'}")
+    proc = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        *common,
+        "solver=euler_maruyama",
+        "inverse=replacement",
+        "operator=inpainting",
+        f"operator.mask={tmp_path / 'mask.png'}",
+        f"observation.images={tmp_path / 'x.npy'}",
+        f"hydra.run.dir={tmp_path / 'a'}",
+    )
     assert proc.returncode == 0, proc.stderr
     out = np.load(tmp_path / "a" / "samples_euler_maruyama.npz")
     m = (mask > 0).astype(np.float64)
@@ -216,11 +335,30 @@ def test_the_sample_command_inpaints_from_files_and_refuses_mismatches(tmp_path,
     # Replacement keeps the observed pixels at y, up to the noise level of the last grid time.
     assert np.abs((out["samples"] - out["observations"]) * m).max() < 0.05
     row = json.loads((tmp_path / "a" / "results.json").read_text())["rows"][0]
-    assert row["nfe"] == 6 and row["backwards"] == 0 and row["residual_rms"] < 0.05 and row["operator"].startswith("Inpainting")
-    refused = cli(tmp_path, "sdeflow.apps.sample", *common, "solver=[ddim,dpmpp_2m]", "inverse=repaint", "operator=inpainting_box",
-                  f"hydra.run.dir={tmp_path / 'b'}")
+    assert (
+        row["nfe"] == 6
+        and row["backwards"] == 0
+        and row["residual_rms"] < 0.05
+        and row["operator"].startswith("Inpainting")
+    )
+    refused = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        *common,
+        "solver=[ddim,dpmpp_2m]",
+        "inverse=repaint",
+        "operator=inpainting_box",
+        f"hydra.run.dir={tmp_path / 'b'}",
+    )
     assert refused.returncode != 0 and "one-step" in refused.stderr and not list((tmp_path / "b").glob("samples_*"))
-    colour = cli(tmp_path, "sdeflow.apps.sample", *common, "inverse=dps", "operator=colorization", f"hydra.run.dir={tmp_path / 'c'}")
+    colour = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        *common,
+        "inverse=dps",
+        "operator=colorization",
+        f"hydra.run.dir={tmp_path / 'c'}",
+    )
     assert colour.returncode != 0 and "colorisation needs a model of RGB images" in colour.stderr
 
 
@@ -234,8 +372,15 @@ def test_autoguidance_by_the_model_itself_is_plain_sampling_at_twice_the_forward
     # (1 + w) s - w s = s: the guided samples equal the unguided ones to float32 rounding, at two forwards per NFE.
     common = [f"checkpoint={digits_checkpoint}", "n=4", "nfe=5", "solver=ddim", "progress=false"]
     plain = cli(tmp_path, "sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / 'a'}")
-    auto = cli(tmp_path, "sdeflow.apps.sample", *common, "guidance=autoguidance", f"guidance.checkpoint={digits_checkpoint}",
-               "guidance.w=2", f"hydra.run.dir={tmp_path / 'b'}")
+    auto = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        *common,
+        "guidance=autoguidance",
+        f"guidance.checkpoint={digits_checkpoint}",
+        "guidance.w=2",
+        f"hydra.run.dir={tmp_path / 'b'}",
+    )
     assert plain.returncode == 0 and auto.returncode == 0, (plain.stderr, auto.stderr)
     a, b = (np.load(tmp_path / run / "samples_ddim.npz") for run in ("a", "b"))
     np.testing.assert_allclose(b["samples"], a["samples"], rtol=0, atol=1e-4)

@@ -23,9 +23,15 @@ def points(problem, n=32, t=0.3):
 
 def test_classifier_guidance_with_the_exact_classifier_is_the_conditional_score(problem):
     x, y = points(problem), torch.arange(32) % 3
-    guided = sf.ClassifierGuidance(sf.ScoreFunction(problem.mixture.score_fn(SDE), SDE), problem.classifier(SDE), y, scale=1.0)
+    guided = sf.ClassifierGuidance(
+        sf.ScoreFunction(problem.mixture.score_fn(SDE), SDE), problem.classifier(SDE), y, scale=1.0
+    )
     torch.testing.assert_close(guided.score(x, 0.3), problem.score(x, 0.3, SDE, y), rtol=1e-12, atol=1e-12)
-    assert (guided.nfe, guided.forwards, guided.backwards) == (1, 2, 1)  # the score network and the classifier, and its backward
+    assert (guided.nfe, guided.forwards, guided.backwards) == (
+        1,
+        2,
+        1,
+    )  # the score network and the classifier, and its backward
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -41,7 +47,9 @@ def test_classifier_free_guidance_is_the_exact_guided_score(problem, batched):
 
 def test_outside_the_interval_the_score_is_the_conditional_one_at_one_forward(problem):
     x, y = points(problem), torch.arange(32) % 3
-    guided = sf.ClassifierFreeGuidance(sf.ScoreFunction(problem.model(SDE), SDE), y, 3.0, interval=(0.5, 1.0), batched=False)
+    guided = sf.ClassifierFreeGuidance(
+        sf.ScoreFunction(problem.model(SDE), SDE), y, 3.0, interval=(0.5, 1.0), batched=False
+    )
     torch.testing.assert_close(guided.score(x, 0.3), problem.score(x, 0.3, SDE, y), rtol=0, atol=0)
     assert guided.forwards == 1
     torch.testing.assert_close(guided.score(x, 0.7), problem.guided_score(x, 0.7, SDE, y, 3.0), rtol=1e-12, atol=1e-12)
@@ -66,7 +74,10 @@ def test_guided_solvers_converge_to_the_exact_guided_ode(problem, w):
     ref = problem.guided_ode_reference(SDE, x_T, y, w)
     guided = sf.ClassifierFreeGuidance(sf.ScoreFunction(problem.model(SDE), SDE), y, w)
     steps = [40, 80, 160]
-    errors = [float((sf.DPMSolverPP(2).sample(guided, SDE, x_T, sf.LogSNRGrid()(SDE, k)).samples - ref).abs().max()) for k in steps]
+    errors = [
+        float((sf.DPMSolverPP(2).sample(guided, SDE, x_T, sf.LogSNRGrid()(SDE, k)).samples - ref).abs().max())
+        for k in steps
+    ]
     assert errors[-1] < 1e-3 and slope(steps, errors) > 1.6, errors
 
 
@@ -80,13 +91,17 @@ def test_guided_samples_reproduce_each_class(problem, how):
         if how == "cfg":
             score = sf.ClassifierFreeGuidance(sf.ScoreFunction(problem.model(SDE), SDE), y, 0.0)
         else:
-            score = sf.ClassifierGuidance(sf.ScoreFunction(problem.mixture.score_fn(SDE), SDE), problem.classifier(SDE), y)
+            score = sf.ClassifierGuidance(
+                sf.ScoreFunction(problem.mixture.score_fn(SDE), SDE), problem.classifier(SDE), y
+            )
         out = sf.sample(score, SDE, sf.PCSampler(sf.EulerMaruyama()), (n, 3), steps=200, seed=c, dtype=torch.float64)
         target = problem.class_mixture(c)
         x = out.samples
         # Components overlap, so the mode shares are compared with those of exact samples of the class.
         exact = target.sample(n, torch.Generator().manual_seed(10 + c), t=SDE.eps, sde=SDE)
-        share = [torch.bincount(problem.mixture.assign(v), minlength=len(problem.labels)).double() / n for v in (x, exact)]
+        share = [
+            torch.bincount(problem.mixture.assign(v), minlength=len(problem.labels)).double() / n for v in (x, exact)
+        ]
         assert (share[0] - share[1]).abs().max() < 0.03
         assert (x.mean(0) - target.mean(SDE.eps, SDE)).abs().max() < 0.05
         assert (torch.cov(x.T) - target.cov(SDE.eps, SDE)).abs().max() < 0.05

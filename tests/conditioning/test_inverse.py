@@ -9,10 +9,16 @@ from sdeflow.problems import gaussian_data, linear_posterior, observed_posterior
 
 SDE = sf.VPSDE()
 OPERATORS = {
-    "inpainting": (sf.inverse.Inpainting((torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).double()), (4, 3, 8, 8)),
+    "inpainting": (
+        sf.inverse.Inpainting((torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).double()),
+        (4, 3, 8, 8),
+    ),
     "colorization": (sf.inverse.Colorization(), (4, 3, 8, 8)),
     "average_pooling": (sf.inverse.AveragePooling(2), (4, 3, 8, 8)),
-    "matrix": (sf.inverse.MatrixOperator(torch.randn(5, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)), (4, 12)),
+    "matrix": (
+        sf.inverse.MatrixOperator(torch.randn(5, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)),
+        (4, 12),
+    ),
 }
 
 
@@ -23,7 +29,9 @@ def test_operator_adjoint_pseudo_inverse_and_gram_solve(name):
     x, x2 = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(2))
     y = op.A(x2)
     # <A x, y> = <x, A^T y>, sample by sample.
-    torch.testing.assert_close((op.A(x) * y).flatten(1).sum(1), (x * op.AT(y)).flatten(1).sum(1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        (op.A(x) * y).flatten(1).sum(1), (x * op.AT(y)).flatten(1).sum(1), rtol=1e-12, atol=1e-12
+    )
     # A A^+ y = y for y in the range of A.
     torch.testing.assert_close(op.A(op.pinv(y)), y, rtol=1e-10, atol=1e-10)
     # (a I + b A A^T) applied to the solve gives back v, with b per sample.
@@ -81,10 +89,27 @@ def test_dps_and_replacement_are_overconfident_on_gaussian_data():
     gm, op, y, post = gaussian_case()
     exact_std = post.stds[0, OBS]
     score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
-    dps = sf.sample(sf.inverse.DPS(score, op, y, NOISE), SDE, sf.PCSampler(sf.EulerMaruyama()), (N, D), steps=200,
-                    grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64).samples
-    rep = sf.sample(score, SDE, sf.PCSampler(sf.EulerMaruyama()), (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5,
-                    dtype=torch.float64, hook=sf.inverse.Replacement(SDE, op, y, seed=6)).samples
+    dps = sf.sample(
+        sf.inverse.DPS(score, op, y, NOISE),
+        SDE,
+        sf.PCSampler(sf.EulerMaruyama()),
+        (N, D),
+        steps=200,
+        grid=sf.LogSNRGrid(),
+        seed=5,
+        dtype=torch.float64,
+    ).samples
+    rep = sf.sample(
+        score,
+        SDE,
+        sf.PCSampler(sf.EulerMaruyama()),
+        (N, D),
+        steps=200,
+        grid=sf.LogSNRGrid(),
+        seed=5,
+        dtype=torch.float64,
+        hook=sf.inverse.Replacement(SDE, op, y, seed=6),
+    ).samples
     assert bool((dps[:, OBS].std(0) < 0.85 * exact_std).all())
     assert bool((rep[:, OBS].std(0) < 0.2 * exact_std).all())
     assert (rep[:, OBS].mean(0) - y[0, OBS]).abs().max() < 0.01
@@ -97,10 +122,26 @@ def test_repaint_with_one_resample_is_replacement():
     gm, op, y, _ = gaussian_case()
     score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
     solver = sf.PCSampler(sf.Ancestral())
-    plain = sf.sample(score, SDE, solver, (N, D), steps=20, seed=5, dtype=torch.float64, hook=sf.inverse.Replacement(SDE, op, y, seed=6))
+    plain = sf.sample(
+        score,
+        SDE,
+        solver,
+        (N, D),
+        steps=20,
+        seed=5,
+        dtype=torch.float64,
+        hook=sf.inverse.Replacement(SDE, op, y, seed=6),
+    )
     for jump in (1, 3):
-        repaint = sf.sample(score, SDE, sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y, seed=6), resamples=1, jump=jump),
-                            (N, D), steps=20, seed=5, dtype=torch.float64)
+        repaint = sf.sample(
+            score,
+            SDE,
+            sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y, seed=6), resamples=1, jump=jump),
+            (N, D),
+            steps=20,
+            seed=5,
+            dtype=torch.float64,
+        )
         torch.testing.assert_close(repaint.samples, plain.samples, rtol=0, atol=0)
     for jump in (1, 3):  # 20 steps in blocks of 3: the last block has 2, and still every step is taken U times
         three = sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y[:8], seed=6), resamples=3, jump=jump)
@@ -129,17 +170,28 @@ def test_every_method_against_the_exact_bimodal_posterior():
     gm, op, y, post = bimodal_case()
     assert sorted(post.weights.tolist())[-2] > 0.3  # two modes of real weight
     sw = SlicedWasserstein(post.sample(N, torch.Generator().manual_seed(1)), 256, torch.Generator().manual_seed(2))
-    floor, prior = sw(post.sample(N, torch.Generator().manual_seed(3))), sw(gm.sample(N, torch.Generator().manual_seed(4)))
+    floor, prior = (
+        sw(post.sample(N, torch.Generator().manual_seed(3))),
+        sw(gm.sample(N, torch.Generator().manual_seed(4))),
+    )
     score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
     em = sf.PCSampler(sf.EulerMaruyama())
 
     def distance(sampler, sc, hook=None, steps=200):
-        return sw(sf.sample(sc, SDE, sampler, (N, D), steps=steps, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook).samples)
+        return sw(
+            sf.sample(
+                sc, SDE, sampler, (N, D), steps=steps, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook
+            ).samples
+        )
 
     assert distance(em, sf.ScoreFunction(post.score_fn(SDE), SDE)) < 2 * floor
     measured = {
         "replacement": distance(em, score, hook=sf.inverse.Replacement(SDE, op, y, seed=6)),
-        "repaint": distance(sf.inverse.RePaint(sf.PCSampler(sf.Ancestral()), sf.inverse.Replacement(SDE, op, y, seed=6), 4), score, steps=50),
+        "repaint": distance(
+            sf.inverse.RePaint(sf.PCSampler(sf.Ancestral()), sf.inverse.Replacement(SDE, op, y, seed=6), 4),
+            score,
+            steps=50,
+        ),
         "dps": distance(em, sf.inverse.DPS(score, op, y, NOISE)),
         "pigdm": distance(em, sf.inverse.PiGDM(score, op, y, NOISE, data_var=0.3)),
     }

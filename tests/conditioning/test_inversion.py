@@ -10,8 +10,14 @@ from sdeflow.problems import flow_map, gaussian_data, reverse_transition
 from helpers import exact_score, slope
 
 MEAN, STD = 0.5, 0.3
-ENCODERS = {"ddim": sf.DDIM(), "dpmpp_2m": sf.DPMSolverPP(2), "edm_heun": sf.EDMHeun(), "unipc_3": sf.UniPC(2),
-            "deis_3": sf.DEIS(3), "ode_rk4": sf.ProbabilityFlowODE("rk4")}
+ENCODERS = {
+    "ddim": sf.DDIM(),
+    "dpmpp_2m": sf.DPMSolverPP(2),
+    "edm_heun": sf.EDMHeun(),
+    "unipc_3": sf.UniPC(2),
+    "deis_3": sf.DEIS(3),
+    "ode_rk4": sf.ProbabilityFlowODE("rk4"),
+}
 
 
 def data(sde, n=64, dim=3):
@@ -26,8 +32,12 @@ def test_encoding_error_falls_at_the_solver_order(name, sde):
     gm, x = data(sde)
     exact = flow_map(sde, MEAN, STD, x, sde.eps, sde.T)
     steps = [40, 80, 160, 320]
-    errors = [float((sf.encode(exact_score(gm, sde), sde, solver, x, steps=n, grid=sf.LogSNRGrid()).samples - exact).abs().max())
-              for n in steps]
+    errors = [
+        float(
+            (sf.encode(exact_score(gm, sde), sde, solver, x, steps=n, grid=sf.LogSNRGrid()).samples - exact).abs().max()
+        )
+        for n in steps
+    ]
     assert solver.convergence_order - 0.3 <= slope(steps, errors) <= solver.order + 1.0, errors
 
 
@@ -38,7 +48,13 @@ def test_decode_of_encode_returns_the_data(sde):
     gaps = []
     for steps in (10, 40, 160):
         z = sf.encode(exact_score(gm, sde), sde, solver, x, steps=steps, grid=sf.LogSNRGrid()).samples
-        gaps.append(float((sf.decode(exact_score(gm, sde), sde, solver, z, steps=steps, grid=sf.LogSNRGrid()).samples - x).abs().max()))
+        gaps.append(
+            float(
+                (sf.decode(exact_score(gm, sde), sde, solver, z, steps=steps, grid=sf.LogSNRGrid()).samples - x)
+                .abs()
+                .max()
+            )
+        )
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-5, gaps
 
 
@@ -69,7 +85,9 @@ def test_encoding_refuses_what_cannot_run_forwards():
 
 
 @pytest.mark.parametrize("t_start", [0.4, 1.0])
-@pytest.mark.parametrize("solver", [sf.PCSampler(sf.EulerMaruyama()), sf.SASolver()], ids=["euler_maruyama", "sa_solver"])
+@pytest.mark.parametrize(
+    "solver", [sf.PCSampler(sf.EulerMaruyama()), sf.SASolver()], ids=["euler_maruyama", "sa_solver"]
+)
 def test_sdedit_output_law_is_the_exact_gaussian(t_start, solver):
     # Data N(MEAN, STD^2); the guides x0 ~ N(-0.4, 0.2^2), another law. Noised to t_start and run back by the
     # reverse SDE, the output is N(A m + b, A^2 v + C) with (A, b, C) the exact reverse transition and
@@ -93,7 +111,9 @@ def test_sdedit_from_T_is_unconditional_sampling_in_distribution():
     gm = sf.problems.eight_gaussians(radius=2.0, std=0.2)
     x0 = torch.zeros(n, 2, dtype=torch.float64)
     edited = sf.sdedit(gm.score_fn(sde), sde, sf.DPMSolverPP3MSDE(), x0, sde.T, steps=100, seed=1).samples
-    fresh = sf.sample(gm.score_fn(sde), sde, sf.DPMSolverPP3MSDE(), (n, 2), steps=100, seed=2, dtype=torch.float64).samples
+    fresh = sf.sample(
+        gm.score_fn(sde), sde, sf.DPMSolverPP3MSDE(), (n, 2), steps=100, seed=2, dtype=torch.float64
+    ).samples
     w_edit = torch.bincount(gm.assign(edited), minlength=8).double() / n
     w_fresh = torch.bincount(gm.assign(fresh), minlength=8).double() / n
     assert (w_edit - w_fresh).abs().max() < 0.02

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 import sdeflow as sf
-from sdeflow.eval import FeatureStats, StatsFileError, bits_per_dim, kid, load_stats, log_likelihood, precision_recall, save_stats
+from sdeflow.eval import (
+    FeatureStats,
+    StatsFileError,
+    bits_per_dim,
+    kid,
+    load_stats,
+    log_likelihood,
+    precision_recall,
+    save_stats,
+)
 from sdeflow.eval.metrics import frechet_distance
 
 from helpers import cli
@@ -100,7 +109,9 @@ def test_gaussian_likelihood_is_exact_within_the_estimator_error(sde, noise):
     a, s = sde.alpha(torch.tensor(sde.eps, dtype=torch.float64)), sde.sigma(torch.tensor(sde.eps, dtype=torch.float64))
     marg = torch.distributions.MultivariateNormal(a * stats.mean, a**2 * cov + s**2 * torch.eye(d, dtype=torch.float64))
     x = marg.sample((n,))
-    lp, nfe = log_likelihood(score, sde, x, probes=4, noise=noise, rtol=1e-7, atol=1e-7, generator=torch.Generator().manual_seed(1))
+    lp, nfe = log_likelihood(
+        score, sde, x, probes=4, noise=noise, rtol=1e-7, atol=1e-7, generator=torch.Generator().manual_seed(1)
+    )
     err = lp - marg.log_prob(x)
     assert nfe > 0
     assert abs(float(err.mean())) < 4 * float(err.std()) / math.sqrt(n) + 1e-3
@@ -132,11 +143,17 @@ def test_inception_builds_gives_2048_features_and_loads_published_key_names(tmp_
         assert net(torch.rand(2, 3, 32, 32)).shape == (2, 2048)  # resized to 299 inside, as pytorch-fid does
     # The real weights are not available offline: build a state dict with the published key names
     # (torchvision's Inception-v3 names, fc of 1008 classes, no num_batches_tracked as in the 2018 file).
-    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {
+        k: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in net.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     assert "Mixed_7c.branch3x3dbl_3b.conv.weight" in state and state["fc.weight"].shape == (1008, 2048)
     torch.save(state, tmp_path / WEIGHTS_FILE)
     loaded = load_inception(str(tmp_path / WEIGHTS_FILE))
-    assert torch.equal(loaded.state_dict()["Mixed_5b.branch_pool.conv.weight"], state["Mixed_5b.branch_pool.conv.weight"])
+    assert torch.equal(
+        loaded.state_dict()["Mixed_5b.branch_pool.conv.weight"], state["Mixed_5b.branch_pool.conv.weight"]
+    )
     # The torch hub cache is searched when no path is given.
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     (tmp_path / "hub" / "checkpoints" / WEIGHTS_FILE).write_bytes((tmp_path / WEIGHTS_FILE).read_bytes())
@@ -156,8 +173,8 @@ def test_missing_or_wrong_inception_weights_are_refused(tmp_path, monkeypatch):
 
 
 def test_user_module_extractor_and_classifier_floor():
-    from sdeflow.training.data import digits
     from sdeflow.eval.features import Module, TrainedClassifier
+    from sdeflow.training.data import digits
 
     train, held = digits().split(0.8)
     clf = TrainedClassifier(steps=150).fit(train, held)
@@ -175,11 +192,26 @@ def test_eval_command_scores_solvers_against_the_floor(tmp_path):
     import csv
 
     run = lambda *a: cli(tmp_path, *a)  # noqa: E731
-    train = run("sdeflow.apps.train", "train.steps=30", "train.batch_size=16", "sample.every=0", "sample.n=4", "progress=false",
-                f"hydra.run.dir={tmp_path / 'train'}")
+    train = run(
+        "sdeflow.apps.train",
+        "train.steps=30",
+        "train.batch_size=16",
+        "sample.every=0",
+        "sample.n=4",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'train'}",
+    )
     assert train.returncode == 0, train.stderr
-    ev = run("sdeflow.apps.evaluate", f"checkpoint={tmp_path / 'train' / 'checkpoint.pt'}", "solver=[ddim,unipc_2_bh2]", "nfe=4", "n=200",
-             "eval.steps=100", "progress=false", f"hydra.run.dir={tmp_path / 'eval'}")
+    ev = run(
+        "sdeflow.apps.evaluate",
+        f"checkpoint={tmp_path / 'train' / 'checkpoint.pt'}",
+        "solver=[ddim,unipc_2_bh2]",
+        "nfe=4",
+        "n=200",
+        "eval.steps=100",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     assert ev.returncode == 0, ev.stderr
     rows = list(csv.DictReader(open(tmp_path / "eval" / "results.csv")))
     assert [r["solver"] for r in rows] == ["floor (held-out real data)", "ddim", "unipc_2_bh2"]
@@ -197,8 +229,19 @@ def test_eval_command_scores_solvers_against_the_floor(tmp_path):
 def test_eval_command_on_an_exact_problem_with_likelihood(tmp_path):
     import csv
 
-    proc = cli(tmp_path, "sdeflow.apps.evaluate", "problem=gmm16", "eval=identity", "solver=[dpmpp_2m]", "nfe=20", "n=300",
-               "metrics=[fd,bpd]", "bpd.samples=64", "progress=false", f"hydra.run.dir={tmp_path / 'e'}")
+    proc = cli(
+        tmp_path,
+        "sdeflow.apps.evaluate",
+        "problem=gmm16",
+        "eval=identity",
+        "solver=[dpmpp_2m]",
+        "nfe=20",
+        "n=300",
+        "metrics=[fd,bpd]",
+        "bpd.samples=64",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'e'}",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "e" / "results.csv")))
     assert math.isfinite(float(rows[0]["bpd"])) and float(rows[1]["fd"]) < 0.1
@@ -214,7 +257,10 @@ def test_every_row_is_scored_at_the_same_n():
     g = torch.Generator().manual_seed(0)
     ref_feats = torch.randn(5000, 8, generator=g, dtype=torch.float64)
     ref = FeatureStats(8).update(ref_feats)
-    small, big = torch.randn(300, 8, generator=g, dtype=torch.float64), torch.randn(3000, 8, generator=g, dtype=torch.float64)
+    small, big = (
+        torch.randn(300, 8, generator=g, dtype=torch.float64),
+        torch.randn(3000, 8, generator=g, dtype=torch.float64),
+    )
     unequal = score_features(small, ref, ref_feats, ["fd"])["fd"], score_features(big, ref, ref_feats, ["fd"])["fd"]
     assert unequal[0] > 3 * unequal[1]  # the bias the common n removes: E[FD] grows like d(d+1)/(2n) here
     row_small = score_features(small, ref, ref_feats, ["fd", "kid"], n=300, intervals=40)

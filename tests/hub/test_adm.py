@@ -17,18 +17,24 @@ import torch
 from hydra.utils import instantiate
 
 import sdeflow as sf
-from helpers import checkpoint_format, cli, seeded_tensor
 from sdeflow.core.checkpoint import CheckpointError, save_torch
 from sdeflow.hub.adm import from_adm, to_adm
 from sdeflow.nets.song_unet import DhariwalUNet
+
+from helpers import checkpoint_format, cli, seeded_tensor
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MANIFEST = json.loads((DATA / "adm_manifest.json").read_text())["models"]
 BETAS = json.loads((DATA / "adm_manifest.json").read_text())["betas"]  # guided-diffusion's get_named_beta_schedule
 REFERENCE = np.load(DATA / "adm_reference.npz")
 CASES = json.loads(str(REFERENCE["meta"]))["cases"]
-SMALL = ["network.img_resolution=16", "network.model_channels=128", "network.channel_mult=[1,2]", "network.num_blocks=1",
-         "network.attn_resolutions=[16,8]"]
+SMALL = [
+    "network.img_resolution=16",
+    "network.model_channels=128",
+    "network.channel_mult=[1,2]",
+    "network.num_blocks=1",
+    "network.attn_resolutions=[16,8]",
+]
 
 
 def fmt(model: str, *overrides):
@@ -39,8 +45,12 @@ def fmt(model: str, *overrides):
 def case_format(case):
     """A small network with the case's attention and classes, from the 64x64 config."""
     flags = CASES[case]["flags"]
-    heads = [f"network.num_heads={flags.get('num_heads', -1)}", f"network.channels_per_head={flags.get('num_head_channels', 64)}",
-             f"network.label_dim={1000 if flags['class_cond'] else 0}", f"new_attention_order={flags.get('use_new_attention_order', False)}"]
+    heads = [
+        f"network.num_heads={flags.get('num_heads', -1)}",
+        f"network.channels_per_head={flags.get('num_head_channels', 64)}",
+        f"network.label_dim={1000 if flags['class_cond'] else 0}",
+        f"new_attention_order={flags.get('use_new_attention_order', False)}",
+    ]
     return instantiate(fmt("64x64_diffusion", *SMALL, *heads))
 
 
@@ -109,7 +119,9 @@ def test_an_imported_adm_samples_with_any_solver(tmp_path):
 def test_a_file_of_another_config_is_refused_in_one_line(tmp_path):
     path = tmp_path / "model.pt"
     save_torch(path, reference_state("cond_four_heads"))
-    node = instantiate(fmt("64x64_diffusion", *SMALL, "network.label_dim=0"))  # the file has classes: label_emb is left over
+    node = instantiate(
+        fmt("64x64_diffusion", *SMALL, "network.label_dim=0")
+    )  # the file has classes: label_emb is left over
     with pytest.raises(CheckpointError, match=r"tensors the config's network does not have \(label_emb.weight\)") as e:
         node.load(path)
     assert "\n" not in str(e.value)
@@ -134,9 +146,21 @@ def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
 
 def test_sdeflow_sample_reads_a_guided_diffusion_model(tmp_path):
     save_torch(tmp_path / "model.pt", reference_state("cond_new_order"))
-    run = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={tmp_path / 'model.pt'}", "checkpoint_format=adm_64x64_diffusion",
-              *(f"checkpoint_format.{o}" for o in SMALL), "checkpoint_format.network.channels_per_head=64", "solver=ddim",
-              "timesteps=leading", "nfe=3", "n=2", "labels=[5,6]", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
+    run = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        f"checkpoint={tmp_path / 'model.pt'}",
+        "checkpoint_format=adm_64x64_diffusion",
+        *(f"checkpoint_format.{o}" for o in SMALL),
+        "checkpoint_format.network.channels_per_head=64",
+        "solver=ddim",
+        "timesteps=leading",
+        "nfe=3",
+        "n=2",
+        "labels=[5,6]",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     samples = np.load(next((tmp_path / "run").glob("samples_*.npz")))
     assert samples["nfe"] == 3 and np.isfinite(samples[samples.files[0]]).all()

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 import sdeflow as sf
-from helpers import cli, seeded_tensor
 from sdeflow.core.checkpoint import CheckpointError
 from sdeflow.hub.edm import build_network, load_edm
+
+from helpers import cli, seeded_tensor
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CANARY = "canary.txt"
@@ -69,8 +70,13 @@ class EDMLayout(pickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, nn.Module) and not isinstance(obj, nn.ModuleDict):
             state = {k: v for k, v in vars(obj).items() if k != "class_name"}
-            meta = dict(type="class", version=6, class_name=getattr(obj, "class_name", type(obj).__name__), state=state,
-                        module_src=f"open({CANARY!r}, 'w').write('the pickled source code ran')")
+            meta = dict(
+                type="class",
+                version=6,
+                class_name=getattr(obj, "class_name", type(obj).__name__),
+                state=state,
+                module_src=f"open({CANARY!r}, 'w').write('the pickled source code ran')",
+            )
             return _reconstruct_persistent_obj, (meta,)
         return NotImplemented
 
@@ -78,12 +84,18 @@ class EDMLayout(pickle.Pickler):
 def edm_pickle(path, case: str, arrays, persistence, tamper=None):
     meta = json.loads(str(arrays["meta"]))["cases"][case]
     net = build_network(meta["init_kwargs"], meta["class_name"])
-    state = {k.removeprefix(f"{case}/model."): torch.from_numpy(arrays[k]) for k in arrays.files if k.startswith(f"{case}/model.")}
+    state = {
+        k.removeprefix(f"{case}/model."): torch.from_numpy(arrays[k])
+        for k in arrays.files
+        if k.startswith(f"{case}/model.")
+    }
     net.load_state_dict(state, strict=True)
     if tamper:
         tamper(net)
     with open(path, "wb") as f:
-        EDMLayout(f).dump({"ema": Precond(net, meta["class_name"], meta["init_kwargs"]), "dataset_kwargs": {"resolution": 8}})
+        EDMLayout(f).dump(
+            {"ema": Precond(net, meta["class_name"], meta["init_kwargs"]), "dataset_kwargs": {"resolution": 8}}
+        )
     return meta
 
 
@@ -129,10 +141,14 @@ def iddpm_pickle(path, persistence, u=None):
     for key, shape in meta["tensors"]:
         if key == "u":
             continue
-        state[key.removeprefix("model.")] = seeded_tensor(shape, g, 1.0 if "norm" in key and key.endswith("weight") else 0.0)
+        state[key.removeprefix("model.")] = seeded_tensor(
+            shape, g, 1.0 if "norm" in key and key.endswith("weight") else 0.0
+        )
     net.load_state_dict(state, strict=True)
     with open(path, "wb") as f:
-        EDMLayout(f).dump({"ema": Precond(net, "iDDPMPrecond", meta["init_kwargs"], torch.from_numpy(ref["u"]) if u is None else u)})
+        EDMLayout(f).dump(
+            {"ema": Precond(net, "iDDPMPrecond", meta["init_kwargs"], torch.from_numpy(ref["u"]) if u is None else u)}
+        )
     return ref
 
 
@@ -150,7 +166,9 @@ def test_edms_iddpm_baseline_gives_edms_denoiser_outputs(tmp_path, monkeypatch, 
     torch.testing.assert_close(got, torch.from_numpy(ref["output"]), rtol=1e-4, atol=1e-4)
     assert not (tmp_path / CANARY).exists()
     iddpm_pickle(tmp_path / "bad.pkl", persistence, u=torch.ones(10))
-    with pytest.raises(CheckpointError, match=r"bad.pkl: an iDDPMPrecond pickle holds its noise levels u \(1001 values\)"):
+    with pytest.raises(
+        CheckpointError, match=r"bad.pkl: an iDDPMPrecond pickle holds its noise levels u \(1001 values\)"
+    ):
         load_edm(tmp_path / "bad.pkl")
 
 
@@ -167,16 +185,23 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with open(tmp_path / "evil.pkl", "wb") as f:
         pickle.dump({"ema": Payload(fn, f"open({CANARY!r}, 'w').write('ran')")}, f)
-    with pytest.raises(CheckpointError, match=rf"refused as an EDM network pickle: it names builtins.{fn.__name__}, which is not data"):
+    with pytest.raises(
+        CheckpointError, match=rf"refused as an EDM network pickle: it names builtins.{fn.__name__}, which is not data"
+    ):
         load_edm(tmp_path / "evil.pkl")
     assert not (tmp_path / CANARY).exists()
 
 
 def test_networks_sdeflow_cannot_rebuild_get_one_clear_line(tmp_path, persistence, arrays):
     edm_pickle(tmp_path / "adm.pkl", "vp_ddpmpp", arrays, persistence)
-    data = open(tmp_path / "adm.pkl", "rb").read().replace(b"VPPrecond", b"XYPrecond")  # same length: the pickle stays valid
+    data = (
+        open(tmp_path / "adm.pkl", "rb").read().replace(b"VPPrecond", b"XYPrecond")
+    )  # same length: the pickle stays valid
     (tmp_path / "adm.pkl").write_bytes(data)
-    with pytest.raises(CheckpointError, match="its network is a XYPrecond; sdeflow reads EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond"):
+    with pytest.raises(
+        CheckpointError,
+        match="its network is a XYPrecond; sdeflow reads EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond",
+    ):
         load_edm(tmp_path / "adm.pkl")
     pickle.dump({"other": 1}, open(tmp_path / "empty.pkl", "wb"))
     with pytest.raises(CheckpointError, match="no network under 'ema'"):
@@ -188,7 +213,9 @@ def test_weights_that_do_not_fit_are_named(tmp_path, persistence, arrays):
         net.dec["8x8_aux_conv"].weight = nn.Parameter(net.dec["8x8_aux_conv"].weight[:, :, :1, :1])
 
     edm_pickle(tmp_path / "bad.pkl", "vp_ddpmpp", arrays, persistence, tamper=shrink)
-    with pytest.raises(CheckpointError, match=r"1 of another shape \(dec.8x8_aux_conv.weight: \(3, 8, 1, 1\) for \(3, 8, 3, 3\)\)"):
+    with pytest.raises(
+        CheckpointError, match=r"1 of another shape \(dec.8x8_aux_conv.weight: \(3, 8, 1, 1\) for \(3, 8, 3, 3\)\)"
+    ):
         load_edm(tmp_path / "bad.pkl")
 
 
@@ -202,9 +229,20 @@ def test_vp_baseline_noise_range_is_its_training_range(tmp_path, persistence, ar
 @pytest.mark.slow
 def test_sdeflow_sample_reads_an_edm_pickle(tmp_path, persistence, arrays):
     edm_pickle(tmp_path / "net.pkl", "edm_ncsnpp_cond", arrays, persistence)
-    proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={tmp_path / 'net.pkl'}", "checkpoint_format=edm", "solver=edm_heun",
-               "solver.edm_heun.denoise=true", "timesteps=karras", "nfe=7", "n=4", "labels=[1,2]", "progress=false",
-               f"hydra.run.dir={tmp_path / 'run'}")
+    proc = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        f"checkpoint={tmp_path / 'net.pkl'}",
+        "checkpoint_format=edm",
+        "solver=edm_heun",
+        "solver.edm_heun.denoise=true",
+        "timesteps=karras",
+        "nfe=7",
+        "n=4",
+        "labels=[1,2]",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert np.load(next((tmp_path / "run").glob("samples_*.npz")))["nfe"] == 7
     assert not (tmp_path / CANARY).exists()

@@ -7,9 +7,10 @@ import pytest
 
 import sdeflow as sf
 import sdeflow.hub
-from helpers import checkpoint_format
 from sdeflow.apps.common import build
 from sdeflow.hub import ADMFormat, CheckpointFormat, DiffusersFormat, EDMFormat, Loaded, ScoreSdeFormat, SdeflowFormat
+
+from helpers import checkpoint_format
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "checkpoint_format").glob("*.yaml"))
 
@@ -22,8 +23,13 @@ def test_every_configured_format_is_a_checkpoint_format(option):
 
 def test_the_former_names_are_the_formats():
     hub = sdeflow.hub
-    former = (hub.ADMCheckpoint, hub.DiffusersFolder, hub.EDMPickle, hub.ScoreSdeCheckpoint,
-              hub.trained.TrainedCheckpoint)
+    former = (
+        hub.ADMCheckpoint,
+        hub.DiffusersFolder,
+        hub.EDMPickle,
+        hub.ScoreSdeCheckpoint,
+        hub.trained.TrainedCheckpoint,
+    )
     assert former == (ADMFormat, DiffusersFormat, EDMFormat, ScoreSdeFormat, SdeflowFormat)
     assert {"ADMCheckpoint", "DiffusersFolder", "EDMPickle", "ScoreSdeCheckpoint"} <= set(sdeflow.hub.__all__)
 
@@ -32,8 +38,15 @@ def test_loaded_checks_its_facts_at_the_door_and_records_them():
     sde = sf.VPSDE()
     score = sf.ScoreFunction(lambda x, t: x, sde, sf.EpsPrediction())
     model = Loaded(score, sde, (3, 8, 8), "test:here", label_dim=10, details={"step": 4})
-    assert model.record() == {"source": "test:here", "sde": repr(sde), "prediction": "EpsPrediction",
-                              "shape": [3, 8, 8], "label_dim": 10, "centered": True, "step": 4}
+    assert model.record() == {
+        "source": "test:here",
+        "sde": repr(sde),
+        "prediction": "EpsPrediction",
+        "shape": [3, 8, 8],
+        "label_dim": 10,
+        "centered": True,
+        "step": 4,
+    }
     for shape in ([3, 8, 8], (), (3, 0, 8)):
         with pytest.raises(ValueError, match="shape must be a non-empty tuple of positive integers"):
             Loaded(score, sde, shape, "test:here")

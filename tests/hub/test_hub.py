@@ -9,14 +9,24 @@ import pytest
 import torch
 
 import sdeflow as sf
-from helpers import cli
 from sdeflow.core.checkpoint import CheckpointError
 from sdeflow.hub import DiscreteTimeModel, Loaded, load_diffusers
 
+from helpers import cli
+
 diffusers = pytest.importorskip("diffusers")
 
-UNET = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8)
+UNET = dict(
+    sample_size=8,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=8,
+)
 
 
 def unet_folder(path, prediction="epsilon", schedule="linear", pipeline=False):
@@ -69,8 +79,14 @@ def test_ddim_through_sdeflow_equals_diffusers_ddim_scheduler(tmp_path, predicti
     steps = 10
     ours = sf.DDIM().sample(score, sde, x_T.clone(), sf.LeadingTimesteps(offset=1).__call__(sde, steps)).samples
 
-    sched = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction, steps_offset=1,
-                                    set_alpha_to_one=False, clip_sample=False)
+    sched = diffusers.DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        prediction_type=prediction,
+        steps_offset=1,
+        set_alpha_to_one=False,
+        clip_sample=False,
+    )
     sched.set_timesteps(steps)
     x = x_T.clone()
     with torch.no_grad():
@@ -78,7 +94,9 @@ def test_ddim_through_sdeflow_equals_diffusers_ddim_scheduler(tmp_path, predicti
             x = sched.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
     # The model saw exactly the scheduler's integer timesteps, and the samples agree to float32 rounding
     # (diffusers' alphas are float32 products, sdeflow's float64).
-    np.testing.assert_array_equal(torch.stack([k[0] for k in recorder.seen]).numpy(), sched.timesteps.numpy().astype(np.float32))
+    np.testing.assert_array_equal(
+        torch.stack([k[0] for k in recorder.seen]).numpy(), sched.timesteps.numpy().astype(np.float32)
+    )
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
 
 
@@ -142,8 +160,17 @@ def test_discrete_time_model_snaps_float32_training_times_to_their_timesteps():
 @pytest.mark.slow
 def test_sdeflow_sample_reads_a_diffusers_folder(tmp_path):
     unet_folder(tmp_path / "model", pipeline=True)
-    proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={tmp_path / 'model'}", "checkpoint_format=diffusers", "solver=[ddim,unipc_2_bh2]",
-               "nfe=5", "n=4", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        f"checkpoint={tmp_path / 'model'}",
+        "checkpoint_format=diffusers",
+        "solver=[ddim,unipc_2_bh2]",
+        "nfe=5",
+        "n=4",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "run").glob("samples_*.npz"))) == 2
 
@@ -151,8 +178,18 @@ def test_sdeflow_sample_reads_a_diffusers_folder(tmp_path):
 @pytest.mark.slow
 def test_sdeflow_eval_scores_a_diffusers_folder_against_the_data_it_is_given(tmp_path):
     torch.manual_seed(0)
-    diffusers.UNet2DModel(**{**UNET, "in_channels": 1, "out_channels": 1}).save_pretrained(tmp_path / "model", safe_serialization=True)
-    args = [f"checkpoint={tmp_path / 'model'}", "checkpoint_format=diffusers", "solver=ddim", "nfe=4", "n=32", "eval=identity", "progress=false"]
+    diffusers.UNet2DModel(**{**UNET, "in_channels": 1, "out_channels": 1}).save_pretrained(
+        tmp_path / "model", safe_serialization=True
+    )
+    args = [
+        f"checkpoint={tmp_path / 'model'}",
+        "checkpoint_format=diffusers",
+        "solver=ddim",
+        "nfe=4",
+        "n=32",
+        "eval=identity",
+        "progress=false",
+    ]
     missing = cli(tmp_path, "sdeflow.apps.evaluate", *args, f"hydra.run.dir={tmp_path / 'a'}")
     assert missing.returncode != 0 and "records no training data to score against: give data=" in missing.stderr
     assert "Traceback" not in missing.stderr

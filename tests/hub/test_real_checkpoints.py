@@ -15,8 +15,9 @@ import torch
 from hydra.utils import instantiate
 
 import sdeflow as sf
-from helpers import checkpoint_format
 from sdeflow.hub import load_diffusers, load_edm
+
+from helpers import checkpoint_format
 
 EDM = os.environ.get("SDEFLOW_EDM_PICKLE")
 DIFFUSERS = os.environ.get("SDEFLOW_DIFFUSERS_FOLDER")
@@ -46,22 +47,32 @@ def test_a_real_edm_pickle():
     check_trained(score, model.sde, model.shape, sf.EDMHeun(denoise=True), sf.KarrasGrid(), 35)
 
 
-@pytest.mark.skipif(not DIFFUSERS, reason="set SDEFLOW_DIFFUSERS_FOLDER=<a diffusers UNet2DModel folder> to run on a real checkpoint")
+@pytest.mark.skipif(
+    not DIFFUSERS, reason="set SDEFLOW_DIFFUSERS_FOLDER=<a diffusers UNet2DModel folder> to run on a real checkpoint"
+)
 def test_a_real_diffusers_folder():
     model = load_diffusers(DIFFUSERS)
     check_trained(model.score, model.sde, model.shape, sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
 
 
-@pytest.mark.skipif(not SCORE_SDE, reason="set SDEFLOW_SCORE_SDE_CHECKPOINT=<checkpoint_*.pth> (and SDEFLOW_SCORE_SDE_FORMAT=<its "
-                    "conf/checkpoint_format entry>) to run on a real checkpoint")
+@pytest.mark.skipif(
+    not SCORE_SDE,
+    reason="set SDEFLOW_SCORE_SDE_CHECKPOINT=<checkpoint_*.pth> (and SDEFLOW_SCORE_SDE_FORMAT=<its "
+    "conf/checkpoint_format entry>) to run on a real checkpoint",
+)
 def test_a_real_score_sde_checkpoint():
-    fmt = instantiate(checkpoint_format(os.environ.get("SDEFLOW_SCORE_SDE_FORMAT", "score_sde_vp_ddpmpp_deep_continuous")))
+    fmt = instantiate(
+        checkpoint_format(os.environ.get("SDEFLOW_SCORE_SDE_FORMAT", "score_sde_vp_ddpmpp_deep_continuous"))
+    )
     model = fmt.load(SCORE_SDE)
     check_trained(model.score, model.sde, model.shape, sf.DPMSolverPP(2), sf.LogSNRGrid(), 20)
 
 
-@pytest.mark.skipif(not ADM, reason="set SDEFLOW_ADM_CHECKPOINT=<a guided-diffusion model .pt> (and SDEFLOW_ADM_FORMAT=<its "
-                    "conf/checkpoint_format entry>) to run on a real checkpoint")
+@pytest.mark.skipif(
+    not ADM,
+    reason="set SDEFLOW_ADM_CHECKPOINT=<a guided-diffusion model .pt> (and SDEFLOW_ADM_FORMAT=<its "
+    "conf/checkpoint_format entry>) to run on a real checkpoint",
+)
 def test_a_real_guided_diffusion_model():
     model = instantiate(checkpoint_format(os.environ.get("SDEFLOW_ADM_FORMAT", "adm_64x64_diffusion"))).load(ADM)
     score = model.score

@@ -18,10 +18,10 @@ import sdeflow as sf
 import sdeflow.training.schemas  # noqa: F401  (the train config's structured schema)
 from sdeflow.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sdeflow.hub.format import Loaded
-from sdeflow.hub.trained import load_trained
-from sdeflow.tuning.grid_search import OptimizedGrid
-from sdeflow.nets import ScoreMLP
 from sdeflow.hub.safe_config import UnsafeConfigError, rebuild
+from sdeflow.hub.trained import load_trained
+from sdeflow.nets import ScoreMLP
+from sdeflow.tuning.grid_search import OptimizedGrid
 
 
 class Touch:
@@ -36,11 +36,19 @@ class Touch:
 
 def _config(net=None, sde=None):
     return {
-        "model": {"net": net or {"_target_": "sdeflow.nets.ScoreMLP", "dim": 2, "hidden": 16, "blocks": 1},
-                  "prediction": {"_target_": "sdeflow.EpsPrediction"}},
+        "model": {
+            "net": net or {"_target_": "sdeflow.nets.ScoreMLP", "dim": 2, "hidden": 16, "blocks": 1},
+            "prediction": {"_target_": "sdeflow.EpsPrediction"},
+        },
         "sde": sde or {"_target_": "sdeflow.VPSDE"},
-        "data": {"dataset": {"_target_": "sdeflow.training.data.toy", "sampler": {"_target_": "sdeflow.problems.eight_gaussians"}, "n": 100},
-                 "shape": [2]},
+        "data": {
+            "dataset": {
+                "_target_": "sdeflow.training.data.toy",
+                "sampler": {"_target_": "sdeflow.problems.eight_gaussians"},
+                "n": 100,
+            },
+            "shape": [2],
+        },
     }
 
 
@@ -48,8 +56,16 @@ def _checkpoint(path, config: dict):
     """A checkpoint laid out as sdeflow-train writes it, carrying `config` as its run config."""
     torch.manual_seed(0)
     net = ScoreMLP(2, hidden=16, blocks=1)
-    save_checkpoint(path, {"model": net.state_dict(), "ema": net.state_dict(), "step": 1, "model_config": "m",
-                           "config": yaml.safe_dump(config)})
+    save_checkpoint(
+        path,
+        {
+            "model": net.state_dict(),
+            "ema": net.state_dict(),
+            "step": 1,
+            "model_config": "m",
+            "config": yaml.safe_dump(config),
+        },
+    )
     return path
 
 
@@ -64,9 +80,11 @@ def payloads(tmp_path):
     torch_load = {"_target_": "torch.load", "f": str(evil_pt), "weights_only": False}
     numpy_load = {"_target_": "numpy.load", "file": str(evil_npy), "allow_pickle": True}
     nested = {"_target_": "sdeflow.nets.ScoreMLP", "dim": 2, "embedding": torch_load}
-    return marker, {"torch_load": ("net", torch_load, "config.model.net._target_"),
-                    "numpy_load": ("sde", numpy_load, "config.sde._target_"),
-                    "nested": ("net", nested, "config.model.net.embedding._target_")}
+    return marker, {
+        "torch_load": ("net", torch_load, "config.model.net._target_"),
+        "numpy_load": ("sde", numpy_load, "config.sde._target_"),
+        "nested": ("net", nested, "config.model.net.embedding._target_"),
+    }
 
 
 @pytest.mark.parametrize("name", ["torch_load", "numpy_load", "nested"])
@@ -88,9 +106,22 @@ def test_a_stored_config_never_runs_code(tmp_path, payloads, name):
 def test_sdeflow_sample_refuses_a_hostile_checkpoint_in_one_line(tmp_path, payloads):
     marker, cases = payloads
     path = _checkpoint(tmp_path / "ckpt.pt", _config(net=cases["torch_load"][1]))
-    proc = subprocess.run([sys.executable, "-m", "sdeflow.apps.sample", f"checkpoint={path}", "n=4", "progress=false",
-                           f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "WANDB_MODE": "disabled"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdeflow.apps.sample",
+            f"checkpoint={path}",
+            "n=4",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert proc.returncode != 0
     assert "config.model.net._target_ is 'torch.load'" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists() and not (tmp_path / "out" / "results.json").exists()
@@ -107,19 +138,39 @@ def test_rebuild_takes_plain_arguments_only():
 
 
 # Every model config, and every SDE config at least once (EDM's preconditioner holds the SDE as a nested object).
-@pytest.mark.parametrize("data, model, sde", [("toy", "mlp", "vp"), ("digits", "ncsnpp_tiny", "subvp"), ("digits", "ncsnpp_tiny_edm", "ve"),
-                                              ("digits", "ncsnpp_tiny_edm", "ve_edm"), ("cifar10", "ncsnpp_cifar10", "ve"),
-                                              ("cifar10", "ddpmpp_cifar10", "vp")])
+@pytest.mark.parametrize(
+    "data, model, sde",
+    [
+        ("toy", "mlp", "vp"),
+        ("digits", "ncsnpp_tiny", "subvp"),
+        ("digits", "ncsnpp_tiny_edm", "ve"),
+        ("digits", "ncsnpp_tiny_edm", "ve_edm"),
+        ("cifar10", "ncsnpp_cifar10", "ve"),
+        ("cifar10", "ddpmpp_cifar10", "vp"),
+    ],
+)
 @pytest.mark.slow
 def test_every_checkpoint_the_trainer_writes_loads(tmp_path, data, model, sde):
     with initialize_config_module("sdeflow.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"data={data}", f"model={model}", f"sde={sde}", "data.dataset.root=/nowhere"]
-                      if data == "cifar10" else [f"data={data}", f"model={model}", f"sde={sde}"])
+        cfg = compose(
+            "train",
+            overrides=[f"data={data}", f"model={model}", f"sde={sde}", "data.dataset.root=/nowhere"]
+            if data == "cifar10"
+            else [f"data={data}", f"model={model}", f"sde={sde}"],
+        )
     torch.manual_seed(0)
     net = instantiate(cfg.model.net)
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"model": net.state_dict(), "ema": net.state_dict(), "step": 0, "model_config": "m",
-                           "config": OmegaConf.to_yaml(cfg, resolve=True)})
+    save_checkpoint(
+        path,
+        {
+            "model": net.state_dict(),
+            "ema": net.state_dict(),
+            "step": 0,
+            "model_config": "m",
+            "config": OmegaConf.to_yaml(cfg, resolve=True),
+        },
+    )
     model = load_trained(path)
     score, loaded_sde, stored = model.score, model.sde, model.config
     assert type(loaded_sde).__name__ == type(instantiate(cfg.sde)).__name__
@@ -161,7 +212,9 @@ def test_flipped_bytes_in_the_weights_are_caught(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("content, message", [(b"", "empty"), (b"hello world\n", "corrupt"), (os.urandom(4096), "corrupt")])
+@pytest.mark.parametrize(
+    "content, message", [(b"", "empty"), (b"hello world\n", "corrupt"), (os.urandom(4096), "corrupt")]
+)
 def test_empty_or_garbage_checkpoints_get_one_clear_line(tmp_path, content, message):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)

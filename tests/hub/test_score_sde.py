@@ -19,17 +19,23 @@ import torch
 from hydra.utils import instantiate
 
 import sdeflow as sf
-from helpers import checkpoint_format, cli, seeded_tensor
 from sdeflow.core.checkpoint import CheckpointError, save_torch
 from sdeflow.hub.score_sde import NOT_TRAINED, from_score_sde, layout, noise_levels, save_score_sde, to_score_sde
 from sdeflow.nets.song_unet import SongUNet
+
+from helpers import checkpoint_format, cli, seeded_tensor
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MANIFEST = json.loads((DATA / "score_sde_manifest.json").read_text())["configs"]
 REFERENCE = np.load(DATA / "score_sde_reference.npz")
 CASES = json.loads(str(REFERENCE["meta"]))["cases"]
-SMALL = ["network.img_resolution=16", "network.model_channels=16", "network.channel_mult=[1,2,2]", "network.num_blocks=2",
-         "network.attn_resolutions=[8]"]
+SMALL = [
+    "network.img_resolution=16",
+    "network.model_channels=16",
+    "network.channel_mult=[1,2,2]",
+    "network.num_blocks=2",
+    "network.attn_resolutions=[8]",
+]
 
 
 def fmt(config: str, *overrides):
@@ -69,20 +75,31 @@ def test_each_config_describes_the_published_network_key_for_key(config):
         exported = to_score_sde(net, torch.zeros(entry["config"]["sigmas"][2]))
     # Same keys, in the same order (the EMA's bare list follows it), with the same shapes.
     assert [[k.removeprefix("module."), list(v.shape)] for k, v in exported.items()] == entry["tensors"]
-    not_trained = ["sigmas"] + [f"all_modules.{i}.{name}" for i, (kind, _) in enumerate(layout(net)) for name in NOT_TRAINED.get(kind, ())]
+    not_trained = ["sigmas"] + [
+        f"all_modules.{i}.{name}" for i, (kind, _) in enumerate(layout(net)) for name in NOT_TRAINED.get(kind, ())
+    ]
     assert not_trained == entry["not_in_ema"]
 
 
 @pytest.mark.parametrize("config", sorted(MANIFEST))
 def test_each_config_samples_on_the_sde_it_was_trained_on(config):
     facts, node = MANIFEST[config]["config"], instantiate(fmt(config))
-    assert facts["continuous"] and list(node.noise_levels) == [facts["sigma_min"], facts["sigma_max"], facts["num_scales"]]
-    assert node.network["img_resolution"] == facts["image_size"] and node.network["in_channels"] == facts["num_channels"]
+    assert facts["continuous"] and list(node.noise_levels) == [
+        facts["sigma_min"],
+        facts["sigma_max"],
+        facts["num_scales"],
+    ]
+    assert (
+        node.network["img_resolution"] == facts["image_size"] and node.network["in_channels"] == facts["num_channels"]
+    )
     sde = node.sde
     if facts["sde"] == "vesde":
         # score_sde's VE data are in [0, 1] (not centered); sdeflow's in [-1, 1]: every sigma doubles.
         assert not facts["centered"] and facts["scale_by_sigma"]
-        assert isinstance(sde, sf.VESDE) and (sde.sigma_min, sde.sigma_max) == (2 * facts["sigma_min"], 2 * facts["sigma_max"])
+        assert isinstance(sde, sf.VESDE) and (sde.sigma_min, sde.sigma_max) == (
+            2 * facts["sigma_min"],
+            2 * facts["sigma_max"],
+        )
         assert isinstance(node.scaling, sf.hub.LogSigmaLabels) and node.scaling.unit == 2.0
     else:
         assert facts["centered"] and not facts["scale_by_sigma"]
@@ -115,8 +132,15 @@ def test_a_checkpoint_file_gives_score_sdes_score_from_the_ema_weights(case, tmp
     not_trained = set(MANIFEST[meta["config"]]["not_in_ema"])
     shadow = [v for k, v in state.items() if k not in not_trained]
     raw = OrderedDict((f"module.{k}", v if k in not_trained else v + 0.05) for k, v in state.items())
-    save_torch(tmp_path / "checkpoint_8.pth", {"optimizer": {"state": {}, "param_groups": []}, "model": raw, "step": 7,
-                                               "ema": {"decay": 0.9999, "num_updates": 7, "shadow_params": shadow}})
+    save_torch(
+        tmp_path / "checkpoint_8.pth",
+        {
+            "optimizer": {"state": {}, "param_groups": []},
+            "model": raw,
+            "step": 7,
+            "ema": {"decay": 0.9999, "num_updates": 7, "shadow_params": shadow},
+        },
+    )
     x, label, out = (torch.from_numpy(REFERENCE[f"{case}/{k}"]) for k in ("x", "label", "out"))
     model = instantiate(small_format(case)).load(tmp_path / "checkpoint_8.pth")
     score, sde = model.score, model.sde
@@ -155,7 +179,9 @@ def test_our_ncsnpp_exported_and_imported_back_gives_identical_samples(case, tmp
     save_score_sde(tmp_path / "checkpoint_1.pth", net, sigmas, step=1)
     model = fmt_.load(tmp_path / "checkpoint_1.pth")
     score, sde = model.score, model.sde
-    direct = sf.ScoreFunction(sf.hub.ScaledNoise(sf.hub.edm.LabelledNet(net), sde, fmt_.scaling), sde, sf.EpsPrediction())
+    direct = sf.ScoreFunction(
+        sf.hub.ScaledNoise(sf.hub.edm.LabelledNet(net), sde, fmt_.scaling), sde, sf.EpsPrediction()
+    )
     a = sf.sample(score, sde, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples
     b = sf.sample(direct, sde, sf.DPMSolverPP(2), (3, 3, 16, 16), nfe=4, seed=0).samples
     assert torch.equal(a, b) and bool(torch.isfinite(a).all())
@@ -166,8 +192,15 @@ def test_our_ncsnpp_exported_and_imported_back_gives_identical_samples(case, tmp
 def small_file(tmp_path):
     state, meta = reference_state("vp_ddpmpp")
     not_trained = set(MANIFEST[meta["config"]]["not_in_ema"])
-    checkpoint = {"model": OrderedDict((f"module.{k}", v) for k, v in state.items()), "step": 3,
-                  "ema": {"decay": 0.9999, "num_updates": 3, "shadow_params": [v for k, v in state.items() if k not in not_trained]}}
+    checkpoint = {
+        "model": OrderedDict((f"module.{k}", v) for k, v in state.items()),
+        "step": 3,
+        "ema": {
+            "decay": 0.9999,
+            "num_updates": 3,
+            "shadow_params": [v for k, v in state.items() if k not in not_trained],
+        },
+    }
     return tmp_path / "checkpoint_3.pth", checkpoint
 
 
@@ -223,9 +256,19 @@ def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
 def test_sdeflow_sample_reads_a_score_sde_checkpoint(tmp_path, small_file):
     path, checkpoint = small_file
     save_torch(path, checkpoint)
-    run = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={path}", "checkpoint_format=score_sde_vp_ddpmpp_continuous",
-              *(f"checkpoint_format.{o}" for o in SMALL), "solver=dpmpp_2m", "nfe=3", "n=4", "batch_size=4", "device=cpu",
-              f"hydra.run.dir={tmp_path / 'run'}")
+    run = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        f"checkpoint={path}",
+        "checkpoint_format=score_sde_vp_ddpmpp_continuous",
+        *(f"checkpoint_format.{o}" for o in SMALL),
+        "solver=dpmpp_2m",
+        "nfe=3",
+        "n=4",
+        "batch_size=4",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     samples = np.load(next((tmp_path / "run").rglob("samples*.npz")))
     x = samples[samples.files[0]]

@@ -56,8 +56,9 @@ def test_increments_add_up_across_refinements():
     noise = sf.BrownianNoise(2, 64, t0=1e-3, t1=1.0)
     s, m, t = 0.9, 0.4123, 0.01
     whole = math.sqrt(s - t) * noise.increment((64, 2), s, t, dtype=torch.float64)
-    parts = math.sqrt(s - m) * noise.increment((64, 2), s, m, dtype=torch.float64) \
-        + math.sqrt(m - t) * noise.increment((64, 2), m, t, dtype=torch.float64)
+    parts = math.sqrt(s - m) * noise.increment((64, 2), s, m, dtype=torch.float64) + math.sqrt(m - t) * noise.increment(
+        (64, 2), m, t, dtype=torch.float64
+    )
     torch.testing.assert_close(whole, parts, rtol=0, atol=1e-12)
 
 
@@ -67,7 +68,9 @@ def test_stochastic_samples_are_the_same_in_any_batch():
     x_T = sde.prior_sampling((8, 2), sf.PerSampleNoise(0, 8), dtype=torch.float64)
     grid = sf.LogSNRGrid()(sde, 10)
     full = solver.sample(exact_score(gm, sde), sde, x_T, grid, generator=sf.BrownianNoise(3, 8, t0=sde.eps)).samples
-    part = solver.sample(exact_score(gm, sde), sde, x_T[2:5], grid, generator=sf.BrownianNoise(3, 3, offset=2, t0=sde.eps)).samples
+    part = solver.sample(
+        exact_score(gm, sde), sde, x_T[2:5], grid, generator=sf.BrownianNoise(3, 3, offset=2, t0=sde.eps)
+    ).samples
     torch.testing.assert_close(part, full[2:5], rtol=1e-12, atol=1e-12)
 
 
@@ -104,7 +107,9 @@ def test_euler_maruyama_converges_strongly_on_a_fixed_path(sde):
     errors = [float(((solve(n) - ref) ** 2).sum(1).mean().sqrt()) for n in steps]
     assert 0.85 <= slope(steps, errors) <= 1.25, errors
     # The control: fresh noise at every step is another path, whose distance does not shrink with the steps.
-    fresh = solver.sample(exact_score(gm, sde), sde, x_T, sf.UniformGrid()(sde, steps[-1]), generator=sf.PerSampleNoise(9, 500)).samples
+    fresh = solver.sample(
+        exact_score(gm, sde), sde, x_T, sf.UniformGrid()(sde, steps[-1]), generator=sf.PerSampleNoise(9, 500)
+    ).samples
     assert float(((fresh - ref) ** 2).sum(1).mean().sqrt()) > 10 * errors[-1]
 
 
@@ -113,6 +118,16 @@ def test_the_benchmark_draws_its_paths_on_an_sde_with_eps_zero():
     from sdeflow.apps.bench import runner
 
     sde = sf.VESDE(sigma_min=0.002, sigma_max=80.0, eps=0.0)
-    rows, _ = runner.run(sf.problems.eight_gaussians(), sde, {"ddim_eta1": sf.StochasticDDIM()}, sf.KarrasGrid(), [5], n_trajectory=8,
-                         n_distribution=64, n_directions=8, progress=False, reference={"rtol": 1e-6, "atol": 1e-6})
+    rows, _ = runner.run(
+        sf.problems.eight_gaussians(),
+        sde,
+        {"ddim_eta1": sf.StochasticDDIM()},
+        sf.KarrasGrid(),
+        [5],
+        n_trajectory=8,
+        n_distribution=64,
+        n_directions=8,
+        progress=False,
+        reference={"rtol": 1e-6, "atol": 1e-6},
+    )
     assert rows[0]["nfe"] == 5 and not rows[0]["diverged"]

@@ -11,12 +11,19 @@ from sdeflow.noise.generators import NOISE, PRIOR, PerSampleNoise, philox4x32
 M = 0xFFFFFFFF
 
 
-@pytest.mark.parametrize("counter,key,expected", [
-    # Random123's known-answer vectors for philox4x32-10 (kat_vectors).
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((M, M, M, M), (M, M), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0), (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-])
+@pytest.mark.parametrize(
+    "counter,key,expected",
+    [
+        # Random123's known-answer vectors for philox4x32-10 (kat_vectors).
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((M, M, M, M), (M, M), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ],
+)
 def test_philox_gives_the_published_answers(counter, key, expected):
     words = philox4x32(*(np.array([c], dtype=np.uint64) for c in counter), *key)
     assert tuple(int(w[0]) for w in words) == expected
@@ -24,8 +31,11 @@ def test_philox_gives_the_published_answers(counter, key, expected):
 
 @pytest.mark.parametrize("draw", ["randn", "rand", "randint"])
 def test_sample_i_is_the_same_in_any_batch_and_on_any_rank(draw):
-    calls = {"randn": lambda src, shape: src.randn(shape), "rand": lambda src, shape: src.rand(shape),
-             "randint": lambda src, shape: src.randint(0, 1000, shape)}[draw]
+    calls = {
+        "randn": lambda src, shape: src.randn(shape),
+        "rand": lambda src, shape: src.rand(shape),
+        "randint": lambda src, shape: src.randint(0, 1000, shape),
+    }[draw]
     whole = PerSampleNoise(7, 12)
     ref = [calls(whole, (12, 3, 5)) for _ in range(3)]  # three successive draws
     # The same 12 samples made in batches of 5 + 7, and by 4 ranks of 3: every draw agrees sample by sample.
@@ -91,7 +101,9 @@ def test_the_draws_are_independent_across_samples_draws_elements_and_streams():
 def test_a_stochastic_sampler_gives_sample_i_in_any_batch():
     sde = sf.VPSDE()
     gm = sf.GaussianMixture.random(dim=4, components=3)
-    run = lambda n, offset: sf.sample(gm.score_fn(sde), sde, sf.EDMStochastic(S_churn=10.0), (n, 4), steps=6, seed=2, offset=offset).samples
+    run = lambda n, offset: (
+        sf.sample(gm.score_fn(sde), sde, sf.EDMStochastic(S_churn=10.0), (n, 4), steps=6, seed=2, offset=offset).samples
+    )
     whole = run(9, 0)
     assert torch.equal(torch.cat([run(4, 0), run(5, 4)]), whole)
 
@@ -109,7 +121,9 @@ def test_the_device_arithmetic_gives_the_cpu_words_and_normals(monkeypatch):
         assert all(np.array_equal(a, b.numpy().astype(np.uint64)) for a, b in zip(ours, device)), key
     draws = {dtype: PerSampleNoise(3, 50).randn((50, 7, 3), dtype=dtype) for dtype in (torch.float32, torch.float64)}
     numpy_words = PerSampleNoise._words
-    monkeypatch.setattr(PerSampleNoise, "_words", lambda self, *a: torch.from_numpy(numpy_words(self, *a).view(np.int64)))
+    monkeypatch.setattr(
+        PerSampleNoise, "_words", lambda self, *a: torch.from_numpy(numpy_words(self, *a).view(np.int64))
+    )
     for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-13)):
         torch.testing.assert_close(PerSampleNoise(3, 50).randn((50, 7, 3), dtype=dtype), draws[dtype], rtol=0, atol=tol)
     # The device branch's layout, run on the meta device (shapes without values): one draw of (n, *shape[1:]).
@@ -119,7 +133,9 @@ def test_the_device_arithmetic_gives_the_cpu_words_and_normals(monkeypatch):
 
 def test_float32_normals_are_the_float64_ones_rounded():
     # Box-Muller runs in float64 for every dtype, so a draw is one set of numbers, rounded to the dtype asked for.
-    assert torch.equal(PerSampleNoise(8, 300).randn((300, 50)), PerSampleNoise(8, 300).randn((300, 50), dtype=torch.float64).float())
+    assert torch.equal(
+        PerSampleNoise(8, 300).randn((300, 50)), PerSampleNoise(8, 300).randn((300, 50), dtype=torch.float64).float()
+    )
 
 
 def test_draws_made_ahead_are_the_draws_made_one_at_a_time():
@@ -127,9 +143,13 @@ def test_draws_made_ahead_are_the_draws_made_one_at_a_time():
     # also when shapes and dtypes interleave (which restarts the blocks) and past a block's end.
     kinds = [((20, 5), torch.float32), ((20, 5), torch.float32), ((20, 2), torch.float64), ((20, 5), torch.float32)]
     seq = PerSampleNoise(3, 20)
-    got = [seq.randn(shape, dtype=dtype) for _ in range(6) for shape, dtype in kinds] + [seq.randn((20, 5)) for _ in range(30)]
+    got = [seq.randn(shape, dtype=dtype) for _ in range(6) for shape, dtype in kinds] + [
+        seq.randn((20, 5)) for _ in range(30)
+    ]
     one = PerSampleNoise(3, 20)
-    want = [one.randn(shape, dtype=dtype, draw=k) for k, (shape, dtype) in enumerate([kd for _ in range(6) for kd in kinds])]
+    want = [
+        one.randn(shape, dtype=dtype, draw=k) for k, (shape, dtype) in enumerate([kd for _ in range(6) for kd in kinds])
+    ]
     want += [one.randn((20, 5), draw=24 + k) for k in range(30)]
     assert seq.draws == 54 and one.draws == 0
     assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -17,7 +17,7 @@ def mixture():
 def test_score_is_gradient_of_log_density(sde, mixture, t):
     x = (torch.randn(20, 3, dtype=torch.float64) * 1.5).requires_grad_(True)
     logp = mixture.log_prob(x, t, sde)
-    grad, = torch.autograd.grad(logp.sum(), x)
+    (grad,) = torch.autograd.grad(logp.sum(), x)
     torch.testing.assert_close(mixture.score(x.detach(), t, sde), grad, rtol=1e-8, atol=1e-8)
 
 

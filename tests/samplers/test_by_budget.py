@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 import sdeflow as sf
+
 from helpers import every_configured_solver, exact_score
 
 SDE = sf.VESDE(0.002, 80.0, eps=0.0)
@@ -22,12 +23,23 @@ def configured(name: str):
 
 def test_the_configured_choice_runs_the_measured_solver_of_each_budget_exactly():
     auto = configured("auto")
-    expected = {1: sf.DDIM(), 2: sf.DEIS(2), 3: sf.DEIS(3), 5: sf.DEIS(3), 19: sf.DEIS(3), 20: sf.UniPC(3), 50: sf.UniPC(3)}
+    expected = {
+        1: sf.DDIM(),
+        2: sf.DEIS(2),
+        3: sf.DEIS(3),
+        5: sf.DEIS(3),
+        19: sf.DEIS(3),
+        20: sf.UniPC(3),
+        50: sf.UniPC(3),
+    }
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
     for nfe, solver in expected.items():
         grid = auto.plan(SDE, sf.LogSNRGrid(), nfe=nfe)
         torch.testing.assert_close(grid, solver.plan(SDE, sf.LogSNRGrid(), nfe=nfe), rtol=0, atol=0)
-        ours, theirs = auto.sample(exact_score(GM, SDE), SDE, x_T, grid), solver.sample(exact_score(GM, SDE), SDE, x_T, grid)
+        ours, theirs = (
+            auto.sample(exact_score(GM, SDE), SDE, x_T, grid),
+            solver.sample(exact_score(GM, SDE), SDE, x_T, grid),
+        )
         assert ours.nfe == theirs.nfe == nfe
         torch.testing.assert_close(ours.samples, theirs.samples, rtol=0, atol=0)
 
@@ -58,7 +70,9 @@ def test_a_tuned_grid_is_tuned_for_the_chosen_solver(tmp_path):
     auto = sf.ByBudget([[10, sf.UniPC(2)], [None, sf.UniPC(3)]])
     grid = sf.AutoGrid(pilot=16, maxiter=60)
     fit, report = grid.tuned(exact_score(GM, SDE), SDE, auto, 5, (8,), None, "gmm", dtype=torch.float64, progress=False)
-    direct, _ = grid.tuned(exact_score(GM, SDE), SDE, sf.UniPC(2), 5, (8,), None, "gmm", dtype=torch.float64, progress=False)
+    direct, _ = grid.tuned(
+        exact_score(GM, SDE), SDE, sf.UniPC(2), 5, (8,), None, "gmm", dtype=torch.float64, progress=False
+    )
     torch.testing.assert_close(fit.times, direct.times, rtol=0, atol=0)
     assert report["kept_tuned"] and not torch.equal(fit.times, auto.plan(SDE, sf.LogSNRGrid(), nfe=5))
 

@@ -15,8 +15,11 @@ def _model_score(sde):
     return sf.ScoreFunction(net, sde, sf.EpsPrediction())
 
 
-@pytest.mark.parametrize("sampler", [sf.DDIM(denoise=True), sf.PCSampler(sf.EulerMaruyama(), sf.LangevinCorrector()), sf.ProbabilityFlowODE()],
-                         ids=["ddim", "pc", "ode"])
+@pytest.mark.parametrize(
+    "sampler",
+    [sf.DDIM(denoise=True), sf.PCSampler(sf.EulerMaruyama(), sf.LangevinCorrector()), sf.ProbabilityFlowODE()],
+    ids=["ddim", "pc", "ode"],
+)
 def test_sampling_records_no_graph_by_default(sampler):
     sde = sf.VPSDE()
     out = sf.sample(_model_score(sde), sde, sampler, (8, 4), nfe=6, seed=0, return_trajectory=True)
@@ -59,13 +62,32 @@ def test_the_overhead_benchmark_runs_on_a_tiny_setting(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "sampler_overhead.py"
-    proc = subprocess.run([sys.executable, str(script), "--tiny", "--networks", "mlp", "--solvers", "ddim", "euler_maruyama",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--tiny",
+            "--networks",
+            "mlp",
+            "--solvers",
+            "ddim",
+            "euler_maruyama",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "overhead_cpu.json").read_text())["rows"]
     ours = {(r["solver"], r["mode"]) for r in rows}
-    assert {("ddim", "sf.sample"), ("ddim", "shared generator"), ("euler_maruyama", "sf.sample"),
-            ("hand-written DDIM", "floor")} <= ours
+    assert {
+        ("ddim", "sf.sample"),
+        ("ddim", "shared generator"),
+        ("euler_maruyama", "sf.sample"),
+        ("hand-written DDIM", "floor"),
+    } <= ours
     # The replayed baseline saw exactly the counted evaluations (the script checks it), and every ratio is a number.
     assert all(r["nfe"] == 4 and r["min"] <= r["overhead"] <= r["max"] and r["forward_ms"] > 0 for r in rows)
     assert (tmp_path / "overhead_cpu.md").read_text().count("| mlp |") == len(rows)

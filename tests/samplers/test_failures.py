@@ -7,8 +7,9 @@ import torch
 import sdeflow as sf
 from sdeflow.eval.stats import StatsFileError, load_stats
 from sdeflow.nets import ScoreMLP
-from helpers import every_configured_solver
 from sdeflow.samplers.base import NonFiniteError
+
+from helpers import every_configured_solver
 
 SOLVERS = every_configured_solver()
 
@@ -17,7 +18,12 @@ class PoisonedScore:
     """The exact mixture score, until call `after`; from then on every value is `bad` (NaN or infinity)."""
 
     def __init__(self, sde, bad: float, after: int):
-        self.exact, self.bad, self.after, self.calls = sf.GaussianMixture.random(dim=16, components=8, std_range=(0.05, 0.2)), bad, after, 0
+        self.exact, self.bad, self.after, self.calls = (
+            sf.GaussianMixture.random(dim=16, components=8, std_range=(0.05, 0.2)),
+            bad,
+            after,
+            0,
+        )
         self.fn = self.exact.score_fn(sde)
 
     def __call__(self, x, t):

@@ -52,11 +52,15 @@ MOMENTS_ELSEWHERE = {
     "gotta_go_fast": "its rejections bias 2-D mode weights (its docstring): test_gotta_go_fast_reproduces_moments_*",
     "pc_langevin": "per-sample Langevin steps are heavy-tailed in 2-D: test_pc_with_per_sample_langevin_*_in_16d",
 }
-DETERMINISTIC = {name: s for name, s in SOLVERS.items()
-                 if not s.stochastic and on_its_grid(s) and name not in ORDER_ELSEWHERE}
+DETERMINISTIC = {
+    name: s for name, s in SOLVERS.items() if not s.stochastic and on_its_grid(s) and name not in ORDER_ELSEWHERE
+}
 # Stochastic solvers that claim convergence (order >= 1: not corrector-only sampling), adaptive ones included.
-STOCHASTIC = {name: s for name, s in SOLVERS.items()
-              if s.stochastic and s.order >= 1 and not s.fixed_head and not s.denoise and name not in MOMENTS_ELSEWHERE}
+STOCHASTIC = {
+    name: s
+    for name, s in SOLVERS.items()
+    if s.stochastic and s.order >= 1 and not s.fixed_head and not s.denoise and name not in MOMENTS_ELSEWHERE
+}
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +101,21 @@ def test_unip_2_bh2_is_dpm_solver_pp_2m(sde):
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc_2_bh2", "ddim", "edm_heun", "sa_solver_p2c3", "er_sde_3_ode",
-                                  "dpmpp_3m_sde_eta0", "dpmpp_2s", "restart_none"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dpmpp_2m",
+        "dpmpp_3m",
+        "unipc_2_bh2",
+        "ddim",
+        "edm_heun",
+        "sa_solver_p2c3",
+        "er_sde_3_ode",
+        "dpmpp_3m_sde_eta0",
+        "dpmpp_2s",
+        "restart_none",
+    ],
+)
 def test_invariant_to_the_time_parameterisation(name):
     # The probability-flow ODE of VP, written in x / alpha and sigma / alpha, is VE's: a solver that
     # works in lambda gives the same answer on a VP grid and on the VE grid with the same log-SNRs.
@@ -121,8 +138,16 @@ def test_invariant_to_the_time_parameterisation(name):
 def test_stochastic_solvers_reproduce_moments_and_mode_weights(sde, name):
     # 20k samples, 200 steps (adaptive solvers: their own); tolerances: weights 0.02, mean 0.05, covariance 0.1.
     gm, solver = sf.problems.eight_gaussians(radius=2.0, std=0.2), STOCHASTIC[name]
-    out = sf.sample(gm.score_fn(sde), sde, solver, (20_000, 2), steps=None if solver.nfe_per_step is None else 200,
-                    grid=sf.LogSNRGrid(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sf.sample(
+        gm.score_fn(sde),
+        sde,
+        solver,
+        (20_000, 2),
+        steps=None if solver.nfe_per_step is None else 200,
+        grid=sf.LogSNRGrid(),
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
     assert_mixture_moments(out.samples, gm, sde, weights=0.02, mean=0.05, cov=0.1)
 
 
@@ -141,8 +166,14 @@ def test_gotta_go_fast_reproduces_moments_and_counts_nfe(sde):
     nfes = []
     for reltol in (0.05, 0.01):
         calls.clear()
-        out = sf.sample(model, sde, sf.GottaGoFast(reltol=reltol, abstol=reltol / 2), (5000, 16),
-                        generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        out = sf.sample(
+            model,
+            sde,
+            sf.GottaGoFast(reltol=reltol, abstol=reltol / 2),
+            (5000, 16),
+            generator=torch.Generator().manual_seed(0),
+            dtype=torch.float64,
+        )
         assert out.nfe == len(calls)
         nfes.append(out.nfe)
         assert_mixture_moments(out.samples, gm, sde, weights=0.03, mean=0.05, cov=0.1)
@@ -151,8 +182,17 @@ def test_gotta_go_fast_reproduces_moments_and_counts_nfe(sde):
 
 def test_gotta_go_fast_is_batch_invariant_with_per_sample_noise():
     sde, gm = sf.VPSDE(), sf.problems.eight_gaussians()
-    run = lambda n, off=0: sf.sample(gm.score_fn(sde), sde, sf.GottaGoFast(reltol=0.05), (n, 2), seed=3, offset=off,  # noqa: E731
-                                     dtype=torch.float64).samples
+    run = lambda n, off=0: (
+        sf.sample(
+            gm.score_fn(sde),
+            sde,
+            sf.GottaGoFast(reltol=0.05),
+            (n, 2),
+            seed=3,
+            offset=off,  # noqa: E731
+            dtype=torch.float64,
+        ).samples
+    )
     full = run(6)
     torch.testing.assert_close(run(2), full[:2], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(run(4, 2), full[2:], rtol=1e-10, atol=1e-10)
@@ -201,7 +241,9 @@ def test_grid_optimisation_helps_on_held_out_samples(tmp_path):
     held_out = sde.prior_sampling((64, 8), torch.Generator().manual_seed(2), dtype=torch.float64)
     solver = sf.DPMSolverPP(2)
     init = sf.UniformGrid()(sde, 8)
-    grid, report = sf.optimize_grid(solver, score, sde, pilot, gm.ode_reference(sde, pilot), init, maxiter=300, progress=False)
+    grid, report = sf.optimize_grid(
+        solver, score, sde, pilot, gm.ode_reference(sde, pilot), init, maxiter=300, progress=False
+    )
     ref = gm.ode_reference(sde, held_out)
     before = rms_error(solver.sample(score, sde, held_out, init).samples, ref).median()
     after = rms_error(solver.sample(score, sde, held_out, grid).samples, ref).median()
@@ -251,6 +293,8 @@ def test_impossible_combinations_are_refused():
     with pytest.raises(ValueError, match="chooses its own steps"):
         sf.DPMSolverAdaptive().steps_for_nfe(10)
     with pytest.raises(ValueError, match="sigma_jump must lie"):
-        sf.AnalyticJump(sf.DDIM(), sf.GaussianStats.from_cov(torch.zeros(2), torch.eye(2)), sigma_jump=1e6).timesteps(sf.UniformGrid(), sde, 4)
+        sf.AnalyticJump(sf.DDIM(), sf.GaussianStats.from_cov(torch.zeros(2), torch.eye(2)), sigma_jump=1e6).timesteps(
+            sf.UniformGrid(), sde, 4
+        )
     with pytest.raises(ValueError, match="S_churn"):
         sf.EDMStochastic(S_churn=-1)

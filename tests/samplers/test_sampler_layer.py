@@ -11,6 +11,7 @@ from sdeflow.eval.metrics import rms_error
 from sdeflow.noise.generators import NOISE, PRIOR, PerSampleNoise
 from sdeflow.noise.streams import streams
 from sdeflow.samplers.base import Sampler, Step
+
 from helpers import every_configured_solver
 
 SOLVERS = every_configured_solver()
@@ -28,7 +29,9 @@ def test_every_sampler_returns_a_state_for_every_grid_point(name):
     solver, sde = SOLVERS[name], sf.VPSDE()
     timesteps = solver.plan(sde, sf.LogSNRGrid(), nfe=20)
     x = sde.prior_sampling((8, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
-    out = solver.sample(_score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1), return_trajectory=True)
+    out = solver.sample(
+        _score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1), return_trajectory=True
+    )
     assert out.trajectory.shape == (len(timesteps), 8, 16)
     assert torch.equal(out.trajectory[0], x)
     # The last state is the sample (before any final denoising).
@@ -47,7 +50,9 @@ def test_the_hook_sees_every_grid_point_and_its_result_is_used(name):
         seen.append(float(t))
         return x_i.clamp(-0.25, 0.25)  # a projection, as an inverse-problem method would make
 
-    out = solver.sample(_score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1), hook=hook, return_trajectory=True)
+    out = solver.sample(
+        _score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1), hook=hook, return_trajectory=True
+    )
     assert seen == pytest.approx(timesteps[1:].tolist())
     assert bool((out.trajectory[1:].abs() <= 0.25).all())
 
@@ -125,8 +130,15 @@ def test_an_adaptive_solver_lands_on_every_grid_point_it_is_given(name):
     timesteps = sf.LogSNRGrid()(sde, 4)
     x = sde.prior_sampling((8, 16), torch.Generator().manual_seed(0), dtype=torch.float64)
     seen = []
-    out = solver.sample(_score(sde), sde, x, timesteps, generator=torch.Generator().manual_seed(1),
-                        hook=lambda x_i, t: seen.append(float(t)) or x_i, return_trajectory=True)
+    out = solver.sample(
+        _score(sde),
+        sde,
+        x,
+        timesteps,
+        generator=torch.Generator().manual_seed(1),
+        hook=lambda x_i, t: seen.append(float(t)) or x_i,
+        return_trajectory=True,
+    )
     assert seen == pytest.approx(timesteps[1:].tolist())
     assert bool(torch.isfinite(out.trajectory).all()) and torch.equal(out.trajectory[-1], out.samples)
 
@@ -165,7 +177,7 @@ def test_neighbouring_seeds_share_no_stream():
         draws[seed, NOISE] = noise.randn((4, 8))
     keys = list(draws)
     for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
+        for b in keys[i + 1 :]:
             # No row of one stream equals any row of another (seed + 1's prior once was seed's noise).
             assert not any(torch.equal(r, q) for r in draws[a] for q in draws[b]), (a, b)
 
@@ -189,7 +201,9 @@ def test_a_solver_is_reentrant_configuration():
     for i in range(6):
         xa, sa = solver.step(score, sde, xa, i, sa, None)
         xb, sb = solver.step(score, sde, xb, i, sb, None)
-    ref_a = solver.sample(score, sde, sde.prior_sampling((4, 16), torch.Generator().manual_seed(0), dtype=torch.float64), sched_a.t)
+    ref_a = solver.sample(
+        score, sde, sde.prior_sampling((4, 16), torch.Generator().manual_seed(0), dtype=torch.float64), sched_a.t
+    )
     assert torch.equal(xa, ref_a.samples)
 
 

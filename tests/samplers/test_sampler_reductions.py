@@ -20,7 +20,11 @@ PAIRS = {
     "deis_1_is_ddim": (sf.DEIS(1), sf.DDIM(), sf.LogSNRGrid()),
     "sa_solver_p1_tau0_is_ddim": (sf.SASolver(1, 0, tau=0.0), sf.DDIM(), sf.KarrasGrid()),
     "er_sde_1_ode_is_ddim": (sf.ERSDE(1, sf.ODEScaler()), sf.DDIM(), sf.LogSNRGrid()),
-    "dpmpp_3m_sde_eta0_is_dpmpp_3m": (sf.DPMSolverPP3MSDE(eta=0.0), sf.DPMSolverPP(3, lower_order_final=False), sf.LogSNRGrid()),
+    "dpmpp_3m_sde_eta0_is_dpmpp_3m": (
+        sf.DPMSolverPP3MSDE(eta=0.0),
+        sf.DPMSolverPP(3, lower_order_final=False),
+        sf.LogSNRGrid(),
+    ),
     "stochastic_ddim_eta0_is_ddim": (sf.StochasticDDIM(eta=0.0), sf.DDIM(), sf.QuadraticGrid()),
     "restart_without_restarts_is_edm_heun": (sf.Restart(restarts=[]), sf.EDMHeun(), sf.KarrasGrid()),
     "restart_with_k0_is_edm_heun": (sf.Restart(restarts=[[0.06, 0.3, 0, 3]]), sf.EDMHeun(), sf.KarrasGrid()),
@@ -31,7 +35,9 @@ PAIRS = {
 @pytest.mark.parametrize("sde", [sf.VPSDE(), sf.VESDE()], ids=["vp", "ve"])
 def test_reduces_to_rounding(name, sde):
     solver, reference, grid = PAIRS[name]
-    torch.testing.assert_close(run(solver, sde, grid(sde, 12)), run(reference, sde, grid(sde, 12)), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        run(solver, sde, grid(sde, 12)), run(reference, sde, grid(sde, 12)), rtol=1e-10, atol=1e-10
+    )
 
 
 # The same random draws, the same algebra: the ancestral posterior three ways.
@@ -47,7 +53,9 @@ STOCHASTIC_PAIRS = {
 def test_stochastic_reduces_with_the_same_noise(name, sde):
     solver, reference = STOCHASTIC_PAIRS[name]
     grid = sf.LogSNRGrid()(sde, 12)
-    torch.testing.assert_close(run(solver, sde, grid, noise_seed=3), run(reference, sde, grid, noise_seed=3), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        run(solver, sde, grid, noise_seed=3), run(reference, sde, grid, noise_seed=3), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_er_sde_with_the_ode_scaler_matches_dpm_solver_pp_in_order_not_digits(sde=sf.VPSDE()):
@@ -56,7 +64,11 @@ def test_er_sde_with_the_ode_scaler_matches_dpm_solver_pp_in_order_not_digits(sd
     gaps = []
     for steps in (20, 40):
         grid = sf.LogSNRGrid()(sde, steps)
-        gaps.append((run(sf.ERSDE(2, sf.ODEScaler()), sde, grid) - run(sf.DPMSolverPP(2, lower_order_final=False), sde, grid)).abs().max())
+        gaps.append(
+            (run(sf.ERSDE(2, sf.ODEScaler()), sde, grid) - run(sf.DPMSolverPP(2, lower_order_final=False), sde, grid))
+            .abs()
+            .max()
+        )
     assert gaps[0] > 1e-8 and gaps[1] < gaps[0] / 3.0
 
 
@@ -65,7 +77,15 @@ def test_restart_counts_its_restarts_in_the_budget():
     assert solver.restart_nfe == 2 * (2 * 3 + 1 * 2)
     steps = solver.steps_for_nfe(40)
     assert steps == (40 - 16) // 2
-    out = sf.sample(sf.problems.eight_gaussians().score_fn(sde), sde, solver, (4, 2), nfe=40, grid=sf.KarrasGrid(), dtype=torch.float64)
+    out = sf.sample(
+        sf.problems.eight_gaussians().score_fn(sde),
+        sde,
+        solver,
+        (4, 2),
+        nfe=40,
+        grid=sf.KarrasGrid(),
+        dtype=torch.float64,
+    )
     assert out.nfe == 2 * steps + 16 <= 40
     with pytest.raises(ValueError, match="needs at least 18 NFE"):
         solver.steps_for_nfe(17)

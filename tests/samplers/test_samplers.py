@@ -12,13 +12,18 @@ PREDICTORS = [sf.EulerMaruyama(), sf.ReverseDiffusion(), sf.Ancestral()]
 
 
 # --- Probability-flow ODE -------------------------------------------------------------------------
-@pytest.mark.parametrize("method, steps", [("euler", [50, 100, 200, 400]), ("midpoint", [50, 100, 200, 400]), ("rk4", [25, 50, 100, 200])])
+@pytest.mark.parametrize(
+    "method, steps", [("euler", [50, 100, 200, 400]), ("midpoint", [50, 100, 200, 400]), ("rk4", [25, 50, 100, 200])]
+)
 def test_probability_flow_order(sde, method, steps):
     gm = sf.GaussianMixture.random(dim=4, components=3, std_range=(0.3, 0.5), seed=1)
     x_T = sde.prior_sampling((64, 4), torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = gm.ode_reference(sde, x_T)
     solver = sf.ProbabilityFlowODE(method)
-    errors = [rms_error(solver.sample(exact_score(gm, sde), sde, x_T, sf.UniformGrid()(sde, n)).samples, ref).max() for n in steps]
+    errors = [
+        rms_error(solver.sample(exact_score(gm, sde), sde, x_T, sf.UniformGrid()(sde, n)).samples, ref).max()
+        for n in steps
+    ]
     assert slope(steps, errors) == pytest.approx(solver.order, abs=0.3)
 
 
@@ -55,8 +60,16 @@ def test_euler_maruyama_weak_order_on_a_non_uniform_grid():
     target = gm.cov(sde.eps, sde).diagonal()
     steps, errors = [16, 32, 64, 128], []
     for n in steps:
-        out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(sf.EulerMaruyama()), (300_000, 2), steps=n,
-                        grid=sf.QuadraticGrid(), generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+        out = sf.sample(
+            gm.score_fn(sde),
+            sde,
+            sf.PCSampler(sf.EulerMaruyama()),
+            (300_000, 2),
+            steps=n,
+            grid=sf.QuadraticGrid(),
+            generator=torch.Generator().manual_seed(n),
+            dtype=torch.float64,
+        )
         errors.append(float((out.samples.var(0) - target).abs().sum()))
     assert 0.7 < slope(steps, errors) < 1.6
     assert errors[-1] < 0.01
@@ -64,7 +77,9 @@ def test_euler_maruyama_weak_order_on_a_non_uniform_grid():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("predictor", PREDICTORS, ids=lambda p: type(p).__name__)
-@pytest.mark.parametrize("corrector", [None, sf.LangevinCorrector(snr=0.1, batch_average=True)], ids=["none", "langevin"])
+@pytest.mark.parametrize(
+    "corrector", [None, sf.LangevinCorrector(snr=0.1, batch_average=True)], ids=["none", "langevin"]
+)
 def test_reverse_sde_reproduces_moments_and_mode_weights(sde, predictor, corrector):
     # 10k samples, 400 steps. Tolerances from the sample size: a mode weight of 1/8 has binomial sd
     # 0.0033, so 0.02 is 6 sd; the mixture's std is about 1.4 per coordinate, so the mean's sd is 0.014
@@ -72,8 +87,15 @@ def test_reverse_sde_reproduces_moments_and_mode_weights(sde, predictor, correct
     # The rest of each margin is for the discretisation bias (measured: at most 0.009, 0.024, 0.041).
     gm = sf.problems.eight_gaussians(radius=2.0, std=0.2)
     n = 10_000
-    out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(predictor, corrector), (n, 2), steps=400,
-                    generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sf.sample(
+        gm.score_fn(sde),
+        sde,
+        sf.PCSampler(predictor, corrector),
+        (n, 2),
+        steps=400,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
     assert_mixture_moments(out.samples, gm, sde, weights=0.02, mean=0.05, cov=0.1)
 
 
@@ -83,8 +105,15 @@ def test_pc_with_per_sample_langevin_reproduces_moments_in_16d(sde, predictor):
     # Per-sample step sizes in d = 16 (in 2-D the ratio ||z|| / ||score|| is heavy-tailed and inflates
     # variances, which is why the batch average exists). 5k samples, 200 steps; tolerances as above.
     gm = sf.GaussianMixture.random(dim=16, components=4, std_range=(0.2, 0.4), seed=0)
-    out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(predictor, sf.LangevinCorrector(snr=0.16)), (5000, 16), steps=200,
-                    generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sf.sample(
+        gm.score_fn(sde),
+        sde,
+        sf.PCSampler(predictor, sf.LangevinCorrector(snr=0.16)),
+        (5000, 16),
+        steps=200,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
     assert_mixture_moments(out.samples, gm, sde, weights=0.03, mean=0.05, cov=0.1)
 
 
@@ -113,7 +142,9 @@ def test_sub_vp_runs_with_the_langevin_corrector():
     # The reference crashes here (it looks up `sde.alphas`, which sub-VP lacks).
     sde = sf.SubVPSDE()
     gm = sf.problems.eight_gaussians()
-    out = sf.sample(gm.score_fn(sde), sde, sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector()), (64, 2), steps=20)
+    out = sf.sample(
+        gm.score_fn(sde), sde, sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector()), (64, 2), steps=20
+    )
     assert torch.isfinite(out.samples).all()
 
 
@@ -153,7 +184,9 @@ def test_nfe_is_the_number_of_model_calls(name):
         calls.append(1)
         return gm.score(x, t, sde)
 
-    out = sf.sample(model, sde, sampler, (16, 2), steps=None if sampler.nfe_per_step is None else 7, dtype=torch.float64)
+    out = sf.sample(
+        model, sde, sampler, (16, 2), steps=None if sampler.nfe_per_step is None else 7, dtype=torch.float64
+    )
     assert out.nfe == len(calls) > 0
     if sampler.nfe_per_step is not None:
         assert out.nfe == 7 * sampler.nfe_per_step + int(sampler.denoise)
@@ -163,8 +196,18 @@ def test_nfe_is_the_number_of_model_calls(name):
 def test_same_seed_same_samples_and_batch_size_invariance(name):
     sampler, sde, gm = SAMPLERS[name], sf.VPSDE(), sf.problems.eight_gaussians()
     steps = None if sampler.nfe_per_step is None else 10
-    run = lambda n, offset=0: sf.sample(gm.score_fn(sde), sde, sampler, (n, 2), steps=steps, seed=7, offset=offset,  # noqa: E731
-                                        dtype=torch.float64).samples
+    run = lambda n, offset=0: (
+        sf.sample(
+            gm.score_fn(sde),
+            sde,
+            sampler,
+            (n, 2),
+            steps=steps,
+            seed=7,
+            offset=offset,  # noqa: E731
+            dtype=torch.float64,
+        ).samples
+    )
     full = run(8)
     assert torch.equal(full, run(8))
     # A solver whose steps follow one error norm for the whole batch (an adaptive one with an `rtol`) is batch
@@ -172,7 +215,9 @@ def test_same_seed_same_samples_and_batch_size_invariance(name):
     tol = 100 * sampler.rtol if sampler.nfe_per_step is None and hasattr(sampler, "rtol") else 1e-12
     torch.testing.assert_close(run(3), full[:3], rtol=tol, atol=tol)
     torch.testing.assert_close(run(5, offset=3), full[3:], rtol=tol, atol=tol)
-    assert not torch.allclose(full, sf.sample(gm.score_fn(sde), sde, sampler, (8, 2), steps=steps, seed=8, dtype=torch.float64).samples)
+    assert not torch.allclose(
+        full, sf.sample(gm.score_fn(sde), sde, sampler, (8, 2), steps=steps, seed=8, dtype=torch.float64).samples
+    )
 
 
 @pytest.mark.parametrize("name", ["euler_maruyama", "ode_rk4+denoise", "ode_dopri5"])
@@ -180,7 +225,9 @@ def test_trajectory_has_one_state_per_grid_point(name):
     sampler, sde, gm = SAMPLERS[name], sf.VPSDE(), sf.problems.eight_gaussians()
     grid = sf.UniformGrid()(sde, 6)
     x_T = sde.prior_sampling((5, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
-    out = sampler.sample(exact_score(gm, sde), sde, x_T, grid, generator=torch.Generator().manual_seed(0), return_trajectory=True)
+    out = sampler.sample(
+        exact_score(gm, sde), sde, x_T, grid, generator=torch.Generator().manual_seed(0), return_trajectory=True
+    )
     assert out.trajectory.shape == (7, 5, 2)
     assert torch.equal(out.trajectory[0], x_T)
     if not sampler.denoise:
@@ -190,7 +237,9 @@ def test_trajectory_has_one_state_per_grid_point(name):
 def test_final_denoising_is_tweedie():
     sde, gm = sf.VPSDE(), sf.problems.eight_gaussians()
     plain = sf.sample(gm.score_fn(sde), sde, sf.ProbabilityFlowODE("euler"), (4, 2), steps=5, dtype=torch.float64)
-    denoised = sf.sample(gm.score_fn(sde), sde, sf.ProbabilityFlowODE("euler", denoise=True), (4, 2), steps=5, dtype=torch.float64)
+    denoised = sf.sample(
+        gm.score_fn(sde), sde, sf.ProbabilityFlowODE("euler", denoise=True), (4, 2), steps=5, dtype=torch.float64
+    )
     expect = exact_score(gm, sde).x0(plain.samples, sde.eps)
     torch.testing.assert_close(denoised.samples, expect)
     assert denoised.nfe == plain.nfe + 1
@@ -201,7 +250,9 @@ def test_samplers_keep_the_dtype(dtype):
     # The configured solvers' dtypes: test_fast_solvers.py's test_every_solver_keeps_dtype_and_counts_nfe.
     sde, gm = sf.VESDE(), sf.problems.eight_gaussians()
     for sampler in VARIANTS.values():
-        out = sf.sample(gm.score_fn(sde), sde, sampler, (4, 2), steps=None if sampler.nfe_per_step is None else 4, dtype=dtype)
+        out = sf.sample(
+            gm.score_fn(sde), sde, sampler, (4, 2), steps=None if sampler.nfe_per_step is None else 4, dtype=dtype
+        )
         assert out.samples.dtype == dtype and torch.isfinite(out.samples).all()
 
 

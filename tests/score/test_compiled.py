@@ -40,8 +40,12 @@ class OneBuffer(nn.Module):
 
 
 # Multistep solvers whose history holds the network's output itself: x0 histories of an x0 model, eps of an eps model.
-HISTORIES = [(sf.DPMSolverPP(3), sf.X0Prediction()), (sf.UniPC(3), sf.X0Prediction()), (sf.IPNDM(), sf.EpsPrediction()),
-             (sf.DEIS(3), sf.EpsPrediction())]
+HISTORIES = [
+    (sf.DPMSolverPP(3), sf.X0Prediction()),
+    (sf.UniPC(3), sf.X0Prediction()),
+    (sf.IPNDM(), sf.EpsPrediction()),
+    (sf.DEIS(3), sf.EpsPrediction()),
+]
 
 
 @pytest.mark.parametrize("solver,prediction", HISTORIES, ids=lambda v: type(v).__name__)

@@ -40,7 +40,9 @@ def test_cosine_schedule_is_nichol_and_dhariwals():
     np.testing.assert_allclose(sde.sigma(times(sde)).numpy() ** 2, 1 - abar, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("betas", [sf.linear_betas(), sf.cosine_betas(), sf.scaled_linear_betas()], ids=["linear", "cosine", "scaled"])
+@pytest.mark.parametrize(
+    "betas", [sf.linear_betas(), sf.cosine_betas(), sf.scaled_linear_betas()], ids=["linear", "cosine", "scaled"]
+)
 def test_discrete_schedule_holds_the_tables_alphas_at_the_training_times(betas):
     sde = sf.DiscreteVPSDE(betas)
     abar = np.cumprod(1 - np.asarray(betas))
@@ -55,7 +57,11 @@ def test_discrete_schedule_holds_the_tables_alphas_at_the_training_times(betas):
 
 def test_beta_tables_match_diffusers():
     diffusers = pytest.importorskip("diffusers")
-    for ours, name in [(sf.linear_betas(), "linear"), (sf.scaled_linear_betas(), "scaled_linear"), (sf.cosine_betas(), "squaredcos_cap_v2")]:
+    for ours, name in [
+        (sf.linear_betas(), "linear"),
+        (sf.scaled_linear_betas(), "scaled_linear"),
+        (sf.cosine_betas(), "squaredcos_cap_v2"),
+    ]:
         kw = {"beta_start": 0.00085, "beta_end": 0.012} if name == "scaled_linear" else {}
         theirs = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=name, **kw).betas.double().numpy()
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-8, err_msg=name)  # theirs are float32
@@ -103,7 +109,11 @@ def test_forward_sde_reaches_the_stated_marginal(name):
     grid = torch.linspace(0.0, end, steps + 1, dtype=torch.float64)
     for a, b in zip(grid[:-1], grid[1:]):
         drift, diffusion = sde.sde(x, a)
-        x = x + drift * (b - a) + diffusion[:, None] * torch.sqrt(b - a) * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        x = (
+            x
+            + drift * (b - a)
+            + diffusion[:, None] * torch.sqrt(b - a) * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        )
     t = torch.tensor(end, dtype=torch.float64)
     alpha, sigma = sde.alpha(t).item(), sde.sigma(t).item()
     # Tolerances: 5 standard errors of the mean and of the standard deviation, plus the O(dt) bias of the scheme.
@@ -112,7 +122,9 @@ def test_forward_sde_reaches_the_stated_marginal(name):
 
 
 # --- The exponential integrators do not see the schedule ---------------------------------------------------------
-@pytest.mark.parametrize("solver", [sf.DPMSolverPP(2), sf.DPMSolverPP(3), sf.UniPC(2), sf.UniPC(3, variant="bh1"), sf.DDIM()], ids=repr)
+@pytest.mark.parametrize(
+    "solver", [sf.DPMSolverPP(2), sf.DPMSolverPP(3), sf.UniPC(2), sf.UniPC(3, variant="bh1"), sf.DDIM()], ids=repr
+)
 def test_exponential_integrators_give_the_same_end_points_on_grids_matched_in_lambda(solver):
     # DPM-Solver++ and UniPC step in lambda on x / alpha with x0 predictions, which depend on (x / alpha, lambda) only:
     # started from the same x / alpha on the same lambda grid, every schedule ends at the same x / alpha.
@@ -133,7 +145,10 @@ def test_exponential_integrators_give_the_same_end_points_on_grids_matched_in_la
 # --- Flow matching's velocity ------------------------------------------------------------------------------------
 def test_flow_prediction_round_trips_on_every_schedule():
     gen = torch.Generator().manual_seed(0)
-    x0, eps = torch.randn(8, 3, generator=gen, dtype=torch.float64), torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    x0, eps = (
+        torch.randn(8, 3, generator=gen, dtype=torch.float64),
+        torch.randn(8, 3, generator=gen, dtype=torch.float64),
+    )
     for name, sde in SCHEDULES.items():
         t = torch.tensor(0.3 * sde.T, dtype=torch.float64)
         alpha, sigma = sde.alpha(t), sde.sigma(t)

@@ -12,8 +12,8 @@ def test_coefficients_agree_with_marginals(sde):
     # For dx = f x dt + g dW: the mean m = alpha x0 obeys dm/dt = f m, the variance v = sigma^2 obeys dv/dt = 2 f v + g^2.
     t = torch.linspace(0.01, 0.99, 57, dtype=torch.float64, requires_grad=True)
     alpha, var = sde.alpha(t), sde.sigma(t) ** 2
-    dalpha, = torch.autograd.grad(alpha.sum(), t, retain_graph=True)
-    dvar, = torch.autograd.grad(var.sum(), t)
+    (dalpha,) = torch.autograd.grad(alpha.sum(), t, retain_graph=True)
+    (dvar,) = torch.autograd.grad(var.sum(), t)
     with torch.no_grad():
         torch.testing.assert_close(dalpha, sde.f(t) * alpha, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(dvar, 2 * sde.f(t) * var + sde.g2(t), rtol=1e-10, atol=1e-12)

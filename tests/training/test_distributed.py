@@ -14,11 +14,11 @@ import torch.multiprocessing as mp
 
 import sdeflow as sf
 from sdeflow.core import distributed
-from sdeflow.training.data import Dataset
 from sdeflow.eval.stats import FeatureStats
-from sdeflow.samplers.generate import generate
-from sdeflow.training.losses import DSMLoss
 from sdeflow.nets import ScoreMLP
+from sdeflow.samplers.generate import generate
+from sdeflow.training.data import Dataset
+from sdeflow.training.losses import DSMLoss
 from sdeflow.training.trainer import Trainer
 
 from helpers import ENV, compose_config, exact_score
@@ -39,7 +39,9 @@ def _spawn(fn, *args, world: int = 2):
 
 
 def _entry(rank, world, port, fn, args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     with distributed.session() as w:
         assert (w.rank, w.size) == (rank, world)
@@ -94,7 +96,11 @@ def test_ddp_training_matches_one_process_on_the_combined_batch_and_resumes_acro
     _close(rank0, _weights(single))
     torch.testing.assert_close(torch.tensor(rank0["losses"]), torch.tensor(single_losses[-3:]), rtol=1e-5, atol=1e-6)
     # A one-process checkpoint continued on two ranks, and a two-rank checkpoint continued on one.
-    _close(torch.load(tmp_path / "resumed_rank0.pt", weights_only=True), torch.load(tmp_path / "resumed_rank1.pt", weights_only=True), exact=True)
+    _close(
+        torch.load(tmp_path / "resumed_rank0.pt", weights_only=True),
+        torch.load(tmp_path / "resumed_rank1.pt", weights_only=True),
+        exact=True,
+    )
     _close(torch.load(tmp_path / "resumed_rank0.pt", weights_only=True), _weights(single))
     back = _trainer()
     back.resume(tmp_path / "ddp_step3.pt")
@@ -132,10 +138,17 @@ def _sharded_worker(tmp, batch_size):
     sde, score, ref = _sampling_setup()
     out = {}
     for name, make in SOLVERS.items():
-        gen = generate(score, sde, make(), N, (2,), nfe=12, grid=sf.UniformGrid(), seed=SEED, batch_size=batch_size, progress=False)
+        gen = generate(
+            score, sde, make(), N, (2,), nfe=12, grid=sf.UniformGrid(), seed=SEED, batch_size=batch_size, progress=False
+        )
         stats = FeatureStats(2).update(gen.samples).all_reduce()
-        out[name] = {"samples": distributed.gather_rows(gen.samples), "fd": stats.frechet(ref), "n": stats.n, "nfe": gen.nfe,
-                     "indices": [gen.indices.start, gen.indices.stop]}
+        out[name] = {
+            "samples": distributed.gather_rows(gen.samples),
+            "fd": stats.frechet(ref),
+            "n": stats.n,
+            "nfe": gen.nfe,
+            "indices": [gen.indices.start, gen.indices.stop],
+        }
     torch.save(out, tmp / f"sharded_rank{distributed.world().rank}.pt")
 
 
@@ -144,7 +157,9 @@ def test_sharded_sampling_gives_the_samples_and_frechet_distance_of_one_process(
     sde, score, ref = _sampling_setup()
     rank0, rank1 = (torch.load(tmp_path / f"sharded_rank{r}.pt", weights_only=True) for r in (0, 1))
     for name, make in SOLVERS.items():
-        one = generate(score, sde, make(), N, (2,), nfe=12, grid=sf.UniformGrid(), seed=SEED, batch_size=4, progress=False)
+        one = generate(
+            score, sde, make(), N, (2,), nfe=12, grid=sf.UniformGrid(), seed=SEED, batch_size=4, progress=False
+        )
         # 10 batches of 4 (the last of 1): 5 whole batches per rank.
         assert rank0[name]["indices"] == [0, 20] and rank1[name]["indices"] == [20, 37]
         assert rank1[name]["samples"] is None
@@ -153,7 +168,9 @@ def test_sharded_sampling_gives_the_samples_and_frechet_distance_of_one_process(
         assert rank0[name]["nfe"] == rank1[name]["nfe"] == one.nfe
         fd_one = FeatureStats(2).update(one.samples).frechet(ref)
         # Sums over ranks are added in another order than in one pass: equal to rounding.
-        assert rank0[name]["fd"] == pytest.approx(fd_one, rel=1e-9) and rank1[name]["fd"] == pytest.approx(fd_one, rel=1e-9)
+        assert rank0[name]["fd"] == pytest.approx(fd_one, rel=1e-9) and rank1[name]["fd"] == pytest.approx(
+            fd_one, rel=1e-9
+        )
         assert fd_one > 1e-3  # a distance that rounding alone could not match by chance
 
 
@@ -174,13 +191,22 @@ SCRIPTS = Path(sys.executable).parent
 
 
 def _run(cmd, cwd):
-    proc = subprocess.run(cmd, cwd=cwd, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
-TRAIN = ["data=toy", "model=mlp", "train.steps=40", "train.batch_size=16", "sample.every=0", "sample.n=16", "progress=false"]
+TRAIN = [
+    "data=toy",
+    "model=mlp",
+    "train.steps=40",
+    "train.batch_size=16",
+    "sample.every=0",
+    "sample.n=16",
+    "progress=false",
+]
 
 
 def test_torchrun_train_then_eval(tmp_path):
@@ -194,8 +220,15 @@ def test_torchrun_train_then_eval(tmp_path):
     assert result["world_size"] == 2 and result["steps"] == 40
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "checkpoint.pt").is_file()
     torchrun[3] = str(_free_port())
-    evaluate = [str(SCRIPTS / "sdeflow-eval"), f"checkpoint={run / 'checkpoint.pt'}", "eval=identity", "n=101", "batch_size=16",
-                "metrics=[fd]", "progress=false"]
+    evaluate = [
+        str(SCRIPTS / "sdeflow-eval"),
+        f"checkpoint={run / 'checkpoint.pt'}",
+        "eval=identity",
+        "n=101",
+        "batch_size=16",
+        "metrics=[fd]",
+        "progress=false",
+    ]
     _run([*torchrun, *evaluate, f"hydra.run.dir={tmp_path / 'eval2'}"], tmp_path)
     _run([*evaluate, f"hydra.run.dir={tmp_path / 'eval1'}"], tmp_path)
     two, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("eval2", "eval1"))
@@ -206,7 +239,16 @@ def test_torchrun_train_then_eval(tmp_path):
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="on a SLURM login node this would submit real jobs")
 def test_submitit_local_launcher_runs_two_tasks_as_one_process_group(tmp_path):
-    _run([str(SCRIPTS / "sdeflow-train"), "-m", "hydra/launcher=local_ddp", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TRAIN], tmp_path)
+    _run(
+        [
+            str(SCRIPTS / "sdeflow-train"),
+            "-m",
+            "hydra/launcher=local_ddp",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *TRAIN,
+        ],
+        tmp_path,
+    )
     result = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 40
     assert not (tmp_path / "sweep" / "0" / "error.txt").exists()
@@ -215,8 +257,13 @@ def test_submitit_local_launcher_runs_two_tasks_as_one_process_group(tmp_path):
 def test_slurm_ddp_launcher_asks_for_one_task_per_gpu():
     import sdeflow.apps.train  # noqa: F401  (registers the schemas and resolvers its config uses)
 
-    cfg = compose_config("train", "hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2",
-                         "hydra.launcher.gpus_per_node=4", return_hydra_config=True)
+    cfg = compose_config(
+        "train",
+        "hydra/launcher=slurm_ddp",
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.gpus_per_node=4",
+        return_hydra_config=True,
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)

@@ -15,21 +15,31 @@ import pytest
 import torch
 
 import sdeflow as sf
-from helpers import ENV, cli
-from sdeflow.training import data as D
-from sdeflow.core import distributed
 from sdeflow.apps.train import newest_checkpoint
+from sdeflow.core import distributed
 from sdeflow.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from sdeflow.eval.inception import load_inception
 from sdeflow.core.io import NonFiniteResult, RunFolderLocked, atomic_write_bytes, lock_run_folder, write_csv, write_json
-from sdeflow.training.losses import DSMLoss
+from sdeflow.eval.inception import load_inception
 from sdeflow.nets import ScoreMLP
+from sdeflow.training import data as D
+from sdeflow.training.losses import DSMLoss
 from sdeflow.training.trainer import Trainer, TrainingDiverged
 
-# A toy run that takes a few seconds: long enough to be interrupted between checkpoints.
-TOY = ["data=toy", "model=mlp", "model.net.hidden=32", "model.net.blocks=1", "train.batch_size=32", "train.warmup=10",
-       "sample.every=0", "sample.n=8", "sample.nfe=4", "progress=false"]
+from helpers import ENV, cli
 
+# A toy run that takes a few seconds: long enough to be interrupted between checkpoints.
+TOY = [
+    "data=toy",
+    "model=mlp",
+    "model.net.hidden=32",
+    "model.net.blocks=1",
+    "train.batch_size=32",
+    "train.warmup=10",
+    "sample.every=0",
+    "sample.n=8",
+    "sample.nfe=4",
+    "progress=false",
+]
 
 
 def train(cwd, run, *args):
@@ -65,14 +75,24 @@ def test_the_same_command_gives_the_same_weights_and_another_seed_does_not(tmp_p
     first = train(tmp_path, tmp_path / "first", "train.steps=1")
     assert other.returncode == 0 and first.returncode == 0
     # Control: the initial weights do follow the seed.
-    assert not torch.equal(weights(tmp_path / "other" / "checkpoint.pt")[0], weights(tmp_path / "first" / "checkpoint.pt")[0])
+    assert not torch.equal(
+        weights(tmp_path / "other" / "checkpoint.pt")[0], weights(tmp_path / "first" / "checkpoint.pt")[0]
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill", "ctrl-c", "sigterm"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, straight, sig):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "sdeflow.apps.train", *TOY, "train.steps=1500", "checkpoint_every=100", f"hydra.run.dir={run}"]
+    args = [
+        sys.executable,
+        "-m",
+        "sdeflow.apps.train",
+        *TOY,
+        "train.steps=1500",
+        "checkpoint_every=100",
+        f"hydra.run.dir={run}",
+    ]
     proc = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -126,8 +146,16 @@ def test_newest_checkpoint_prefers_the_run_folder_on_ties(tmp_path):
 
 def _toy_trainer(steps=40, lr=1e-3):
     torch.manual_seed(0)
-    return Trainer(ScoreMLP(2, hidden=16, blocks=1), DSMLoss(sf.VPSDE(), prediction=sf.EpsPrediction()),
-                   D.toy(sf.problems.eight_gaussians(), 256), steps=steps, batch_size=16, lr=lr, warmup=1, model_config="toy")
+    return Trainer(
+        ScoreMLP(2, hidden=16, blocks=1),
+        DSMLoss(sf.VPSDE(), prediction=sf.EpsPrediction()),
+        D.toy(sf.problems.eight_gaussians(), 256),
+        steps=steps,
+        batch_size=16,
+        lr=lr,
+        warmup=1,
+        model_config="toy",
+    )
 
 
 def test_an_older_state_never_overwrites_a_newer_checkpoint(tmp_path):
@@ -184,8 +212,11 @@ def test_a_second_run_in_the_same_folder_is_refused_and_stale_temporaries_are_re
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        for path in (atomic_write_bytes(tmp_path / "a.bin", b"x"), write_json(tmp_path / "r.json", {"a": 1}),
-                     save_checkpoint(tmp_path / "c.pt", {"model": {}, "model_config": "m", "step": 0})):
+        for path in (
+            atomic_write_bytes(tmp_path / "a.bin", b"x"),
+            write_json(tmp_path / "r.json", {"a": 1}),
+            save_checkpoint(tmp_path / "c.pt", {"model": {}, "model_config": "m", "step": 0}),
+        ):
             assert stat.S_IMODE(path.stat().st_mode) == mode
     finally:
         os.umask(old)
@@ -215,11 +246,27 @@ def test_nan_weights_are_reported_and_nothing_is_written(tmp_path, toy_checkpoin
         state[key] = {k: torch.full_like(v, float("nan")) for k, v in state[key].items()}
     state.pop("checksum")
     bad = save_checkpoint(tmp_path / "nan.pt", state)
-    sample = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={bad}", "n=8", "nfe=4", "progress=false", f"hydra.run.dir={tmp_path / 's'}")
+    sample = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        f"checkpoint={bad}",
+        "n=8",
+        "nfe=4",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 's'}",
+    )
     assert sample.returncode != 0 and "NaN or infinity" in sample.stderr and "step 1 of" in sample.stderr
     assert not list((tmp_path / "s").glob("samples_*")) and not (tmp_path / "s" / "results.json").exists()
-    ev = cli(tmp_path, "sdeflow.apps.evaluate", f"checkpoint={bad}", "n=16", "nfe=4", "eval=identity", "progress=false",
-             f"hydra.run.dir={tmp_path / 'e'}")
+    ev = cli(
+        tmp_path,
+        "sdeflow.apps.evaluate",
+        f"checkpoint={bad}",
+        "n=16",
+        "nfe=4",
+        "eval=identity",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'e'}",
+    )
     assert ev.returncode != 0 and "NaN or infinity" in ev.stderr and "Traceback" not in ev.stderr
     assert not (tmp_path / "e" / "results.csv").exists()
 
@@ -249,8 +296,16 @@ def test_runs_started_together_get_their_own_folders(tmp_path, toy_checkpoint):
 def test_sampling_through_a_compiled_network_gives_the_eager_samples(tmp_path, toy_checkpoint):
     samples = []
     for i, extra in enumerate([[], ["compile=reduce-overhead"]]):
-        proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={toy_checkpoint}", "n=8", "nfe=6", "progress=false", *extra,
-                   f"hydra.run.dir={tmp_path / str(i)}")
+        proc = cli(
+            tmp_path,
+            "sdeflow.apps.sample",
+            f"checkpoint={toy_checkpoint}",
+            "n=8",
+            "nfe=6",
+            "progress=false",
+            *extra,
+            f"hydra.run.dir={tmp_path / str(i)}",
+        )
         assert proc.returncode == 0, proc.stderr
         samples.append(np.load(next((tmp_path / str(i)).glob("samples_*.npz")))["samples"])
     np.testing.assert_allclose(samples[1], samples[0], rtol=1e-4, atol=1e-5)
@@ -274,19 +329,44 @@ BAD_INPUT = [
     ("sdeflow.apps.sample", ["CKPT", "seed=abc"], "seed must be a non-negative integer, got 'abc'"),
     ("sdeflow.apps.evaluate", ["CKPT", "nfe=10.7"], "nfe must be a positive integer, got 10.7"),
     ("sdeflow.apps.sample", ["CKPT", "use_ema=maybe"], "use_ema must be true or false, got 'maybe'"),
-    ("sdeflow.apps.sample", ["CKPT", "compile=fast"], "compile must be null (no compilation) or one of torch.compile's modes"),
+    (
+        "sdeflow.apps.sample",
+        ["CKPT", "compile=fast"],
+        "compile must be null (no compilation) or one of torch.compile's modes",
+    ),
     ("sdeflow.apps.train", ["data=digits", "model=mlp"], "model=mlp does not fit data=digits"),
     ("sdeflow.apps.train", ["data=toy", "model=ncsnpp_tiny"], "model=ncsnpp_tiny does not fit data=toy"),
     ("sdeflow.apps.sample", ["checkpoint=EMPTY"], "is empty or cut short"),
-    ("sdeflow.apps.sample", ["CKPT", "solver=dpmpp_2m", "solver.dpmpp_2m.order=7"], "solver.dpmpp_2m: DPMSolverPP supports order 2 or 3, got 7"),
-    ("sdeflow.apps.sample", ["CKPT", "solver=dpmpp_2m", "solver.dpmpp_2m.lower_order_final=maybe"],
-     "solver.dpmpp_2m.lower_order_final must be true or false, got 'maybe'"),
-    ("sdeflow.apps.sample", ["CKPT", "solver.auto.choices.2.0=1"],
-     "solver.auto: choices' budget bounds must be increasing positive integers"),
-    ("sdeflow.apps.sample", ["CKPT", "solver=all"], "solver.unipc_2_bh2_jump: AnalyticJump needs the data's mean and covariance"),
-    ("sdeflow.apps.bench.app", ["solver=ddim", "nfe=4", "+timesteps.t_max=5.0", "n_trajectory=4", "n_distribution=16"],
-     "grid bounds must satisfy eps <= t_min < t_max <= T"),
-    ("sdeflow.apps.bench.app", ["solver=dpm_solver_3", "nfe=2", "n_trajectory=4", "n_distribution=16"], "no solver ran at any budget"),
+    (
+        "sdeflow.apps.sample",
+        ["CKPT", "solver=dpmpp_2m", "solver.dpmpp_2m.order=7"],
+        "solver.dpmpp_2m: DPMSolverPP supports order 2 or 3, got 7",
+    ),
+    (
+        "sdeflow.apps.sample",
+        ["CKPT", "solver=dpmpp_2m", "solver.dpmpp_2m.lower_order_final=maybe"],
+        "solver.dpmpp_2m.lower_order_final must be true or false, got 'maybe'",
+    ),
+    (
+        "sdeflow.apps.sample",
+        ["CKPT", "solver.auto.choices.2.0=1"],
+        "solver.auto: choices' budget bounds must be increasing positive integers",
+    ),
+    (
+        "sdeflow.apps.sample",
+        ["CKPT", "solver=all"],
+        "solver.unipc_2_bh2_jump: AnalyticJump needs the data's mean and covariance",
+    ),
+    (
+        "sdeflow.apps.bench.app",
+        ["solver=ddim", "nfe=4", "+timesteps.t_max=5.0", "n_trajectory=4", "n_distribution=16"],
+        "grid bounds must satisfy eps <= t_min < t_max <= T",
+    ),
+    (
+        "sdeflow.apps.bench.app",
+        ["solver=dpm_solver_3", "nfe=2", "n_trajectory=4", "n_distribution=16"],
+        "no solver ran at any budget",
+    ),
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append(("sdeflow.apps.sample", ["CKPT", "device=cuda"], "no usable CUDA device"))
@@ -298,7 +378,9 @@ def test_bad_input_gets_one_clear_line(tmp_path, toy_checkpoint):
 
     def run(case):
         i, (module, args, message) = case
-        args = [a.replace("CKPT", f"checkpoint={toy_checkpoint}").replace("EMPTY", str(tmp_path / "empty.pt")) for a in args]
+        args = [
+            a.replace("CKPT", f"checkpoint={toy_checkpoint}").replace("EMPTY", str(tmp_path / "empty.pt")) for a in args
+        ]
         return cli(tmp_path, module, *args, "progress=false", f"hydra.run.dir={tmp_path / str(i)}"), message
 
     with ThreadPoolExecutor(2) as pool:

@@ -9,34 +9,55 @@ import pytest
 import torch
 
 import sdeflow as sf
-from sdeflow.training import data as D
 from sdeflow.core.checkpoint import CheckpointError, load_checkpoint
-from sdeflow.training.losses import DSMLoss, LikelihoodWeighting
 from sdeflow.nets import EDMPrecond, NCSNpp, ScoreMLP, SinusoidalEmbedding
+from sdeflow.training import data as D
+from sdeflow.training.losses import DSMLoss, LikelihoodWeighting
 from sdeflow.training.trainer import Trainer
 
 from helpers import cli
 
 
 # --- Networks -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("resolution, ch_mult, attn", [(8, (1, 2), (4,)), (16, (1, 2, 2), (8,)), (28, (1, 2, 2), (7,)), (32, (1, 2, 2, 2), (16,))])
+@pytest.mark.parametrize(
+    "resolution, ch_mult, attn",
+    [(8, (1, 2), (4,)), (16, (1, 2, 2), (8,)), (28, (1, 2, 2), (7,)), (32, (1, 2, 2, 2), (16,))],
+)
 @pytest.mark.parametrize("biggan", [True, False])
 def test_ncsnpp_shapes(resolution, ch_mult, attn, biggan):
-    net = NCSNpp(in_channels=3, resolution=resolution, nf=16, ch_mult=ch_mult, num_res_blocks=1, attn_resolutions=attn, biggan=biggan)
+    net = NCSNpp(
+        in_channels=3,
+        resolution=resolution,
+        nf=16,
+        ch_mult=ch_mult,
+        num_res_blocks=1,
+        attn_resolutions=attn,
+        biggan=biggan,
+    )
     x = torch.randn(2, 3, resolution, resolution)
     assert net(x, torch.rand(2)).shape == x.shape
 
 
 def test_network_variants_and_errors():
     assert ScoreMLP(dim=5)(torch.randn(3, 5), torch.rand(3)).shape == (3, 5)
-    ddpmpp = NCSNpp(in_channels=1, resolution=8, nf=16, ch_mult=(1, 2), num_res_blocks=1, embedding=SinusoidalEmbedding(16), fir=False)
+    ddpmpp = NCSNpp(
+        in_channels=1,
+        resolution=8,
+        nf=16,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        embedding=SinusoidalEmbedding(16),
+        fir=False,
+    )
     assert ddpmpp(torch.randn(2, 1, 8, 8), torch.rand(2)).shape == (2, 1, 8, 8)
     edm = EDMPrecond(NCSNpp(in_channels=1, resolution=8, nf=16, ch_mult=(1, 2), num_res_blocks=1), sf.VPSDE())
     assert edm(torch.randn(2, 1, 8, 8), torch.rand(2) * 0.9 + 0.05).shape == (2, 1, 8, 8)
     with pytest.raises(ValueError, match="not divisible"):
         NCSNpp(resolution=30, ch_mult=(1, 2, 2))
     with pytest.raises(ValueError, match="expected images of shape"):
-        NCSNpp(in_channels=1, resolution=8, nf=16, ch_mult=(1, 2), num_res_blocks=1)(torch.randn(2, 1, 16, 16), torch.rand(2))
+        NCSNpp(in_channels=1, resolution=8, nf=16, ch_mult=(1, 2), num_res_blocks=1)(
+            torch.randn(2, 1, 16, 16), torch.rand(2)
+        )
 
 
 def test_cifar10_sizes_match_the_paper():
@@ -143,8 +164,22 @@ def _toy_trainer(steps=1200, seed=0):
     gm = sf.problems.eight_gaussians(radius=2.0, std=0.1)
     data = D.toy(gm, n=5000)
     net = ScoreMLP(dim=2, hidden=64, blocks=2)
-    return Trainer(net, DSMLoss(sde, prediction=sf.EpsPrediction()), data, steps=steps, batch_size=256, lr=3e-3, warmup=20,
-                   ema_decay=0.99, seed=seed, model_config="toy-mlp"), sde, gm
+    return (
+        Trainer(
+            net,
+            DSMLoss(sde, prediction=sf.EpsPrediction()),
+            data,
+            steps=steps,
+            batch_size=256,
+            lr=3e-3,
+            warmup=20,
+            ema_decay=0.99,
+            seed=seed,
+            model_config="toy-mlp",
+        ),
+        sde,
+        gm,
+    )
 
 
 def _mode_distance(score, sde, gm):
@@ -167,17 +202,27 @@ def test_training_reduces_the_loss_and_moves_samples_to_the_modes():
     # Closer to the modes than the untrained model, and than the data's own Gaussian fit (what a model
     # that learned only the mean and covariance would give): the modes themselves were learned.
     g = torch.Generator().manual_seed(3)
-    gaussian = (
-        gm.mean() + torch.randn(500, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(gm.cov()).T)
+    gaussian = gm.mean() + torch.randn(500, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(gm.cov()).T
     assert trained < 0.1 * untrained
     assert trained < 0.6 * _median_distance(gaussian, gm)
 
 
 def _tiny_image_trainer(seed=0, model_config="tiny"):
     torch.manual_seed(seed)  # the initial weights
-    net = NCSNpp(in_channels=1, resolution=8, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1)
-    return Trainer(net, DSMLoss(sf.VPSDE(), prediction=sf.EpsPrediction()), D.digits(random_flip=True, dequantize=True), steps=12,
-                   batch_size=16, lr=1e-3, warmup=3, seed=seed, model_config=model_config)
+    net = NCSNpp(
+        in_channels=1, resolution=8, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1
+    )
+    return Trainer(
+        net,
+        DSMLoss(sf.VPSDE(), prediction=sf.EpsPrediction()),
+        D.digits(random_flip=True, dequantize=True),
+        steps=12,
+        batch_size=16,
+        lr=1e-3,
+        warmup=3,
+        seed=seed,
+        model_config=model_config,
+    )
 
 
 def test_kill_and_resume_gives_identical_weights_and_ema(tmp_path):
@@ -250,13 +295,32 @@ def test_trainer_rejects_bad_settings():
 @pytest.mark.slow
 def test_train_then_sample_with_two_solvers(tmp_path):
     run = tmp_path / "train"
-    proc = cli(tmp_path, "sdeflow.apps.train", "data=toy", "model=mlp", "train.steps=60", "train.batch_size=64", "sample.every=0",
-                "sample.n=32", "progress=false", f"hydra.run.dir={run}")
+    proc = cli(
+        tmp_path,
+        "sdeflow.apps.train",
+        "data=toy",
+        "model=mlp",
+        "train.steps=60",
+        "train.batch_size=64",
+        "sample.every=0",
+        "sample.n=32",
+        "progress=false",
+        f"hydra.run.dir={run}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (run / "checkpoint.pt").exists() and (run / "samples.png").exists() and (run / "results.json").exists()
     out = tmp_path / "sample"
-    proc = cli(tmp_path, "sdeflow.apps.sample", f"checkpoint={run / 'checkpoint.pt'}", "solver=[ddim,unipc_2_bh2]", "nfe=8", "n=40",
-                "batch_size=16", "progress=false", f"hydra.run.dir={out}")
+    proc = cli(
+        tmp_path,
+        "sdeflow.apps.sample",
+        f"checkpoint={run / 'checkpoint.pt'}",
+        "solver=[ddim,unipc_2_bh2]",
+        "nfe=8",
+        "n=40",
+        "batch_size=16",
+        "progress=false",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("ddim", "unipc_2_bh2"):
         arrays = np.load(out / f"samples_{name}.npz")
@@ -268,5 +332,11 @@ def test_train_then_sample_with_two_solvers(tmp_path):
 def test_train_command_errors(tmp_path):
     typo = cli(tmp_path, "sdeflow.apps.train", "model=ncsnpp_tiyn", f"hydra.run.dir={tmp_path / 'x'}")
     assert typo.returncode != 0 and "ncsnpp_tiyn" in typo.stderr
-    missing = cli(tmp_path, "sdeflow.apps.train", "data=cifar10", f"data.dataset.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'y'}")
+    missing = cli(
+        tmp_path,
+        "sdeflow.apps.train",
+        "data=cifar10",
+        f"data.dataset.root={tmp_path / 'none'}",
+        f"hydra.run.dir={tmp_path / 'y'}",
+    )
     assert missing.returncode != 0 and "CIFAR-10: expected" in missing.stderr

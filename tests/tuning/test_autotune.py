@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import sdeflow as sf
+from sdeflow.eval.metrics import rms_error
 from sdeflow.tuning.autotune import AutoGrid, AutoMultistep, for_model
 from sdeflow.tuning.grid_search import _grid_from_params
-from sdeflow.eval.metrics import rms_error
 
 from helpers import cli, exact_score
 
@@ -46,7 +46,9 @@ def test_grid_search_returns_a_valid_grid_and_survives_rejected_candidates(steps
     score, solver = exact_score(GM, SDE), Picky()
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     init = sf.LogSNRGrid()(SDE, steps)
-    grid, report = sf.optimize_grid(solver, score, SDE, x_T, GM.ode_reference(SDE, x_T), init, maxiter=60, progress=False)
+    grid, report = sf.optimize_grid(
+        solver, score, SDE, x_T, GM.ode_reference(SDE, x_T), init, maxiter=60, progress=False
+    )
     assert len(grid) == steps + 1 and bool((grid[1:] < grid[:-1]).all()) and grid[0] == init[0] and grid[-1] == init[-1]
     assert report["rejected"] > 0 and report["error_after"] <= report["error_before"]
     assert report["converged"] is False and "evaluations" in report["message"]  # 60 runs cannot converge: said so
@@ -55,8 +57,9 @@ def test_grid_search_returns_a_valid_grid_and_survives_rejected_candidates(steps
 def test_the_search_says_when_it_converged():
     score = exact_score(GM, SDE)
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
-    _, report = sf.optimize_grid(sf.DDIM(), score, SDE, x_T, GM.ode_reference(SDE, x_T), sf.LogSNRGrid()(SDE, 3), maxiter=2000,
-                                 progress=False)
+    _, report = sf.optimize_grid(
+        sf.DDIM(), score, SDE, x_T, GM.ode_reference(SDE, x_T), sf.LogSNRGrid()(SDE, 3), maxiter=2000, progress=False
+    )
     assert report["converged"] is True and report["evaluations"] < 2000
 
 
@@ -68,11 +71,22 @@ def test_an_auto_grid_is_tuned_once_reused_from_the_cache_and_keyed_by_model_and
     assert report["kept_tuned"] and report["held_out_after"] < report["held_out_before"]
     nfe0 = score.nfe
     again, report = auto.tuned(score, SDE, solver, 10, (8,), tmp_path, "model-a", dtype=torch.float64, progress=False)
-    assert report["cached"] is True and report["pilot_nfe"] == 0 and score.nfe == nfe0  # no pilot evaluation the second time
+    assert (
+        report["cached"] is True and report["pilot_nfe"] == 0 and score.nfe == nfe0
+    )  # no pilot evaluation the second time
     assert torch.equal(again.grid(SDE), first.grid(SDE))
     for other in [dict(model_id="model-b"), dict(nfe=8), dict(solver=sf.UniPC(2))]:
-        args = dict(score=score, sde=SDE, solver=solver, nfe=10, shape=(8,), cache_dir=tmp_path, model_id="model-a",
-                    dtype=torch.float64, progress=False)
+        args = dict(
+            score=score,
+            sde=SDE,
+            solver=solver,
+            nfe=10,
+            shape=(8,),
+            cache_dir=tmp_path,
+            model_id="model-a",
+            dtype=torch.float64,
+            progress=False,
+        )
         _, report = auto.tuned(**{**args, **other})
         assert report["cached"] is False, other
     assert len(list(tmp_path.glob("grid_*.json"))) == 4
@@ -98,15 +112,35 @@ def test_an_auto_grid_refuses_what_it_cannot_tune(tmp_path):
 
 def tiny_checkpoint(tmp_path):
     """A tiny NCSN++ after three training steps on digits, trained by the command line: its checkpoint's path."""
-    train = cli(tmp_path, "sdeflow.apps.train", "data=digits", "model=ncsnpp_tiny", "model.net.nf=8", "train.steps=3",
-                "train.batch_size=8", "sample.every=0", "sample.n=4", "sample.nfe=2", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
+    train = cli(
+        tmp_path,
+        "sdeflow.apps.train",
+        "data=digits",
+        "model=ncsnpp_tiny",
+        "model.net.nf=8",
+        "train.steps=3",
+        "train.batch_size=8",
+        "sample.every=0",
+        "sample.n=4",
+        "sample.nfe=2",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert train.returncode == 0, train.stderr
     return tmp_path / "run" / "checkpoint.pt"
 
 
 def test_the_sample_command_tunes_once_then_reads_the_cache(tmp_path):
-    common = [f"checkpoint={tiny_checkpoint(tmp_path)}", "timesteps=auto", "timesteps.pilot=4", "timesteps.maxiter=12",
-              "solver=dpmpp_2m", "nfe=5", "n=4", "progress=false"]
+    common = [
+        f"checkpoint={tiny_checkpoint(tmp_path)}",
+        "timesteps=auto",
+        "timesteps.pilot=4",
+        "timesteps.maxiter=12",
+        "solver=dpmpp_2m",
+        "nfe=5",
+        "n=4",
+        "progress=false",
+    ]
     rows = []
     for run in ("a", "b"):
         proc = cli(tmp_path, "sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / run}")
@@ -119,15 +153,30 @@ def test_the_sample_command_tunes_once_then_reads_the_cache(tmp_path):
 
 @pytest.mark.slow
 def test_the_sample_command_learns_a_multistep_table_for_a_network_once(tmp_path):
-    common = [f"checkpoint={tiny_checkpoint(tmp_path)}", "timesteps=learned_multistep", "timesteps.pilot=3",
-              "timesteps.maxiter=4", "timesteps.grid_maxiter=5", "solver=[auto,ddim]", "nfe=4", "n=4", "progress=false"]
+    common = [
+        f"checkpoint={tiny_checkpoint(tmp_path)}",
+        "timesteps=learned_multistep",
+        "timesteps.pilot=3",
+        "timesteps.maxiter=4",
+        "timesteps.grid_maxiter=5",
+        "solver=[auto,ddim]",
+        "nfe=4",
+        "n=4",
+        "progress=false",
+    ]
     for run in ("a", "b"):
         proc = cli(tmp_path, "sdeflow.apps.sample", *common, f"hydra.run.dir={tmp_path / run}")
         assert proc.returncode == 0, proc.stderr
     first, again = (json.loads((tmp_path / run / "results.json").read_text())["rows"] for run in ("a", "b"))
     for row in first:
-        assert row["grid_tuning"]["cached"] is False and row["grid_tuning"]["method"].startswith("learned multistep") and row["nfe"] == 4
-    assert all(row["grid_tuning"]["cached"] is True for row in again) and [r["grid"] for r in first] == [r["grid"] for r in again]
+        assert (
+            row["grid_tuning"]["cached"] is False
+            and row["grid_tuning"]["method"].startswith("learned multistep")
+            and row["nfe"] == 4
+        )
+    assert all(row["grid_tuning"]["cached"] is True for row in again) and [r["grid"] for r in first] == [
+        r["grid"] for r in again
+    ]
     tables = [json.loads(p.read_text()) for p in (tmp_path / "run" / "tuned_grids").glob("grid_*.json")]
     assert len(tables) == 2 and all(len(t["coefficients"]) == 4 and len(t["timesteps"]) == 5 for t in tables)
 
@@ -136,8 +185,18 @@ def test_the_benchmark_tunes_each_deterministic_row_on_its_own_pilot_draws(tmp_p
     from sdeflow.apps.bench import runner
 
     solvers = {"unipc": sf.UniPC(2), "em": sf.PCSampler(sf.EulerMaruyama())}
-    rows, _ = runner.run(GM, SDE, solvers, AutoGrid(pilot=8, maxiter=20), [6], n_trajectory=16, n_distribution=64, n_directions=16,
-                         progress=False, grid_cache=tmp_path)
+    rows, _ = runner.run(
+        GM,
+        SDE,
+        solvers,
+        AutoGrid(pilot=8, maxiter=20),
+        [6],
+        n_trajectory=16,
+        n_distribution=64,
+        n_directions=16,
+        progress=False,
+        grid_cache=tmp_path,
+    )
     by = {r["solver"]: r for r in rows}
     assert by["unipc"]["tuning_pilot_nfe"] > 0 and by["unipc"]["rms_median"] > 0
     assert "tuning_pilot_nfe" not in by["em"] and by["em"]["sw2"] > 0  # stochastic: the base grid, untuned
@@ -149,12 +208,19 @@ def test_timesteps_learned_fits_evaluation_times_too_and_wraps_the_score(tmp_pat
     # log-SNR grid 0.110, tuned grid 0.065, learned 0.0076; held to a 3x margin over the tuned grid).
     sde = sf.VESDE(0.002, 80.0, eps=0.0)
     score, solver = exact_score(GM, sde), sf.DDIM()
-    fits = {learn: AutoGrid(pilot=16, maxiter=200, learn=learn).tuned(score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64,
-                                                                   progress=False)[0] for learn in (False, True)}
+    fits = {
+        learn: AutoGrid(pilot=16, maxiter=200, learn=learn).tuned(
+            score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64, progress=False
+        )[0]
+        for learn in (False, True)
+    }
     assert fits[False].wrap(score) is score and not torch.equal(fits[True].eval_times, fits[True].times[:-1])
     held = sde.prior_sampling((64, 8), torch.Generator().manual_seed(9), dtype=torch.float64)
     ref = GM.ode_reference(sde, held)
-    err = {k: float(rms_error(solver.sample(f.wrap(score), sde, held, f.grid(sde)).samples, ref).median()) for k, f in fits.items()}
+    err = {
+        k: float(rms_error(solver.sample(f.wrap(score), sde, held, f.grid(sde)).samples, ref).median())
+        for k, f in fits.items()
+    }
     assert err[True] < err[False] / 3, err
     assert len(list(tmp_path.glob("grid_*.json"))) == 2  # the two settings are cached apart
 
@@ -168,24 +234,32 @@ def test_timesteps_learned_multistep_fits_a_table_once_caches_it_and_replaces_th
     ref = GM.ode_reference(sde, held)
     errors = {}
     for tuner in (AutoGrid(pilot=16, maxiter=200), AutoMultistep(pilot=16, maxiter=100)):
-        run, grid, wrap, report = for_model(tuner, score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64, progress=False)
+        run, grid, wrap, report = for_model(
+            tuner, score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64, progress=False
+        )
         assert report["cached"] is False and report["kept_tuned"] and report["pilot_nfe"] > 0
-        errors[type(run).__name__] = float(rms_error(run.sample(wrap(score), sde, held, run.plan(sde, grid, nfe=5)).samples, ref).median())
+        errors[type(run).__name__] = float(
+            rms_error(run.sample(wrap(score), sde, held, run.plan(sde, grid, nfe=5)).samples, ref).median()
+        )
         nfe0 = score.nfe
-        again, grid_again, _, report = for_model(tuner, score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64, progress=False)
+        again, grid_again, _, report = for_model(
+            tuner, score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64, progress=False
+        )
         assert report["cached"] is True and score.nfe == nfe0 and torch.equal(grid_again(sde, 5), grid(sde, 5))
     assert errors["LearnedMultistep"] < errors["UniPC"] / 4, errors
     cached = sf.MultistepFit.load(next(p for p in tmp_path.glob("grid_*.json") if "coefficients" in p.read_text()))
     assert cached.report["kept_tuned"] and cached.table.steps == 5
     with pytest.raises(ValueError, match="one evaluation per step"):
-        AutoMultistep(pilot=2, maxiter=1).tuned(score, sde, sf.EDMHeun(), 6, (8,), None, "m", dtype=torch.float64, progress=False)
+        AutoMultistep(pilot=2, maxiter=1).tuned(
+            score, sde, sf.EDMHeun(), 6, (8,), None, "m", dtype=torch.float64, progress=False
+        )
 
 
 def test_a_class_conditional_model_is_tuned_on_the_labels_its_pilot_draws_would_have(tmp_path):
     # Pilot draw i has label i mod 4, as sample i would; with 5 pilots the held-out half starts at label 1. The base grid's
     # held-out error the tuner reports must then be the one measured here against the exact conditional PF-ODE.
-    from sdeflow.problems.conditional import LabelledMixture
     from sdeflow.noise.generators import PILOT, seeded_generator
+    from sdeflow.problems.conditional import LabelledMixture
 
     problem = LabelledMixture(GM, torch.arange(4) % 4)
     sde, solver = sf.VESDE(0.002, 80.0, eps=0.0), sf.DPMSolverPP(2)
@@ -194,10 +268,22 @@ def test_a_class_conditional_model_is_tuned_on_the_labels_its_pilot_draws_would_
     def labels(rows):
         return torch.arange(rows.start, rows.stop) % 4
 
-    fit, report = AutoGrid(pilot=5, maxiter=40).tuned(score, sde, solver, 6, (8,), tmp_path, "m:labels", dtype=torch.float64,
-                                                      progress=False, condition=lambda s, rows: s.condition(y=labels(rows)))
+    fit, report = AutoGrid(pilot=5, maxiter=40).tuned(
+        score,
+        sde,
+        solver,
+        6,
+        (8,),
+        tmp_path,
+        "m:labels",
+        dtype=torch.float64,
+        progress=False,
+        condition=lambda s, rows: s.condition(y=labels(rows)),
+    )
     x_T = sde.prior_sampling((10, 8), seeded_generator(0, PILOT), dtype=torch.float64)[5:]
     ref = problem.guided_ode_reference(sde, x_T, labels(range(5, 10)), 0.0)
-    base = solver.sample(score.condition(y=labels(range(5, 10))), sde, x_T, solver.plan(sde, sf.LogSNRGrid(), nfe=6)).samples
+    base = solver.sample(
+        score.condition(y=labels(range(5, 10))), sde, x_T, solver.plan(sde, sf.LogSNRGrid(), nfe=6)
+    ).samples
     assert report["held_out_before"] == pytest.approx(float(rms_error(base, ref).mean()), rel=1e-5)
     assert report["pilot_nfe"] > report["reference_nfe"] > 0

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import sdeflow as sf
-from sdeflow.tuning.learned import Learned, ShiftedScore, learn, save_learned
 from sdeflow.eval.metrics import rms_error
+from sdeflow.tuning.learned import Learned, ShiftedScore, learn, save_learned
 
 from helpers import exact_score
 
@@ -32,9 +32,13 @@ def test_a_shifted_time_queries_the_model_there_and_keeps_its_noise():
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     wrapped = ShiftedScore(score, times, eval_times)
     eps_at_shift = score.eps(x, torch.tensor(0.4, dtype=torch.float64))
-    torch.testing.assert_close(wrapped.eps(x, torch.tensor(0.5, dtype=torch.float64)), eps_at_shift, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        wrapped.eps(x, torch.tensor(0.5, dtype=torch.float64)), eps_at_shift, rtol=1e-12, atol=1e-12
+    )
     # A time that is no grid time (a multistage solver's inner stage) is the base model's.
-    torch.testing.assert_close(wrapped.eps(x, torch.tensor(0.3, dtype=torch.float64)), score.eps(x, torch.tensor(0.3, dtype=torch.float64)))
+    torch.testing.assert_close(
+        wrapped.eps(x, torch.tensor(0.3, dtype=torch.float64)), score.eps(x, torch.tensor(0.3, dtype=torch.float64))
+    )
     assert wrapped.nfe == 2 and wrapped.forwards == 2
 
 
@@ -60,8 +64,14 @@ def test_learned_coefficients_fitted_on_one_seed_lower_the_held_out_error_of_ano
 
 def test_learned_coefficients_refuse_what_they_cannot_fit_or_read(tmp_path):
     with pytest.raises(ValueError, match="does not take a grid as given"):
-        learn(sf.ProbabilityFlowODE(), exact_score(GM, SDE), SDE, torch.zeros(2, 8), torch.zeros(2, 8),
-              torch.tensor([1.0, 0.0]))
+        learn(
+            sf.ProbabilityFlowODE(),
+            exact_score(GM, SDE),
+            SDE,
+            torch.zeros(2, 8),
+            torch.zeros(2, 8),
+            torch.tensor([1.0, 0.0]),
+        )
     with pytest.raises(ValueError, match="an evaluation time for each"):
         Learned([1.0, 0.5, 0.0], [0.9])
     (tmp_path / "bad.json").write_text(json.dumps({"timesteps": [1, 0]}))
@@ -72,9 +82,19 @@ def test_learned_coefficients_refuse_what_they_cannot_fit_or_read(tmp_path):
 
 
 # --- Learned multistep coefficients (S4S-style table, with the grid) ----------------------------------------------
-@pytest.mark.parametrize("make", [sf.DDIM, lambda: sf.DPMSolverPP(2), lambda: sf.DPMSolverPP(3), lambda: sf.UniPC(2),
-                                  lambda: sf.UniPC(3, "bh1"), lambda: sf.DEIS(3), lambda: sf.IPNDM(4)],
-                         ids=["ddim", "dpmpp_2m", "dpmpp_3m", "unipc_2_bh2", "unipc_3_bh1", "deis_3", "ipndm"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        sf.DDIM,
+        lambda: sf.DPMSolverPP(2),
+        lambda: sf.DPMSolverPP(3),
+        lambda: sf.UniPC(2),
+        lambda: sf.UniPC(3, "bh1"),
+        lambda: sf.DEIS(3),
+        lambda: sf.IPNDM(4),
+    ],
+    ids=["ddim", "dpmpp_2m", "dpmpp_3m", "unipc_2_bh2", "unipc_3_bh1", "deis_3", "ipndm"],
+)
 def test_a_multistep_table_read_off_a_linear_solver_is_that_solver(make):
     # The table is read off one symbolic run of the solver: on any grid it must give the solver's samples on a real problem,
     # UniPC's corrector (which moves the carried state) and DEIS's polynomial in t included.
@@ -95,7 +115,9 @@ def test_learned_multistep_fitted_on_one_seed_lowers_the_held_out_error_of_anoth
     pilot = SDE.prior_sampling((32, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     held = SDE.prior_sampling((256, 8), torch.Generator().manual_seed(2), dtype=torch.float64)
     init = sf.DPMSolverPP(2).plan(SDE, sf.LogSNRGrid(), nfe=5)
-    solver, times, report = sf.learn_multistep(score, SDE, pilot, GM.ode_reference(SDE, pilot), init, maxiter=300, progress=False)
+    solver, times, report = sf.learn_multistep(
+        score, SDE, pilot, GM.ode_reference(SDE, pilot), init, maxiter=300, progress=False
+    )
     ref = GM.ode_reference(SDE, held)
     before = rms_error(sf.DPMSolverPP(2).sample(score, SDE, held, init).samples, ref).median()
     after = rms_error(solver.sample(score, SDE, held, times).samples, ref).median()
@@ -106,8 +128,12 @@ def test_learned_multistep_fitted_on_one_seed_lowers_the_held_out_error_of_anoth
     assert report["error_after"] < report["error_before"] and report["pilot_nfe"] == report["evaluations"] * 5 * 32
     loaded, grid = sf.LearnedMultistep.load(solver.save(tmp_path / "multistep.json", times, report))
     assert torch.equal(loaded.coefficients, solver.coefficients)
-    torch.testing.assert_close(loaded.sample(score, SDE, held, loaded.plan(SDE, grid, nfe=5)).samples,
-                               solver.sample(score, SDE, held, times).samples, rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.sample(score, SDE, held, loaded.plan(SDE, grid, nfe=5)).samples,
+        solver.sample(score, SDE, held, times).samples,
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_a_diverging_candidate_is_a_bad_value_not_an_exception():
@@ -121,7 +147,9 @@ def test_a_diverging_candidate_is_a_bad_value_not_an_exception():
     score = Flaky(GM.score_fn(SDE), SDE)
     pilot = SDE.prior_sampling((8, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     init = sf.DPMSolverPP(2).plan(SDE, sf.LogSNRGrid(), nfe=5)
-    solver, times, report = sf.learn_multistep(score, SDE, pilot, GM.ode_reference(SDE, pilot), init, maxiter=100, progress=False)
+    solver, times, report = sf.learn_multistep(
+        score, SDE, pilot, GM.ode_reference(SDE, pilot), init, maxiter=100, progress=False
+    )
     assert report["rejected"] > 0 and bool(torch.isfinite(solver.coefficients).all())
     assert report["objective_after"] <= report["objective_before"]
 

@@ -5,7 +5,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-COLUMNS = ["solver", "kind", "steps", "nfe", "backwards", "rms_median", "rms_p90", "sw2", "frechet", "fd", "kid", "precision", "recall", "seconds"]
+COLUMNS = [
+    "solver",
+    "kind",
+    "steps",
+    "nfe",
+    "backwards",
+    "rms_median",
+    "rms_p90",
+    "sw2",
+    "frechet",
+    "fd",
+    "kid",
+    "precision",
+    "recall",
+    "seconds",
+]
 
 
 def _fmt(v) -> str:
@@ -33,10 +48,14 @@ def plot(rows: list[dict], path, floor_sw2: float | None = None, title: str = ""
     import matplotlib.pyplot as plt
 
     # Panels by metric, not by kind: on an inverse problem deterministic rows are scored by distance too.
-    panels = [("rms_median", "median RMS error vs exact ODE solution"),
-              ("sw2", "sliced W2 to exact samples"),
-              ("fd", "Frechet distance in feature space")]
-    panels = [p for p in panels if any(r.get(p[0]) not in (None, "") and not r.get("skipped") for r in rows)] or panels[:1]
+    panels = [
+        ("rms_median", "median RMS error vs exact ODE solution"),
+        ("sw2", "sliced W2 to exact samples"),
+        ("fd", "Frechet distance in feature space"),
+    ]
+    panels = [p for p in panels if any(r.get(p[0]) not in (None, "") and not r.get("skipped") for r in rows)] or panels[
+        :1
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False)
     # Many solvers: distinct colours (tab20) and markers, so no two lines look alike.
     names = list(dict.fromkeys(r["solver"] for r in rows))
@@ -46,12 +65,24 @@ def plot(rows: list[dict], path, floor_sw2: float | None = None, title: str = ""
         floors = [r for r in ran if str(r["solver"]).startswith("floor")]
         ran = [r for r in ran if not str(r["solver"]).startswith("floor")]
         if floors:
-            ax.axhline(sum(float(r[metric]) for r in floors) / len(floors), color="gray", linestyle=":", label=floors[0]["solver"])
+            ax.axhline(
+                sum(float(r[metric]) for r in floors) / len(floors),
+                color="gray",
+                linestyle=":",
+                label=floors[0]["solver"],
+            )
         for name in dict.fromkeys(r["solver"] for r in ran):
             pts = sorted((float(r["nfe"]), float(r[metric])) for r in ran if r["solver"] == name)
             color, marker = style[name]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=name, markersize=5,
-                    linestyle=r_style(name) if len(pts) > 1 else "none")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker=marker,
+                color=color,
+                label=name,
+                markersize=5,
+                linestyle=r_style(name) if len(pts) > 1 else "none",
+            )
         if metric == "sw2" and floor_sw2 is not None:
             ax.axhline(floor_sw2, color="gray", linestyle=":", label="floor (exact vs exact)")
         ax.set_xscale("log")

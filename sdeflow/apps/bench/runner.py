@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from sdeflow.tuning.autotune import for_model
-from sdeflow.noise.brownian import BrownianNoise, brownian_span
 from sdeflow.eval.metrics import SlicedWasserstein, frechet_distance, gaussian_stats, rms_error
+from sdeflow.noise.brownian import BrownianNoise, brownian_span
 from sdeflow.noise.generators import DIRECTIONS, EXACT, PRIOR, seeded_generator
 from sdeflow.samplers.base import BudgetError, IncompatibleSampler, NonFiniteError
 from sdeflow.score.function import ScoreFunction
+from sdeflow.tuning.autotune import for_model
 
 
 @dataclass
@@ -42,7 +42,9 @@ class BenchProblem:
     exact_stats: tuple | None  # mean and covariance of `exact`
 
 
-def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: int, seed: int, dtype, reference: dict) -> BenchProblem:
+def prepare(
+    problem, sde, n_trajectory: int, n_distribution: int, n_directions: int, seed: int, dtype, reference: dict
+) -> BenchProblem:
     """Draw the prior states and compute the exact answers they are compared with."""
     g = seeded_generator(seed, PRIOR)
     shape = (problem.dim,)
@@ -57,12 +59,33 @@ def prepare(problem, sde, n_trajectory: int, n_distribution: int, n_directions: 
     other = problem.sample(n_distribution, g, t=sde.eps, sde=sde)
     sw2 = SlicedWasserstein(exact, n_directions, seeded_generator(seed, DIRECTIONS))
     stats = gaussian_stats(exact)
-    return BenchProblem(x_T_traj.to(dtype), ref, x_T_dist.to(dtype), exact, sw2(other), frechet_distance(*stats, *gaussian_stats(other)),
-                        sw2, stats)
+    return BenchProblem(
+        x_T_traj.to(dtype),
+        ref,
+        x_T_dist.to(dtype),
+        exact,
+        sw2(other),
+        frechet_distance(*stats, *gaussian_stats(other)),
+        sw2,
+        stats,
+    )
 
 
-def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed: int, n_directions: int, device=None,
-               noise: BrownianNoise | None = None, inverse=None, wrap=None) -> dict:
+def run_solver(
+    name,
+    solver,
+    problem,
+    sde,
+    bench: BenchProblem,
+    grid,
+    nfe,
+    seed: int,
+    n_directions: int,
+    device=None,
+    noise: BrownianNoise | None = None,
+    inverse=None,
+    wrap=None,
+) -> dict:
     """Score one solver at one NFE budget (None: an adaptive solver's own choice) on `device`; one result row.
 
     `noise`: the stochastic rows' Brownian path (default: `BrownianNoise(seed, n)` on `brownian_span(sde)`).
@@ -74,8 +97,15 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
         score = wrap(score)
     if inverse is not None:
         n = len(bench.x_T_dist)
-        bound = inverse.bind(score, sde, solver, problem.operator, problem.observation(n).to(bench.x_T_dist.dtype),
-                             problem.noise_std, seed)
+        bound = inverse.bind(
+            score,
+            sde,
+            solver,
+            problem.operator,
+            problem.observation(n).to(bench.x_T_dist.dtype),
+            problem.noise_std,
+            seed,
+        )
         score, solver, hook = bound.score, bound.sampler, bound.hook
     row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe}
     by_trajectory = not solver.stochastic and bench.reference is not None
@@ -85,7 +115,9 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
     row["steps"] = None if solver.nfe_per_step is None else len(timesteps) - 1
     start = time.perf_counter()
     if not by_trajectory:
-        noise = noise.restarted() if noise is not None else BrownianNoise(seed, len(bench.x_T_dist), 0, *brownian_span(sde))
+        noise = (
+            noise.restarted() if noise is not None else BrownianNoise(seed, len(bench.x_T_dist), 0, *brownian_span(sde))
+        )
         out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=noise, hook=hook)
         # Samplers raise on NaN or infinity (a "diverged" row below), so these samples are finite.
         x = out.samples.to("cpu", torch.float64)
@@ -105,9 +137,25 @@ def run_solver(name, solver, problem, sde, bench: BenchProblem, grid, nfe, seed:
     return row
 
 
-def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distribution=10000, n_directions=256, seed=0,
-        dtype=torch.float64, reference=None, progress=True, on_row=None, device=None, brownian_depth: int = 16, inverse=None,
-        grid_cache=None) -> tuple[list[dict], BenchProblem]:
+def run(
+    problem,
+    sde,
+    solvers: dict,
+    grid,
+    nfe_list,
+    n_trajectory=256,
+    n_distribution=10000,
+    n_directions=256,
+    seed=0,
+    dtype=torch.float64,
+    reference=None,
+    progress=True,
+    on_row=None,
+    device=None,
+    brownian_depth: int = 16,
+    inverse=None,
+    grid_cache=None,
+) -> tuple[list[dict], BenchProblem]:
     """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result arrives.
 
     `brownian_depth`: the levels of the stochastic rows' Brownian tree (`BrownianNoise`); fewer are
@@ -118,17 +166,27 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
     """
     inverse_problem = hasattr(problem, "operator")
     if inverse_problem and inverse is None:
-        raise ValueError(f"{problem!r} is an inverse problem: choose how to condition on its observation, "
-                         "inverse=replacement, repaint, dps or pigdm")
+        raise ValueError(
+            f"{problem!r} is an inverse problem: choose how to condition on its observation, "
+            "inverse=replacement, repaint, dps or pigdm"
+        )
     if inverse is not None and not inverse_problem:
-        raise ValueError(f"inverse={inverse!r} needs an inverse problem (problem=inpainting_gmm); {problem!r} observes nothing")
+        raise ValueError(
+            f"inverse={inverse!r} needs an inverse problem (problem=inpainting_gmm); {problem!r} observes nothing"
+        )
     bench = prepare(problem, sde, n_trajectory, n_distribution, n_directions, seed, dtype, reference or {})
     # Budget by budget, so that the stochastic rows of one grid follow each other and the shared path's
     # values at its points are computed once (the cache holds the largest grid and its stages).
     jobs = [(name, s, None) for name, s in solvers.items() if s.nfe_per_step is None]
     jobs += [(name, s, n) for n in nfe_list for name, s in solvers.items() if s.nfe_per_step is not None]
-    path = BrownianNoise(seed, n_distribution, 0, *brownian_span(sde), depth=brownian_depth,
-                         cache_size=4 * max([int(n) for n in nfe_list] + [1]) + 8)
+    path = BrownianNoise(
+        seed,
+        n_distribution,
+        0,
+        *brownian_span(sde),
+        depth=brownian_depth,
+        cache_size=4 * max([int(n) for n in nfe_list] + [1]) + 8,
+    )
     rows = []
     bar = tqdm(jobs, desc="bench", disable=not progress, dynamic_ncols=True)
     for name, solver, nfe in bar:
@@ -136,21 +194,43 @@ def run(problem, sde, solvers: dict, grid, nfe_list, n_trajectory=256, n_distrib
         try:
             solver_grid, wrap, tuning = grid, None, None
             if nfe is not None:
-                solver, solver_grid, wrap, tuning = for_model(grid, ScoreFunction(problem.score_fn(sde), sde), sde, solver, nfe,
-                                                              (problem.dim,), grid_cache, repr(problem), dtype=dtype, device=device,
-                                                              progress=False)
-            row = run_solver(name, solver, problem, sde, bench, solver_grid, nfe, seed, n_directions, device, path, inverse, wrap)
+                solver, solver_grid, wrap, tuning = for_model(
+                    grid,
+                    ScoreFunction(problem.score_fn(sde), sde),
+                    sde,
+                    solver,
+                    nfe,
+                    (problem.dim,),
+                    grid_cache,
+                    repr(problem),
+                    dtype=dtype,
+                    device=device,
+                    progress=False,
+                )
+            row = run_solver(
+                name, solver, problem, sde, bench, solver_grid, nfe, seed, n_directions, device, path, inverse, wrap
+            )
             if tuning is not None and tuning["tuned"]:  # the one-off cost of the fitted grid, beside the row it serves
                 row.update(tuning_pilot_nfe=tuning["pilot_nfe"], tuning_converged=tuning.get("converged"))
         except NonFiniteError as e:
             # A solver that blows up at this budget is a result (it diverged), reported without a number.
-            row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "diverged": True,
-                   "error": str(e)}
+            row = {
+                "solver": name,
+                "kind": "stochastic" if solver.stochastic else "deterministic",
+                "budget": nfe,
+                "diverged": True,
+                "error": str(e),
+            }
         except (BudgetError, IncompatibleSampler) as e:
             # A budget too small for this solver (e.g. 5 NFE for a 4-stage method), or a solver the inverse
             # method cannot drive (RePaint and a multistep solver), is a skip, not a failure; any other
             # error (a bad grid, a bad setting) stops the benchmark with its message.
-            row = {"solver": name, "kind": "stochastic" if solver.stochastic else "deterministic", "budget": nfe, "skipped": str(e)}
+            row = {
+                "solver": name,
+                "kind": "stochastic" if solver.stochastic else "deterministic",
+                "budget": nfe,
+                "skipped": str(e),
+            }
         rows.append(row)
         if on_row is not None:
             on_row(row)

@@ -26,8 +26,16 @@ class DPS(GuidedScore):
     def __init__(self, base, operator, y, noise_std: float, zeta: float = 1.0, normalised: bool = False, interval=None):
         super().__init__(base, interval)
         if not (noise_std > 0 or (normalised and noise_std == 0)):
-            raise ValueError(f"noise_std must be positive (or 0 with normalised=True, which does not use it), got {noise_std}")
-        self.operator, self.y, self.noise_std, self.zeta, self.normalised = operator, y, float(noise_std), float(zeta), bool(normalised)
+            raise ValueError(
+                f"noise_std must be positive (or 0 with normalised=True, which does not use it), got {noise_std}"
+            )
+        self.operator, self.y, self.noise_std, self.zeta, self.normalised = (
+            operator,
+            y,
+            float(noise_std),
+            float(zeta),
+            bool(normalised),
+        )
 
     def guided(self, x, t, alpha, sigma, active):
         if not bool(active.any()):  # outside the guidance interval: the plain score, no backward

@@ -31,7 +31,10 @@ def read_array(path) -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as im:
-                arr = np.asarray(im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"), dtype=np.float64) / 255.0
+                arr = (
+                    np.asarray(im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"), dtype=np.float64)
+                    / 255.0
+                )
             return arr
         if suffix == ".npy":
             return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
@@ -59,8 +62,10 @@ def _as_images(arr: np.ndarray, shape, what: str) -> torch.Tensor:
     elif arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or tuple(arr.shape[1:]) != tuple(shape):
-        raise ObservationError(f"{what} has shape {arr.shape}; the model's samples are {tuple(shape)} (C, H, W), so "
-                               f"give (H, W) or (C, H, W) images, or (N, C, H, W) for several")
+        raise ObservationError(
+            f"{what} has shape {arr.shape}; the model's samples are {tuple(shape)} (C, H, W), so "
+            f"give (H, W) or (C, H, W) images, or (N, C, H, W) for several"
+        )
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
@@ -68,8 +73,10 @@ def read_images(path, shape, centered: bool = True) -> torch.Tensor:
     """Images of the model's shape from a file, in [0, 1] on disk, scaled as the model's data (`centered`: [-1, 1])."""
     x = _as_images(read_array(path), shape, str(path))
     if not bool(torch.isfinite(x).all()) or x.min() < 0 or x.max() > 1:
-        raise ObservationError(f"{path}: image values must lie in [0, 1] (PNG levels / 255), "
-                               f"got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+        raise ObservationError(
+            f"{path}: image values must lie in [0, 1] (PNG levels / 255), "
+            f"got [{float(x.min()):.3g}, {float(x.max()):.3g}]"
+        )
     return x * 2 - 1 if centered else x
 
 
@@ -81,8 +88,10 @@ def inpainting_mask(shape, mask: str) -> Inpainting:
     m = (m > 0.5).astype(np.float64)
     m = m[None] if m.ndim == 2 else m
     if m.ndim != 3 or m.shape[1:] != tuple(shape[1:]) or m.shape[0] not in (1, shape[0]):
-        raise ObservationError(f"{mask}: a mask of shape {m.shape} does not fit samples of shape {tuple(shape)}; "
-                               f"give (H, W) = {tuple(shape[1:])} or (C, H, W)")
+        raise ObservationError(
+            f"{mask}: a mask of shape {m.shape} does not fit samples of shape {tuple(shape)}; "
+            f"give (H, W) = {tuple(shape[1:])} or (C, H, W)"
+        )
     return Inpainting(torch.from_numpy(m)[None])
 
 
@@ -91,10 +100,12 @@ def inpainting_box(shape, box=(0.0, 0.5, 1.0, 1.0)) -> Inpainting:
     to fill (default: the right half). Everything outside it is observed."""
     top, left, bottom, right = (float(v) for v in box)
     if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
-        raise ObservationError(f"box is (top, left, bottom, right) with 0 <= top < bottom <= 1 and 0 <= left < right <= 1, got {box}")
+        raise ObservationError(
+            f"box is (top, left, bottom, right) with 0 <= top < bottom <= 1 and 0 <= left < right <= 1, got {box}"
+        )
     _, h, w = shape
     mask = torch.ones(1, 1, h, w, dtype=torch.float64)
-    mask[..., round(top * h): round(bottom * h), round(left * w): round(right * w)] = 0
+    mask[..., round(top * h) : round(bottom * h), round(left * w) : round(right * w)] = 0
     if bool((mask == 1).all()):
         raise ObservationError(f"box {box} covers no pixel of a {h} x {w} image")
     return Inpainting(mask)
@@ -110,11 +121,15 @@ def colorization(shape) -> Colorization:
 def super_resolution(shape, factor: int = 2) -> AveragePooling:
     """Super-resolution: observe the averages of factor x factor blocks."""
     if shape[-1] % factor or shape[-2] % factor:
-        raise ObservationError(f"super-resolution by {factor} needs H and W divisible by it; samples are {tuple(shape)}")
+        raise ObservationError(
+            f"super-resolution by {factor} needs H and W divisible by it; samples are {tuple(shape)}"
+        )
     return AveragePooling(factor)
 
 
-def measure(operator: LinearOperator, images: torch.Tensor, noise_std: float, seed: int, offset: int = 0) -> torch.Tensor:
+def measure(
+    operator: LinearOperator, images: torch.Tensor, noise_std: float, seed: int, offset: int = 0
+) -> torch.Tensor:
     """y_i = A x_i + noise_std z_i, z_i drawn from the stream (seed, MEASUREMENT, offset + i): y_i depends on i, not on the batch."""
     y = operator.A(images)
     if noise_std:

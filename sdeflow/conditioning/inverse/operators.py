@@ -78,7 +78,7 @@ class Inpainting(Projection):
 
 # The grey axis of RGB, (1, 1, 1) / sqrt(3): the first axis of score_sde's orthonormal colour decoupling
 # (controllable_generation.py), the only one colorisation observes.
-_GREY = torch.full((3,), 3 ** -0.5, dtype=torch.float64)
+_GREY = torch.full((3,), 3**-0.5, dtype=torch.float64)
 
 
 class Colorization(Projection):
@@ -109,8 +109,10 @@ class AveragePooling(LinearOperator):
 
     def A(self, x):
         if x.ndim != 4 or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
-            raise ValueError(f"average pooling by {self.factor} needs (B, C, H, W) images with H and W divisible by it, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"average pooling by {self.factor} needs (B, C, H, W) images with H and W divisible by it, "
+                f"got shape {tuple(x.shape)}"
+            )
         return F.avg_pool2d(x, self.factor)
 
     def AT(self, y):

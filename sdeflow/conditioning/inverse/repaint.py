@@ -27,7 +27,9 @@ class RePaint(Sampler):
     def __init__(self, solver: Sampler, replacement, resamples: int = 10, jump: int = 1, denoise: bool = False):
         super().__init__(denoise=denoise)
         if solver.nfe_per_step is None or solver.warmup_order is not None or solver.fixed_head:
-            raise IncompatibleSampler(f"RePaint repeats steps, so it needs a one-step grid solver; {type(solver).__name__} is not one")
+            raise IncompatibleSampler(
+                f"RePaint repeats steps, so it needs a one-step grid solver; {type(solver).__name__} is not one"
+            )
         for name, v in (("resamples", resamples), ("jump", jump)):
             if int(v) != v or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v}")

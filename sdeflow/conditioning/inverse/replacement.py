@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow.noise.generators import OBSERVATION, PerSampleNoise, as_noise
 from sdeflow.core.tensors import append_dims
+from sdeflow.noise.generators import OBSERVATION, PerSampleNoise, as_noise
 
 
 class Replacement:
@@ -26,7 +26,9 @@ class Replacement:
 
     def __init__(self, sde, operator, y: torch.Tensor, seed: int = 0, offset: int = 0, generator=None):
         self.sde, self.operator, self.y = sde, operator, y
-        self.noise = as_noise(generator) if generator is not None else PerSampleNoise(seed, len(y), offset, purpose=OBSERVATION)
+        self.noise = (
+            as_noise(generator) if generator is not None else PerSampleNoise(seed, len(y), offset, purpose=OBSERVATION)
+        )
 
     def noised_observation(self, x: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)

@@ -95,8 +95,10 @@ class AnalyticJump(Sampler):
         super().__init__(denoise=denoise)
         self.solver = solver
         if stats is None:
-            raise ValueError("AnalyticJump needs the data's mean and covariance: stats=GaussianStats(...) or a distribution "
-                             "with mean() and cov() (the benchmark passes its problem)")
+            raise ValueError(
+                "AnalyticJump needs the data's mean and covariance: stats=GaussianStats(...) or a distribution "
+                "with mean() and cov() (the benchmark passes its problem)"
+            )
         self.stats = stats if isinstance(stats, GaussianStats) else GaussianStats.from_distribution(stats)
         if not sigma_jump > 0:
             raise ValueError(f"sigma_jump must be positive, got {sigma_jump}")
@@ -119,7 +121,9 @@ class AnalyticJump(Sampler):
         t_jump = self.t_jump(sde)
         if not sde.eps < t_jump < sde.T:
             ends = torch.exp(-sde.lambda_(torch.tensor([sde.eps, sde.T], dtype=torch.float64))).tolist()
-            raise ValueError(f"sigma_jump must lie inside this SDE's range of sigma / alpha, ({ends[0]:.4g}, {ends[1]:.4g}); got {self.sigma_jump}")
+            raise ValueError(
+                f"sigma_jump must lie inside this SDE's range of sigma / alpha, ({ends[0]:.4g}, {ends[1]:.4g}); got {self.sigma_jump}"
+            )
         inner = grid.restricted(t_max=t_jump)(sde, steps)
         return torch.cat([torch.tensor([sde.T], dtype=inner.dtype), inner])
 

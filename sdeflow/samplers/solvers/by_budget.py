@@ -41,13 +41,26 @@ class ByBudget(Sampler):
         if not pairs or any(len(p) != 2 for p in pairs):
             raise ValueError(f"choices must be [max_nfe, solver] pairs, got {choices!r}")
         bounds = [b for b, _ in pairs]
-        if any(b is None for b in bounds[:-1]) or any(not isinstance(b, int) or b < 1 for b in bounds if b is not None) \
-                or any(a >= b for a, b in zip(bounds, bounds[1:]) if b is not None):
-            raise ValueError(f"choices' budget bounds must be increasing positive integers (the last may be null), got {bounds}")
+        if (
+            any(b is None for b in bounds[:-1])
+            or any(not isinstance(b, int) or b < 1 for b in bounds if b is not None)
+            or any(a >= b for a, b in zip(bounds, bounds[1:]) if b is not None)
+        ):
+            raise ValueError(
+                f"choices' budget bounds must be increasing positive integers (the last may be null), got {bounds}"
+            )
         for bound, solver in pairs:
-            if not isinstance(solver, Sampler) or solver.nfe_per_step != 1 or solver.stochastic or solver.fixed_head or solver.denoise:
-                raise ValueError(f"ByBudget chooses among deterministic grid solvers of one evaluation per step, without a final "
-                                 f"denoising step (give denoise to ByBudget) or a fixed head; got {solver!r} for max_nfe={bound}")
+            if (
+                not isinstance(solver, Sampler)
+                or solver.nfe_per_step != 1
+                or solver.stochastic
+                or solver.fixed_head
+                or solver.denoise
+            ):
+                raise ValueError(
+                    f"ByBudget chooses among deterministic grid solvers of one evaluation per step, without a final "
+                    f"denoising step (give denoise to ByBudget) or a fixed head; got {solver!r} for max_nfe={bound}"
+                )
         self.choices = pairs
         self.order = min(s.order for _, s in pairs)  # what holds whichever is chosen
         self.reversible = all(s.reversible for _, s in pairs)

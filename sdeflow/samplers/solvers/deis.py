@@ -49,7 +49,9 @@ class DEIS(Sampler):
             return -np.exp(-lam)  # d sigma~ / d lambda
 
         weights = tuple(
-            lagrange_integrals([num.t[i - k] for k in range(min(self.order, i + 1))], num.lam[i], num.lam[i + 1], d_nsr, at=t_of)
+            lagrange_integrals(
+                [num.t[i - k] for k in range(min(self.order, i + 1))], num.lam[i], num.lam[i + 1], d_nsr, at=t_of
+            )
             for i in range(len(sched) - 1)
         )
         return DEISState(sched, weights=weights)

@@ -36,8 +36,16 @@ class DPMSolverAdaptive(Sampler):
     stochastic = False
     reversible = False  # its step-size control runs from T towards eps
 
-    def __init__(self, order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
-                 theta: float = 0.9, max_steps: int = 10_000, denoise: bool = False):
+    def __init__(
+        self,
+        order: int = 3,
+        rtol: float = 0.05,
+        atol: float = 0.0078,
+        h_init: float = 0.05,
+        theta: float = 0.9,
+        max_steps: int = 10_000,
+        denoise: bool = False,
+    ):
         super().__init__(denoise=denoise)
         if order not in (2, 3):
             raise ValueError(f"DPMSolverAdaptive supports order 2 or 3, got {order}")

@@ -36,7 +36,9 @@ class DPMSolverPP(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched, n = state.sched, len(state.sched) - 1
-        history = (state.history + [score.x0(x, sched.t[i], sched.coef[i])])[-self.order :]  # x0 predictions, newest last
+        history = (state.history + [score.x0(x, sched.t[i], sched.coef[i])])[
+            -self.order :
+        ]  # x0 predictions, newest last
         order = min(self.order, len(history))
         if self.lower_order_final:
             order = lower_order_final(order, i, n, second_until=self.order)

@@ -42,8 +42,9 @@ class DPMSolverPPSDESinglestep(Sampler):
         # Exact for constant d: x~ e^{-(l_down - l)} + (1 - e^{-(l_down - l)}) d, with e^{-(l_down - l)} = down / sig.
         x_scaled = (down / sig) * x_scaled + (1 - down / sig) * d
         if self.stochastic and up > 0:
-            x_scaled = x_scaled + (up * self.s_noise) * noise.increment(x_scaled.shape, t, t_to, dtype=x_scaled.dtype,
-                                                                       device=x_scaled.device)
+            x_scaled = x_scaled + (up * self.s_noise) * noise.increment(
+                x_scaled.shape, t, t_to, dtype=x_scaled.dtype, device=x_scaled.device
+            )
         return x_scaled
 
     def step(self, score, sde, x, i, state, noise):

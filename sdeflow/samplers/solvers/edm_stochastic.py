@@ -32,11 +32,25 @@ class EDMStochastic(EDMHeun):
 
     stochastic = True
 
-    def __init__(self, S_churn: float = 40.0, S_tmin: float = 0.05, S_tmax: float = 50.0, S_noise: float = 1.003, denoise: bool = False):
+    def __init__(
+        self,
+        S_churn: float = 40.0,
+        S_tmin: float = 0.05,
+        S_tmax: float = 50.0,
+        S_noise: float = 1.003,
+        denoise: bool = False,
+    ):
         super().__init__(denoise=denoise)
         if S_churn < 0 or S_tmin < 0 or S_tmax < S_tmin or S_noise <= 0:
-            raise ValueError(f"need S_churn >= 0, 0 <= S_tmin <= S_tmax, S_noise > 0; got {S_churn}, {S_tmin}, {S_tmax}, {S_noise}")
-        self.S_churn, self.S_tmin, self.S_tmax, self.S_noise = float(S_churn), float(S_tmin), float(S_tmax), float(S_noise)
+            raise ValueError(
+                f"need S_churn >= 0, 0 <= S_tmin <= S_tmax, S_noise > 0; got {S_churn}, {S_tmin}, {S_tmax}, {S_noise}"
+            )
+        self.S_churn, self.S_tmin, self.S_tmax, self.S_noise = (
+            float(S_churn),
+            float(S_tmin),
+            float(S_tmax),
+            float(S_noise),
+        )
 
     def init(self, score, sde, x, sched):
         # The churned times depend only on the grid: computed here once, on the host in float64, and moved to the
@@ -53,14 +67,26 @@ class EDMStochastic(EDMHeun):
         t64 = t_hat.to(torch.float64)
         alpha, sigma = sde.alpha(t64), sde.sigma(t64)
         on_device = torch.stack([t_hat, alpha.to(t_hat.dtype), sigma.to(t_hat.dtype)]).to(sched.t.device)
-        churn = {i: (t, sh, (n, a, (ad, sd))) for i, t, sh, n, a, ad, sd in zip(
-            steps, on_device[0], sig_hat.tolist(), (sigma / alpha).tolist(), alpha.tolist(), on_device[1], on_device[2])}
+        churn = {
+            i: (t, sh, (n, a, (ad, sd)))
+            for i, t, sh, n, a, ad, sd in zip(
+                steps,
+                on_device[0],
+                sig_hat.tolist(),
+                (sigma / alpha).tolist(),
+                alpha.tolist(),
+                on_device[1],
+                on_device[2],
+            )
+        }
         return ChurnState(sched, churn)
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
         if i not in state.churn:
-            return self.heun(score, sde, x, sched.t[i], sched.t[i + 1], grid_point(sched, i), grid_point(sched, i + 1)), state
+            return self.heun(
+                score, sde, x, sched.t[i], sched.t[i + 1], grid_point(sched, i), grid_point(sched, i + 1)
+            ), state
         t_hat, sig_hat, at_hat = state.churn[i]
         sig, a, a_hat = sched.num.nsr[i], sched.num.alpha[i], at_hat[1]
         # Add noise to raise sigma~ from sig to sig_hat: x~ + sqrt(sig_hat^2 - sig^2) S_noise z, at alpha(t^).

@@ -42,5 +42,7 @@ class EulerAncestral(Sampler):
         eps = score.eps(x, sched.t[i], sched.coef[i])
         x_scaled = x / num.alpha[i] + (down - sig) * eps
         if up > 0 and self.s_noise > 0:
-            x_scaled = x_scaled + (up * self.s_noise) * noise.increment(x.shape, num.t[i], num.t[i + 1], dtype=x.dtype, device=x.device)
+            x_scaled = x_scaled + (up * self.s_noise) * noise.increment(
+                x.shape, num.t[i], num.t[i + 1], dtype=x.dtype, device=x.device
+            )
         return num.alpha[i + 1] * x_scaled, state

@@ -32,8 +32,16 @@ class GottaGoFast(Sampler):
     nfe_per_step = None
     stochastic = True
 
-    def __init__(self, reltol: float = 0.01, abstol: float = 0.0078, h_init: float = 0.01, safety: float = 0.9,
-                 exp: float = 0.9, max_steps: int = 10_000, denoise: bool = False):
+    def __init__(
+        self,
+        reltol: float = 0.01,
+        abstol: float = 0.0078,
+        h_init: float = 0.01,
+        safety: float = 0.9,
+        exp: float = 0.9,
+        max_steps: int = 10_000,
+        denoise: bool = False,
+    ):
         super().__init__(denoise=denoise)
         if not (reltol > 0 and abstol > 0 and h_init > 0 and 0 < safety <= 1 and exp > 0):
             raise ValueError("need reltol > 0, abstol > 0, h_init > 0, 0 < safety <= 1 and exp > 0")

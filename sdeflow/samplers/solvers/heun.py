@@ -35,7 +35,9 @@ class EDMHeun(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
-        return self.heun(score, sde, x, sched.t[i], sched.t[i + 1], grid_point(sched, i), grid_point(sched, i + 1)), state
+        return self.heun(
+            score, sde, x, sched.t[i], sched.t[i + 1], grid_point(sched, i), grid_point(sched, i + 1)
+        ), state
 
 
 def grid_point(sched, i: int) -> tuple:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from sdeflow.samplers.grids import ListGrid
 from sdeflow.core.io import write_json
 from sdeflow.samplers.base import BudgetError, Multistep, Sampler
+from sdeflow.samplers.grids import ListGrid
 
 __all__ = ["LearnedMultistep"]
 
@@ -46,7 +46,9 @@ class LearnedMultistep(Sampler):
         super().__init__(denoise=denoise)
         table = torch.as_tensor(coefficients, dtype=torch.float64)
         if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] < 2:
-            raise ValueError(f"coefficients must be a (steps, 1 + history) table with history >= 1, got shape {tuple(table.shape)}")
+            raise ValueError(
+                f"coefficients must be a (steps, 1 + history) table with history >= 1, got shape {tuple(table.shape)}"
+            )
         if not bool(torch.isfinite(table).all()):
             raise ValueError("coefficients must be finite")
         self.coefficients = table
@@ -58,18 +60,22 @@ class LearnedMultistep(Sampler):
 
     def steps_for_nfe(self, nfe: int) -> int:
         if int(nfe) - int(self.denoise) != self.steps:
-            raise BudgetError(f"LearnedMultistep was fitted for {self.steps} steps ({self.steps + int(self.denoise)} NFE), got nfe={nfe}")
+            raise BudgetError(
+                f"LearnedMultistep was fitted for {self.steps} steps ({self.steps + int(self.denoise)} NFE), got nfe={nfe}"
+            )
         return self.steps
 
     def init(self, score, sde, x, sched):
         if len(sched) - 1 != self.steps:
-            raise ValueError(f"LearnedMultistep was fitted on a grid of {self.steps} steps; this grid has {len(sched) - 1} "
-                             "(run it on the grid it was fitted with: LearnedMultistep.load returns both)")
+            raise ValueError(
+                f"LearnedMultistep was fitted on a grid of {self.steps} steps; this grid has {len(sched) - 1} "
+                "(run it on the grid it was fitted with: LearnedMultistep.load returns both)"
+            )
         return Multistep(sched)
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
-        history = (state.history + [score.x0(x, sched.t[i], sched.coef[i])])[-(len(self._rows[i]) - 1):]
+        history = (state.history + [score.x0(x, sched.t[i], sched.coef[i])])[-(len(self._rows[i]) - 1) :]
         return combine(self._rows[i], x, history), Multistep(sched, history)
 
     @classmethod
@@ -86,8 +92,10 @@ class LearnedMultistep(Sampler):
         from sdeflow.score.function import ScoreFunction, X0Prediction
 
         if solver.stochastic or solver.nfe_per_step != 1 or solver.fixed_head or solver.denoise:
-            raise ValueError(f"from_solver reads deterministic grid solvers of one evaluation per step, without a fixed head or "
-                             f"a final denoising step; got {solver!r}")
+            raise ValueError(
+                f"from_solver reads deterministic grid solvers of one evaluation per step, without a fixed head or "
+                f"a final denoising step; got {solver!r}"
+            )
         times = torch.as_tensor(times, dtype=torch.float64)
         n = len(times) - 1
         points = []  # where the model was evaluated: weights on (x_T, x0_0, ..., x0_{n-1})
@@ -102,34 +110,48 @@ class LearnedMultistep(Sampler):
         x_T[0, 0] = 1.0
         final = solver.sample(ScoreFunction(unit_prediction, sde, X0Prediction()), sde, x_T, times).samples[0]
         if len(points) != n:
-            raise ValueError(f"{solver!r} made {len(points)} evaluations on a grid of {n} steps; a table needs one per step")
+            raise ValueError(
+                f"{solver!r} made {len(points)} evaluations on a grid of {n} steps; a table needs one per step"
+            )
         points.append(final)
         rows = []
         for i in range(n):
             a = points[i + 1][0] / points[i][0]
             b = points[i + 1][1:] - a * points[i][1:]  # the weight of x0_j, for j = 0 .. n - 1
-            b = torch.where(b.abs() < 1e-12, 0.0, b)  # rounding left by the subtraction, where the solver weighs nothing
-            if bool(b[i + 1:].ne(0).any()):
+            b = torch.where(
+                b.abs() < 1e-12, 0.0, b
+            )  # rounding left by the subtraction, where the solver weighs nothing
+            if bool(b[i + 1 :].ne(0).any()):
                 raise ValueError(f"{solver!r} is not a table: step {i} uses a prediction not made yet")
             rows.append([float(a)] + b[: i + 1].flip(0).tolist() + [0.0] * (n - 1 - i))
         return cls(rows)
 
     def save(self, path, times, report: dict | None = None) -> Path:
         """Write the table and its grid (and how they were found) as JSON, atomically."""
-        return write_json(path, {"timesteps": torch.as_tensor(times, dtype=torch.float64).tolist(),
-                                 "coefficients": self.coefficients.tolist(), **(report or {})})
+        return write_json(
+            path,
+            {
+                "timesteps": torch.as_tensor(times, dtype=torch.float64).tolist(),
+                "coefficients": self.coefficients.tolist(),
+                **(report or {}),
+            },
+        )
 
     @classmethod
     def load(cls, path) -> tuple["LearnedMultistep", ListGrid]:
         """(solver, its grid) from a file written by `save`."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no learned multistep coefficients at {path}; fit them with sdeflow.learn_multistep")
+            raise FileNotFoundError(
+                f"no learned multistep coefficients at {path}; fit them with sdeflow.learn_multistep"
+            )
         try:
             data = json.loads(path.read_text())
             solver, grid = cls(data["coefficients"]), ListGrid(data["timesteps"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path} is not saved learned multistep coefficients (JSON with 'timesteps' and 'coefficients'): {e}") from e
+            raise ValueError(
+                f"{path} is not saved learned multistep coefficients (JSON with 'timesteps' and 'coefficients'): {e}"
+            ) from e
         if len(grid.times) - 1 != solver.steps:
             raise ValueError(f"{path}: {solver.steps} rows of coefficients for a grid of {len(grid.times) - 1} steps")
         return solver, grid

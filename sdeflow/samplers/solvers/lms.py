@@ -16,7 +16,9 @@ def lms_weights(nodes: np.ndarray, lo: float, hi: float) -> np.ndarray:
     weights = []
     for j in range(len(nodes)):
         others = np.delete(nodes, j)
-        basis = np.atleast_1d(np.poly(others)) / np.prod(nodes[j] - others)  # coefficients of prod (s - s_k) / (s_j - s_k)
+        basis = np.atleast_1d(np.poly(others)) / np.prod(
+            nodes[j] - others
+        )  # coefficients of prod (s - s_k) / (s_j - s_k)
         integral = np.polyint(basis)
         weights.append(np.polyval(integral, hi) - np.polyval(integral, lo))
     return np.asarray(weights)
@@ -43,7 +45,9 @@ class LMS(Sampler):
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
-        ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[: self.order]  # eps at earlier grid points, newest first
+        ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[
+            : self.order
+        ]  # eps at earlier grid points, newest first
         return self.combine(x, ds, sched.num, i), Multistep(sched, ds)
 
     def combine(self, x: torch.Tensor, ds: list, num: Numbers, i: int) -> torch.Tensor:

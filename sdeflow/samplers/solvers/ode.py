@@ -49,7 +49,14 @@ class ProbabilityFlowODE(Sampler):
 
     stochastic = False
 
-    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, options: dict | None = None, denoise: bool = False):
+    def __init__(
+        self,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        options: dict | None = None,
+        denoise: bool = False,
+    ):
         super().__init__(denoise=denoise)
         if method not in FIXED_GRID and method not in ADAPTIVE:
             raise ValueError(f"unknown torchdiffeq method {method!r}; choose one of {sorted([*FIXED_GRID, *ADAPTIVE])}")
@@ -85,10 +92,14 @@ class ProbabilityFlowODE(Sampler):
                 # and its grid points are checked by `record`, so its evaluations cost no host sync.
                 t_now = t.item()
                 if not t_lo - slack <= t_now <= t_hi + slack:
-                    raise SolverError(f"{self.method} asked for the score at t={t_now:.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]")
+                    raise SolverError(
+                        f"{self.method} asked for the score at t={t_now:.6g}, outside [{t_lo:.6g}, {t_hi:.6g}]"
+                    )
                 v = flow(t, y)
                 if not bool(torch.isfinite(v).all()):
-                    raise non_finite(f"ProbabilityFlowODE({self.method})", f"at t = {t_now:.6g} (the velocity is not finite)")
+                    raise non_finite(
+                        f"ProbabilityFlowODE({self.method})", f"at t = {t_now:.6g} (the velocity is not finite)"
+                    )
                 return v
 
             velocity = checked_velocity if self.adaptive else flow
@@ -99,7 +110,9 @@ class ProbabilityFlowODE(Sampler):
                 # Its first-step heuristic probes t0 + h0 with an unbounded h0; start inside the interval instead.
                 options.setdefault("first_step", (t_hi - t_lo) / 100)
             try:
-                x = torchdiffeq.odeint(velocity, x, span, rtol=self.rtol, atol=self.atol, method=self.method, options=options)[-1]
+                x = torchdiffeq.odeint(
+                    velocity, x, span, rtol=self.rtol, atol=self.atol, method=self.method, options=options
+                )[-1]
             except AssertionError as e:
                 raise SolverError(
                     f"torchdiffeq's {self.method} failed ({e or 'assertion'}); try looser rtol/atol (now {self.rtol}, {self.atol}), "

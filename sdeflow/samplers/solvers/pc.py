@@ -25,7 +25,9 @@ class PCSampler(Sampler):
     def __init__(self, predictor: Predictor, corrector: Corrector | None = None, denoise: bool = False):
         super().__init__(denoise=denoise)
         if not isinstance(predictor, Predictor) or (corrector is not None and not isinstance(corrector, Corrector)):
-            raise TypeError(f"need a Predictor and a Corrector, got {type(predictor).__name__} and {type(corrector).__name__}")
+            raise TypeError(
+                f"need a Predictor and a Corrector, got {type(predictor).__name__} and {type(corrector).__name__}"
+            )
         corrector = corrector if corrector is not None else NoneCorrector()
         if predictor.nfe_per_step + corrector.nfe_per_step == 0:
             raise ValueError("a predictor-corrector sampler needs a predictor or a corrector; both are none")

@@ -48,7 +48,9 @@ class Restart(EDMHeun):
             except (TypeError, ValueError):
                 raise ValueError(f"a restart interval is [s_min, s_max, K, steps], got {item!r}") from None
             if not 0 < s_min < s_max or int(k) != k or k < 0 or int(steps) != steps or steps < 1:
-                raise ValueError(f"a restart interval needs 0 < s_min < s_max, an integer K >= 0 and steps >= 1, got {item!r}")
+                raise ValueError(
+                    f"a restart interval needs 0 < s_min < s_max, an integer K >= 0 and steps >= 1, got {item!r}"
+                )
             self.restarts.append((float(s_min), float(s_max), int(k), int(steps)))
         if not rho > 0:
             raise ValueError(f"rho must be positive, got {rho}")
@@ -64,8 +66,10 @@ class Restart(EDMHeun):
     def steps_for_nfe(self, nfe: int) -> int:
         steps = (int(nfe) - int(self.denoise) - self.restart_nfe) // self.nfe_per_step
         if steps < 1:
-            raise BudgetError(f"Restart needs at least {self.restart_nfe + self.nfe_per_step + int(self.denoise)} NFE "
-                              f"({self.restart_nfe} for its restarts), got {nfe}")
+            raise BudgetError(
+                f"Restart needs at least {self.restart_nfe + self.nfe_per_step + int(self.denoise)} NFE "
+                f"({self.restart_nfe} for its restarts), got {nfe}"
+            )
         return steps
 
     def init(self, score, sde, x, sched):

@@ -58,19 +58,33 @@ class SASolver(Sampler):
     nfe_per_step = 1
     warmup_order = 1
 
-    def __init__(self, predictor_order: int = 3, corrector_order: int = 3, tau: float = 1.0, tau_min: float = 0.0,
-                 tau_max: float | None = None, lower_order_final: bool = True, denoise: bool = False):
+    def __init__(
+        self,
+        predictor_order: int = 3,
+        corrector_order: int = 3,
+        tau: float = 1.0,
+        tau_min: float = 0.0,
+        tau_max: float | None = None,
+        lower_order_final: bool = True,
+        denoise: bool = False,
+    ):
         super().__init__(denoise=denoise)
         if predictor_order not in (1, 2, 3, 4) or corrector_order not in (0, 1, 2, 3, 4):
-            raise ValueError(f"SASolver needs predictor_order in 1..4 and corrector_order in 0..4, got {predictor_order}, {corrector_order}")
+            raise ValueError(
+                f"SASolver needs predictor_order in 1..4 and corrector_order in 0..4, got {predictor_order}, {corrector_order}"
+            )
         tau_max = math.inf if tau_max is None else tau_max
         if tau < 0 or tau_min < 0 or tau_max < tau_min:
-            raise ValueError(f"need tau >= 0 and 0 <= tau_min <= tau_max, got tau={tau}, tau_min={tau_min}, tau_max={tau_max}")
+            raise ValueError(
+                f"need tau >= 0 and 0 <= tau_min <= tau_max, got tau={tau}, tau_min={tau_min}, tau_max={tau_max}"
+            )
         self.predictor_order, self.corrector_order = int(predictor_order), int(corrector_order)
         self.tau, self.tau_min, self.tau_max = float(tau), float(tau_min), float(tau_max)
         self.lower_order_final = bool(lower_order_final)
         self.stochastic = self.tau > 0
-        deterministic = self.predictor_order if not self.corrector_order else min(self.corrector_order, self.predictor_order + 1)
+        deterministic = (
+            self.predictor_order if not self.corrector_order else min(self.corrector_order, self.predictor_order + 1)
+        )
         self.order = 1 if self.stochastic else deterministic
         if self.corrector_order and not self.stochastic:
             self.warmup_order = 2
@@ -92,9 +106,15 @@ class SASolver(Sampler):
             predictor = lagrange_integrals([num.lam[i - k] for k in range(order)], num.lam[i], lam_t, kernel)
             # The corrector of this step runs at the next one, with the new point and one more order than the predictor had.
             c_order = min(self.corrector_order, i + 2, order + 1)
-            corrector = lagrange_integrals([num.lam[i + 1 - k] for k in range(c_order)], num.lam[i], lam_t, kernel) if c_order else ()
+            corrector = (
+                lagrange_integrals([num.lam[i + 1 - k] for k in range(c_order)], num.lam[i], lam_t, kernel)
+                if c_order
+                else ()
+            )
             decay = math.exp(-tau2 * h) * num.sigma[i + 1] / num.sigma[i]
-            steps.append(SACoefficients(decay, predictor, corrector, num.sigma[i + 1] * math.sqrt(-math.expm1(-2 * tau2 * h))))
+            steps.append(
+                SACoefficients(decay, predictor, corrector, num.sigma[i + 1] * math.sqrt(-math.expm1(-2 * tau2 * h)))
+            )
         return SAState(sched, steps=tuple(steps))
 
     def step(self, score, sde, x, i, state, noise):

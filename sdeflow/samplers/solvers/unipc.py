@@ -44,7 +44,14 @@ class UniPC(Sampler):
     nfe_per_step = 1
     stochastic = False
 
-    def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True, lower_order_final: bool = True, denoise: bool = False):
+    def __init__(
+        self,
+        order: int = 2,
+        variant: str = "bh2",
+        corrector: bool = True,
+        lower_order_final: bool = True,
+        denoise: bool = False,
+    ):
         super().__init__(denoise=denoise)
         self.p = check_order(order, (1, 2, 3), "UniPC")
         if variant not in VARIANTS:
@@ -75,8 +82,12 @@ class UniPC(Sampler):
     def _update(self, x, history, sched: GridCoefficients, i: int, order: int, m_new=None):
         """UniP (m_new None) or UniC step from grid point i to i + 1 of the given order."""
         corrector = m_new is not None
-        c_x, c_m0, weights, c_new = sched.memo((UniPC, self.variant, i, order, corrector), lambda: unipc_coefficients(
-            sched.num.lam, sched.num.alpha, sched.num.sigma, i, order, self.variant, corrector))
+        c_x, c_m0, weights, c_new = sched.memo(
+            (UniPC, self.variant, i, order, corrector),
+            lambda: unipc_coefficients(
+                sched.num.lam, sched.num.alpha, sched.num.sigma, i, order, self.variant, corrector
+            ),
+        )
         # c_x x + c_m0 m0 + sum_k w_k (m_k - m0) + c_new (m_new - m0), as one combination of x and the outputs.
         terms = list(zip(weights, history[-2::-1])) + ([(c_new, m_new)] if corrector else [])
         return weighted_sum((c_x, x), (c_m0 - sum(w for w, _ in terms), history[-1]), *terms)
