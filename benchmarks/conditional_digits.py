@@ -75,7 +75,7 @@ def main(argv=None):
     labels = torch.arange(10).repeat_interleave(args.n)
     solver = sf.DPMSolverPP(2)
     for w in args.w:
-        guided = sf.ClassifierFreeGuidance(score, labels, w)
+        guided = sf.ClassifierFreeGuidance(w=w).bind(score, labels)
         out = sf.sample(guided, sde, solver, (len(labels), 1, 8, 8), nfe=args.nfe, grid=sf.LogSNRGrid(), seed=1)
         with torch.no_grad():
             pred = classifier.net(out.samples.clamp(-1, 1)).argmax(1)

@@ -56,7 +56,7 @@ def main(argv=None):
         ref = problem.guided_ode_reference(sde, x_T, labels, w)
         for name, solver in solvers.items():
             for nfe in args.nfe:
-                score = sf.ClassifierFreeGuidance(base, labels, w)
+                score = sf.ClassifierFreeGuidance(w=w).bind(base, labels)
                 try:
                     out = solver.sample(score, sde, x_T, solver.plan(sde, sf.LogSNRGrid(), nfe=nfe))
                 except sf.BudgetError:

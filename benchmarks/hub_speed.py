@@ -1,4 +1,5 @@
-"""Sampling an imported diffusers UNet2DModel with sdeflow's solvers, against diffusers' own DDIM loop (speed and agreement).
+"""Sampling an imported diffusers UNet2DModel with sdeflow's solvers, against diffusers' own DDIM loop
+(speed and agreement).
 
 The network is a randomly initialised CIFAR-size UNet2DModel (the layout of DDPM's CIFAR-10 model,
 35.7M parameters) saved as a diffusers folder and read back through `sdeflow.hub.load_diffusers`:
@@ -133,12 +134,14 @@ def main(argv=None):
         rows.append(row)
     for r in rows:
         extra = (
-            f"  |ours - diffusers| <= {r['max_abs_diff_to_diffusers']:.2e} (max |diffusers| {r['reference_max_abs']:.3g})"
+            f"  |ours - diffusers| <= {r['max_abs_diff_to_diffusers']:.2e} "
+            f"(max |diffusers| {r['reference_max_abs']:.3g})"
             if "max_abs_diff_to_diffusers" in r
             else ""
         )
         print(
-            f"{r['sampler']:30s} NFE {r['nfe']:3d}  {r['wall_s'] * 1e3:8.1f} ms [{r['min_s'] * 1e3:.1f}, {r['max_s'] * 1e3:.1f}]  "
+            f"{r['sampler']:30s} NFE {r['nfe']:3d}  {r['wall_s'] * 1e3:8.1f} ms "
+            f"[{r['min_s'] * 1e3:.1f}, {r['max_s'] * 1e3:.1f}]  "
             f"{r['images_per_s']:8.1f} img/s{extra}",
             flush=True,
         )

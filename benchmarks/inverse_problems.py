@@ -62,25 +62,20 @@ def main(argv=None):
     em, ancestral = sf.PCSampler(sf.EulerMaruyama()), sf.PCSampler(sf.Ancestral())
     data_var = float(gm.cov().diagonal().mean())
     methods = {
-        # name: (sampler, score function, hook) built per run (the hooks and wrappers hold the observation)
-        "exact posterior score (reference)": lambda: (em, sf.ScoreFunction(post.score_fn(sde), sde), None),
-        "replacement + Euler-Maruyama": lambda: (em, score, sf.inverse.Replacement(sde, op, y, seed=6)),
-        "RePaint (U = 4) + ancestral": lambda: (
-            sf.inverse.RePaint(ancestral, sf.inverse.Replacement(sde, op, y, seed=6), 4),
-            score,
-            None,
+        # name: the Bound (score function, sampler, hook) built per run (the hooks and wrappers hold the observation)
+        "exact posterior score (reference)": lambda: sf.inverse.Bound(sf.ScoreFunction(post.score_fn(sde), sde), em),
+        "replacement + Euler-Maruyama": lambda: sf.inverse.Replacement().bind(score, sde, em, op, y, NOISE, seed=6),
+        "RePaint (U = 4) + ancestral": lambda: sf.inverse.RePaint(resamples=4).bind(
+            score, sde, ancestral, op, y, NOISE, seed=6
         ),
-        "DPS + Euler-Maruyama": lambda: (em, sf.inverse.DPS(score, op, y, NOISE), None),
-        "PiGDM + Euler-Maruyama": lambda: (em, sf.inverse.PiGDM(score, op, y, NOISE, data_var=data_var), None),
-        "PiGDM + DDIM": lambda: (sf.DDIM(), sf.inverse.PiGDM(score, op, y, NOISE, data_var=data_var), None),
+        "DPS + Euler-Maruyama": lambda: sf.inverse.DPS().bind(score, sde, em, op, y, NOISE),
+        "PiGDM + Euler-Maruyama": lambda: sf.inverse.PiGDM(data_var=data_var).bind(score, sde, em, op, y, NOISE),
+        "PiGDM + DDIM": lambda: sf.inverse.PiGDM(data_var=data_var).bind(score, sde, sf.DDIM(), op, y, NOISE),
     }
     rows = []
     for nfe in tqdm(args.nfe, desc="NFE"):
         for name, make in methods.items():
-            sampler, sc, hook = make()
-            out = sf.sample(
-                sc, sde, sampler, (n, D), nfe=nfe, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook
-            )
+            out = make().sample(sde, (n, D), nfe=nfe, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64)
             k = torch.bincount(gm.assign(out.samples), minlength=4).double() / n
             rows.append(
                 {
@@ -108,7 +103,8 @@ def main(argv=None):
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['method']} | {r['nfe']} | {r['forwards']} | {r['backwards']} | {r['sw2']:.3e} | {r['frechet']:.3e} | {r['mode_weights']} |"
+        f"| {r['method']} | {r['nfe']} | {r['forwards']} | {r['backwards']} | {r['sw2']:.3e} | {r['frechet']:.3e} "
+        f"| {r['mode_weights']} |"
         for r in sorted(rows, key=lambda r: (list(methods).index(r["method"]), r["budget"]))
     ]
     lines += ["", f"wall time {time.perf_counter() - start:.0f} s, torch {torch.__version__}"]

@@ -82,7 +82,8 @@ def main():
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['sde']} | {r['rtol=atol']:g} | {r['probes']} | {r['noise']} | {r['nfe']} | {r['bias_bpd']:+.2e} ± {r['stderr_of_bias']:.1e} | "
+        f"| {r['sde']} | {r['rtol=atol']:g} | {r['probes']} | {r['noise']} | {r['nfe']} | "
+        f"{r['bias_bpd']:+.2e} ± {r['stderr_of_bias']:.1e} | "
         f"{r['std_bpd']:.2e} | {r['seconds']:.2f} |"
         for r in rows
     ]

@@ -51,8 +51,27 @@ SOLVERS = {
     "pc_langevin": lambda: sf.PCSampler(sf.ReverseDiffusion(), sf.LangevinCorrector()),
     "dpmpp_2m_sde": lambda: sf.DPMSolverPPSDE(),
     "edm_stochastic": lambda: sf.EDMStochastic(S_churn=10.0),
+    "euler_ancestral": lambda: sf.EulerAncestral(),
+    "ddim_eta1": lambda: sf.StochasticDDIM(),
 }
-STOCHASTIC = {"euler_maruyama", "ancestral", "pc_langevin", "dpmpp_2m_sde", "edm_stochastic"}
+STOCHASTIC = {
+    "euler_maruyama",
+    "ancestral",
+    "pc_langevin",
+    "dpmpp_2m_sde",
+    "edm_stochastic",
+    "euler_ancestral",
+    "ddim_eta1",
+}
+# diffusers' scheduler loops and, where there is one, our solver of the same method.
+PEERS = {
+    "diffusers_ddim": "ddim",
+    "diffusers_dpmpp_2m": "dpmpp_2m",
+    "diffusers_unipc": "unipc_2_bh2",
+    "diffusers_euler_ancestral": "euler_ancestral",
+    "diffusers_ddpm": "ddim_eta1",
+    "diffusers_dpmpp_2m_sde": "dpmpp_2m_sde",
+}
 
 
 def networks(names, device, tiny: bool):
@@ -101,12 +120,19 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+# What a round is timed by: wall-clock time, or (`--clock cpu`) the CPU time of the calling thread, which other
+# processes on a shared machine do not inflate (CPU only, with one torch thread, whose work runs on that thread).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+CLOCK_NAMES = {"wall": "wall-clock time", "cpu": "the thread's CPU time"}
+clock = CLOCKS["wall"]
+
+
 def timed(fn, device) -> float:
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 @torch.no_grad()
@@ -154,7 +180,12 @@ def diffusers_loop(kind, shape, nfe, device):
         "diffusers_dpmpp_2m": diffusers.DPMSolverMultistepScheduler,
         "diffusers_unipc": diffusers.UniPCMultistepScheduler,
         "diffusers_euler_ancestral": diffusers.EulerAncestralDiscreteScheduler,
+        "diffusers_ddpm": diffusers.DDPMScheduler,
+        "diffusers_dpmpp_2m_sde": lambda **kw: diffusers.DPMSolverMultistepScheduler(
+            algorithm_type="sde-dpmsolver++", **kw
+        ),
     }[kind]
+    stochastic = PEERS[kind] in STOCHASTIC
 
     @torch.no_grad()
     def run(net):
@@ -165,11 +196,7 @@ def diffusers_loop(kind, shape, nfe, device):
         for t in sched.timesteps:
             inp = sched.scale_model_input(x, t)
             eps = net(inp, (t.float() / 1000).expand(shape[0]).to(device))
-            x = (
-                sched.step(eps, t, x, generator=gen).prev_sample
-                if "ancestral" in kind
-                else sched.step(eps, t, x).prev_sample
-            )
+            x = sched.step(eps, t, x, generator=gen).prev_sample if stochastic else sched.step(eps, t, x).prev_sample
         return len(sched.timesteps)
 
     return run
@@ -196,11 +223,18 @@ def measure(run, net, device, rounds: int) -> dict:
     return {
         "nfe": nfe,
         "overhead": statistics.median(ratios),
+        "q25": quartile(ratios, 1),
+        "q75": quartile(ratios, 3),
         "min": min(ratios),
         "max": max(ratios),
         "forward_ms": 1e3 * statistics.median(bases) / nfe,
         "wall_ms": 1e3 * statistics.median(walls),
     }
+
+
+def quartile(values, k: int) -> float:
+    """The k-th quartile of `values` (the spread of the rounds' ratios, which a min-max a noisy machine inflates)."""
+    return statistics.quantiles(values, n=4, method="inclusive")[k - 1] if len(values) > 1 else values[0]
 
 
 def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
@@ -214,8 +248,9 @@ def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
     try:
         import diffusers  # noqa: F401
 
-        for kind in ("diffusers_ddim", "diffusers_dpmpp_2m", "diffusers_unipc", "diffusers_euler_ancestral"):
-            runs[kind, "peer"] = diffusers_loop(kind, full, nfe, device)
+        for kind, ours_of_it in PEERS.items():
+            if ours_of_it in args.solvers:
+                runs[kind, "peer"] = diffusers_loop(kind, full, nfe, device)
     except ImportError:
         print("diffusers is not installed: peers skipped (pip install -e '.[bench]')", file=sys.stderr)
     for (solver, mode), run in runs.items():
@@ -233,7 +268,8 @@ def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
             **res,
         }
         print(
-            f"{net_name:12s} {compiled:15s} b={batch:<4d} {solver:26s} {mode:16s} NFE {res['nfe']:3d}  overhead {res['overhead']:.3f} "
+            f"{net_name:12s} {compiled:15s} b={batch:<4d} {solver:26s} {mode:16s} NFE {res['nfe']:3d}  "
+            f"overhead {res['overhead']:.3f} quartiles [{res['q25']:.3f}, {res['q75']:.3f}] "
             f"[{res['min']:.3f}, {res['max']:.3f}]  forward {res['forward_ms']:.3f} ms",
             flush=True,
         )
@@ -242,13 +278,16 @@ def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
 
 def table(rows) -> str:
     lines = [
-        "| network | compile | batch | NFE | solver | call | overhead (median) | min-max | forward (ms) | wall (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| network | compile | batch | NFE | solver | call | overhead (median) | quartiles | min-max | forward (ms) "
+        "| wall (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        quartiles = f"{r['q25']:.3f}-{r['q75']:.3f}" if "q25" in r else "-"
         lines.append(
-            f"| {r['network']} | {r.get('compile', 'none')} | {r['batch']} | {r['nfe']} | {r['solver']} | {r['mode']} | {r['overhead']:.3f} | "
-            f"{r['min']:.3f}-{r['max']:.3f} | {r['forward_ms']:.3f} | {r['wall_ms']:.1f} |"
+            f"| {r['network']} | {r.get('compile', 'none')} | {r['batch']} | {r['nfe']} | {r['solver']} | {r['mode']} "
+            f"| {r['overhead']:.3f} | {quartiles} | {r['min']:.3f}-{r['max']:.3f} | {r['forward_ms']:.3f} "
+            f"| {r['wall_ms']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -269,6 +308,12 @@ def main(argv=None):
         help="network compilations to measure (sdeflow.Compiled; reduce-overhead records CUDA graphs on a GPU)",
     )
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: wall-clock time; cpu: the thread's CPU time (a CPU run with --threads 1 on a shared machine)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--tiny", action="store_true", help="small networks, one NFE, two rounds: a check that it runs")
@@ -279,6 +324,10 @@ def main(argv=None):
         args.nfe, args.rounds = [4], 2
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.clock == "cpu" and (device.type != "cpu" or args.threads != 1):
+        raise SystemExit("--clock cpu times the calling thread: use it on the CPU with --threads 1")
+    global clock
+    clock = CLOCKS[args.clock]
     rows = []
     for net_name, eager, shape in networks(args.networks, device, args.tiny):
         batches = args.batches or ([256] if net_name == "mlp" else [64])
@@ -302,6 +351,7 @@ def write(rows, args, device):
         else platform.processor() or platform.machine(),
         "threads": args.threads,
         "rounds": args.rounds,
+        "clock": args.clock,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -312,7 +362,7 @@ def write(rows, args, device):
         args.out / f"{stem}.md",
         (
             f"Command: `{meta['command']}`; device {meta['device']}, {args.threads} thread(s), "
-            f"{args.rounds} rounds, torch {meta['torch']}.\n\n" + table(rows)
+            f"{args.rounds} rounds timed by {CLOCK_NAMES[args.clock]}, torch {meta['torch']}.\n\n" + table(rows)
         ).encode(),
     )
 

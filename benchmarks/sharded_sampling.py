@@ -12,8 +12,9 @@ Rank 0 also checks that the gathered samples equal the one-process samples bit f
 with the same threads per process. The one-process run with W threads is printed alongside: the
 speed-up sharding gives over letting torch use the same cores inside one process.
 
-    python benchmarks/sharded_sampling.py                                   # this machine: 1 and 2 processes, 1 thread each
-    python benchmarks/sharded_sampling.py --device cuda --world 1 2 --n 8192 --batch 1024 --out benchmarks/results/sharded_sampling_gpu.json
+    python benchmarks/sharded_sampling.py  # this machine: 1 and 2 processes, 1 thread each
+    python benchmarks/sharded_sampling.py --device cuda --world 1 2 --n 8192 --batch 1024 \\
+        --out benchmarks/results/sharded_sampling_gpu.json
 """
 
 from __future__ import annotations

@@ -203,7 +203,8 @@ def main(argv=None):
                 if args.out is not None:  # after every row, so a run cut short keeps what it measured
                     write_json(args.out, result(rows, args))
                 print(
-                    f"{model:5s} {precision} {'channels-last' if cl else 'contiguous':13s} {'compiled' if comp else 'eager':8s} batch {args.batch}: sdeflow "
+                    f"{model:5s} {precision} {'channels-last' if cl else 'contiguous':13s} "
+                    f"{'compiled' if comp else 'eager':8s} batch {args.batch}: sdeflow "
                     f"{row['sdeflow_images_per_s']:.0f} img/s, bare loop {row['bare_images_per_s']:.0f} img/s, ratio "
                     f"{row['ratio_median']:.3f} [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]",
                     flush=True,

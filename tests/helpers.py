@@ -27,7 +27,8 @@ def every_configured_solver(problem: str = "gmm16") -> dict:
 
 
 def checkpoint_format(option: str, *overrides):
-    """The `checkpoint_format=<option>` node of conf/, as sdeflow-sample composes it, with `checkpoint_format.` overrides."""
+    """The `checkpoint_format=<option>` node of conf/, as sdeflow-sample composes it, with `checkpoint_format.`
+    overrides."""
     cfg = compose_config("sample", f"checkpoint_format={option}", *(f"checkpoint_format.{o}" for o in overrides))
     return cfg.checkpoint_format
 

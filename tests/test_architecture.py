@@ -126,3 +126,13 @@ def test_the_checks_see_an_upward_arrow_and_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = import_graph()
     assert "sdeflow.samplers.base" in graph["sdeflow.samplers.solvers.ddim"]  # the reader sees real arrows
+
+
+if __name__ == "__main__":  # the figures of the floor plan: python tests/test_architecture.py
+    graph = import_graph()
+    arrows = sum(len(targets) for targets in graph.values())
+    between = {(layer(s), layer(t)) for s, targets in graph.items() for t in targets if layer(s) != layer(t)}
+    print(
+        f"{len(graph)} modules in {len(LAYERS)} layers, {arrows} import arrows "
+        f"({len(between)} between layers), {len(cycles(graph))} cycles"
+    )

@@ -98,7 +98,8 @@ def config_dir() -> Path:
 
 
 def console_app(config_name: str, command: str, fn):
-    """The console script `command`: Hydra composes `conf/<config_name>.yaml`, and each job runs `fn(cfg)` through `run_task`."""
+    """The console script `command`: Hydra composes `conf/<config_name>.yaml`, and each job runs `fn(cfg)` through
+    `run_task`."""
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def hydra_main(cfg):
@@ -187,7 +188,8 @@ def _is_int(v) -> bool:
 
 
 def check_settings(cfg, **kinds: str) -> None:
-    """Check top-level settings at the door (`n="count"`, `use_ema="flag"`, ...): one line naming the key and what it takes."""
+    """Check top-level settings at the door (`n="count"`, `use_ema="flag"`, ...): one line naming the key and what it
+    takes."""
     for key, kind in kinds.items():
         what, ok = _KINDS[kind]
         value = cfg[key]

@@ -2,7 +2,8 @@
 
     sdeflow-eval checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
     sdeflow-eval -m checkpoint=... solver=ddim,dpmpp_2m,unipc_2_bh2 nfe=5,10,20   # then sdeflow-report <sweep dir>
-    sdeflow-eval checkpoint=... eval=inception eval.weights=/path/pt_inception-2015-12-05-6726825d.pth reference=cifar10.npz n=50000
+    sdeflow-eval checkpoint=... eval=inception eval.weights=/path/pt_inception-2015-12-05-6726825d.pth \
+        reference=cifar10.npz n=50000
     torchrun --nproc_per_node=8 -m sdeflow.apps.evaluate checkpoint=... device=cuda eval.device=cuda n=50000   # sharded
 
 The reference is the training split's features (or `reference`); the floor row scores held-out
@@ -193,7 +194,7 @@ def run(cfg: DictConfig) -> list[dict]:
             print(describe(name, tuning))
         start = time.perf_counter()
         gen = generate(
-            score,
+            wrap(score),  # the score queried at a tuned grid's learned evaluation times (or the score itself)
             sde,
             solver,
             cfg.n,
@@ -205,7 +206,6 @@ def run(cfg: DictConfig) -> list[dict]:
             device=device,
             progress=cfg.progress,
             brownian=bool(cfg.get("brownian", False)),
-            condition=lambda batch_score, _: wrap(batch_score),
         )
         feats = torch.cat(
             [torch.empty(0, train_feats.shape[1]), *[extractor(chunk) for chunk in gen.samples.split(cfg.batch_size)]]
@@ -258,7 +258,12 @@ def run(cfg: DictConfig) -> list[dict]:
     print(markdown_table(rows, columns))
     write_csv(out / "results.csv", rows)
     write_results(
-        out, cfg, rows=rows, features=extractor.name, classifier_accuracy=getattr(extractor, "accuracy", None)
+        out,
+        cfg,
+        rows=rows,
+        features=extractor.name,
+        classifier_accuracy=getattr(extractor, "accuracy", None),
+        model=model.record() if cfg.checkpoint is not None else None,  # an exact problem's facts are its config
     )
     tracker.finish()
     return rows

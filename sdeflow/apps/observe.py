@@ -1,4 +1,9 @@
-"""`sdeflow-sample`'s inverse problems: operator, observations and method from the config, bound batch by batch."""
+"""`sdeflow-sample`'s inverse problems: the method and operator the config names, and the observations it reads.
+
+The method is the library's class (`conf/inverse/` targets it); this module chooses the operator for the
+checkpoint's sample shape, reads the clean images (a file, or the checkpoint's training data) and measures
+them, and hands `generate` the run's `sdeflow.inverse.Observed`, which binds the method batch by batch.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from sdeflow.apps.common import build
+from sdeflow.conditioning.inverse.base import Observed
 from sdeflow.conditioning.inverse.observation import ObservationError, measure, read_images
 from sdeflow.hub.format import Loaded
 from sdeflow.hub.safe_config import rebuild
@@ -38,15 +44,9 @@ class InverseTask:
             self._whole[n] = (self.observe(0, n), self.clean(0, n))
         return self._whole[n]
 
-    def bind(self, sde):
-        """The `bind` of `generate`: the method bound to each batch's observations."""
-
-        def bind(score, solver, start, b):
-            return self.method.bind(
-                score, sde, solver, self.operator, self.observe(start, b), self.noise_std, self.seed, start
-            )
-
-        return bind
+    def observed(self, n: int) -> Observed:
+        """The inverse problem of samples 0 .. n - 1, for `generate(..., inverse=...)`."""
+        return Observed(self.method, self.operator, self.whole_run(n)[0], self.noise_std, self.seed)
 
     def scores(self, x: torch.Tensor, centered: bool) -> dict:
         """Measurement residual RMS ||A x - y|| (does the sample agree with what was observed?) and PSNR to the

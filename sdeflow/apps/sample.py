@@ -1,12 +1,13 @@
 """`sdeflow-sample`: samples of a trained checkpoint with any solver; image grid, arrays and counted NFE.
 
 sdeflow-sample checkpoint=outputs/.../checkpoint.pt solver=unipc_2_bh2 nfe=10
-sdeflow-sample checkpoint=ddpm-cifar10-32 checkpoint_format=diffusers solver=dpmpp_2m nfe=10   # a diffusers UNet2DModel folder
+sdeflow-sample checkpoint=ddpm-cifar10-32 checkpoint_format=diffusers solver=dpmpp_2m nfe=10   # a diffusers folder
 sdeflow-sample checkpoint=... solver=[ddim,dpmpp_2m,edm_heun] nfe=20 n=1000
 sdeflow-sample checkpoint=... labels=[3,7] guidance.w=2   # a class-conditional model, classifier-free guided
 sdeflow-sample checkpoint=... guidance=autoguidance guidance.checkpoint=weak/checkpoint.pt guidance.w=1
-sdeflow-sample checkpoint=... inverse=replacement operator=inpainting_box n=16   # fill the right half of training images
-sdeflow-sample checkpoint=... inverse=dps_normalised operator=inpainting operator.mask=mask.png observation.images=x.png solver=ddim
+sdeflow-sample checkpoint=... inverse=replacement operator=inpainting_box n=16   # fill the right half of training data
+sdeflow-sample checkpoint=... inverse=dps_normalised operator=inpainting operator.mask=mask.png \
+    observation.images=x.png solver=ddim
 torchrun --nproc_per_node=2 -m sdeflow.apps.sample checkpoint=... n=50000   # each rank its share; rank 0 writes them
 """
 
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from sdeflow.apps.tracking import Tracker
 from sdeflow.apps.viz import save_samples_png
 from sdeflow.core import distributed
 from sdeflow.core.io import NonFiniteResult, atomic_write_bytes
+from sdeflow.hub.trained import load_trained
 from sdeflow.samplers.generate import generate
 from sdeflow.score.compiled import compile_score
 from sdeflow.tuning.autotune import describe, file_digest, for_model
@@ -44,22 +48,24 @@ def run(cfg: DictConfig) -> list[dict]:
     label_dim = model.label_dim
     labels = class_labels(cfg, label_dim)
     guide = build(cfg.guidance, "guidance")
-    guide.prepare(model, device)
+    guide.prepare(model, lambda path, use_ema: load_trained(path, use_ema, device))  # autoguidance's weak model
     task = inverse_task(cfg, model)
+    observed = None if task is None else task.observed(cfg.n)
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     rows = []
     # Every solver is built before any samples are drawn, so a bad one is refused at the door.
     solvers = build_solvers(cfg)
-    if task is not None:
+    if observed is not None:
         for solver in solvers.values():  # the method must take each solver (RePaint takes one-step solvers only)
-            task.bind(sde)(score, solver, 0, 1)
-    # A tuned grid (timesteps=auto) follows what the samples follow, labels and guidance included, and is cached under all of it.
+            observed.bind(score, sde, solver, 0, 1)
+    # A tuned grid (timesteps=auto) follows what the samples follow, labels and guidance included, and is cached
+    # under all of it.
     model_id = f"{file_digest(cfg.checkpoint)}:ema={bool(cfg.use_ema)}:labels={labels}:guidance={guide!r}"
 
     def pilot_condition(pilot_score, rows):  # pilot draw i has the label sample i would have
         if labels is None:
-            return guide.wrap(pilot_score, None)
-        return guide.wrap(
+            return guide.bind(pilot_score, None)
+        return guide.bind(
             pilot_score, torch.as_tensor(labels, dtype=torch.int64)[torch.arange(rows.start, rows.stop) % len(labels)]
         )
 
@@ -94,8 +100,8 @@ def run(cfg: DictConfig) -> list[dict]:
             progress=cfg.progress,
             brownian=bool(cfg.get("brownian", False)),
             labels=labels,
-            condition=lambda batch_score, batch_labels: wrap(guide.wrap(batch_score, batch_labels)),
-            bind=None if task is None else task.bind(sde),
+            guidance=Wrapped(guide, wrap),
+            inverse=observed,
         )
         x, nfe = distributed.gather_rows(gen.samples), gen.nfe
         seconds = time.perf_counter() - start
@@ -137,7 +143,7 @@ def run(cfg: DictConfig) -> list[dict]:
                 "npz": str(out / f"samples_{name}.npz"),
                 "labels": None if labels is None else list(labels),
                 "guidance": repr(guide),
-                "guidance_w": guide.w,
+                "guidance_w": getattr(guide, "w", None),
                 "grid": repr(solver_grid),
                 "grid_tuning": tuning,
                 **row,
@@ -145,11 +151,23 @@ def run(cfg: DictConfig) -> list[dict]:
         )
         scores = f", residual RMS {row['residual_rms']:.3g}, PSNR {row['psnr']:.1f} dB" if row else ""
         print(
-            f"{name}: {cfg.n} samples, NFE {nfe} ({gen.forwards} forwards, {gen.backwards} backwards){scores}, {seconds:.1f} s -> {png}"
+            f"{name}: {cfg.n} samples, NFE {nfe} ({gen.forwards} forwards, {gen.backwards} backwards){scores}, "
+            f"{seconds:.1f} s -> {png}"
         )
-    write_results(out, cfg, rows=rows, checkpoint=str(cfg.checkpoint))
+    write_results(out, cfg, rows=rows, checkpoint=str(cfg.checkpoint), model=model.record())
     tracker.finish()
     return rows
+
+
+@dataclass
+class Wrapped:
+    """The run's guidance method, each bound score then wrapped as a tuned grid asks (its learned evaluation times)."""
+
+    guidance: object
+    wrap: Callable
+
+    def bind(self, score, labels):
+        return self.wrap(self.guidance.bind(score, labels))
 
 
 def save_inverse_png(task, x, path, centered: bool, title: str):

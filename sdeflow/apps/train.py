@@ -3,7 +3,8 @@
 sdeflow-train                                    # NCSN++ tiny on scikit-learn's digits, VP
 sdeflow-train data=mnist5k sde=ve train.steps=20000
 sdeflow-train data=toy model=mlp train.steps=2000
-torchrun --nproc_per_node=4 -m sdeflow.apps.train train.device=cuda   # data-parallel; train.batch_size is the global batch
+torchrun --nproc_per_node=4 -m sdeflow.apps.train train.device=cuda
+                                                 # data-parallel; train.batch_size is the global batch
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ from sdeflow.training.trainer import Trainer, TrainingInterrupted
 
 
 def build_network(cfg: DictConfig, shape):
-    """The model config's network, its initial weights drawn from train.seed; refused clearly when it does not fit the data."""
+    """The model config's network, its initial weights drawn from train.seed; refused clearly when it does not fit the
+    data."""
     choices = _choices()
-    what = f"model={choices.get('model', '?')} does not fit data={choices.get('data', '?')} (samples of shape {list(shape)})"
+    what = (
+        f"model={choices.get('model', '?')} does not fit data={choices.get('data', '?')} "
+        f"(samples of shape {list(shape)})"
+    )
     x = torch.zeros(2, *shape)
     # The initial weights come from their own stream of train.seed: the same command gives the same run.
     with torch.random.fork_rng(devices=[]):
@@ -68,7 +73,8 @@ def _choices() -> dict:
 
 
 def newest_checkpoint(resume, own: Path):
-    """Where to start: the run folder's own checkpoint when it is at least as far as `resume`, else `resume` (or None)."""
+    """Where to start: the run folder's own checkpoint when it is at least as far as `resume`, else `resume` (or
+    None)."""
     if resume is not None and not Path(resume).is_file():
         raise CheckpointError(f"resume={resume}: no checkpoint there")
     candidates = [Path(p) for p in (resume, own) if p is not None and Path(p).is_file()]
@@ -112,7 +118,8 @@ def train(cfg: DictConfig) -> dict:
     out = run_dir()
     world = distributed.world()
     say = print if world.is_main else (lambda *a, **k: None)
-    # One run per folder: a second one would overwrite this one's checkpoints. Killed writes left temporaries: clear them.
+    # One run per folder: a second one would overwrite this one's checkpoints. Killed writes left temporaries: clear
+    # them.
     lock = lock_run_folder(out, "sdeflow-train") if world.is_main else None
     if world.is_main and (freed := remove_stale_temporaries(out)):
         say(f"removed {freed / 2**20:.1f} MiB of temporary files that an interrupted write left in {out}")
@@ -148,7 +155,8 @@ def train(cfg: DictConfig) -> dict:
     tracker = Tracker(dir=str(out), config=OmegaConf.to_container(cfg, resolve=True), name=job_name(), **cfg.logger)
     say(
         f"training {type(net).__name__} ({n_params / 1e6:.2f}M parameters) on {data.name} {list(data.shape)}, "
-        f"{type(sde).__name__}, {trainer.steps} steps from step {trainer.step}, {world.size} process(es) on {trainer.device}; run dir {out}"
+        f"{type(sde).__name__}, {trainer.steps} steps from step {trainer.step}, "
+        f"{world.size} process(es) on {trainer.device}; run dir {out}"
     )
     centered = getattr(data, "centered", True)
     start, first_step = time.perf_counter(), trainer.step

@@ -14,7 +14,7 @@ from sdeflow.core.tensors import append_dims
 from sdeflow.noise.generators import as_noise
 from sdeflow.noise.streams import sampling_streams
 from sdeflow.samplers.base import SampleResult
-from sdeflow.samplers.grids import UniformGrid
+from sdeflow.samplers.grids import default_grid
 from sdeflow.score.function import ScoreFunction
 
 
@@ -90,7 +90,7 @@ def sdedit(
 
     Args:
         score: a `sdeflow.ScoreFunction` of `sde`, or a callable score(x, t).
-        solver: any sampler; it runs on `grid` (default uniform) restricted to [eps, t_start].
+        solver: any sampler; it runs on `grid` (default `default_grid()`) restricted to [eps, t_start].
         x0: the data to edit, (batch, *data_shape); its dtype and device are the samples'.
         t_start: the time noised to, in (eps, T].
         steps, nfe: the number of steps below t_start, or their budget.
@@ -101,7 +101,7 @@ def sdedit(
     if not sde.eps < t_start <= sde.T:
         raise ValueError(f"t_start must lie in (eps, T] = ({sde.eps}, {sde.T}], got {t_start}")
     timesteps = solver.plan(
-        sde, (grid if grid is not None else UniformGrid()).restricted(t_max=t_start), nfe=nfe, steps=steps
+        sde, (grid if grid is not None else default_grid()).restricted(t_max=t_start), nfe=nfe, steps=steps
     )
     prior, noise = sampling_streams(sde, len(x0), seed, generator, offset)
     t = torch.tensor(t_start, dtype=torch.float64)

@@ -147,7 +147,8 @@ def launch_time() -> float:
 
 
 def device(name: str = "cpu") -> torch.device:
-    """The device of this rank: "cuda" becomes the rank's own GPU (cuda:LOCAL_RANK). Refused clearly when unusable here."""
+    """The device of this rank: "cuda" becomes the rank's own GPU (cuda:LOCAL_RANK). Refused clearly when unusable
+    here."""
     try:
         d = torch.device(name)
     except (RuntimeError, TypeError) as e:

@@ -67,7 +67,8 @@ def write_json(path, obj) -> Path:
 
 
 def write_csv(path, rows: list[dict]) -> Path:
-    """Atomically write dict rows as CSV (the header is the union of keys in first-seen order); refused if they hold NaN or infinity."""
+    """Atomically write dict rows as CSV (the header is the union of keys in first-seen order); refused if they hold NaN
+    or infinity."""
     check_finite(rows, Path(path).name)
     fields = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
@@ -97,7 +98,8 @@ def remove_stale_temporaries(folder) -> int:
 
 
 def lock_run_folder(folder, what: str = "run"):
-    """Hold `folder` until the returned file is closed or the process ends: a second process asking for it gets a clear error.
+    """Hold `folder` until the returned file is closed or the process ends: a second process asking for it gets a clear
+    error.
 
     The lock is the operating system's (flock), so a killed process releases it at once. Returns the
     open lock file; keep a reference to it for as long as the folder is in use.

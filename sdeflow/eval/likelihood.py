@@ -1,4 +1,5 @@
-"""Log-likelihoods through the probability-flow ODE with the Hutchinson-Skilling trace estimator (Song et al. 2021, App. D.2).
+"""Log-likelihoods through the probability-flow ODE with the Hutchinson-Skilling trace estimator
+(Song et al. 2021, App. D.2).
 
 log p_eps(x) = log p_T(x_T) + integral from eps to T of div f~(x_t, t) dt, where f~ is the
 probability-flow drift and (x_t, the integral) solve one augmented ODE with torchdiffeq, batched,

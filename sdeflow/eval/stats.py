@@ -127,14 +127,16 @@ def check_gaussian(mu: np.ndarray, sigma: np.ndarray, name: str) -> None:
     # Float32 statistics of 2048-d features have eigenvalues down to about -1e-6 of the largest: rounding, not data.
     if lowest < -1e-5 * scale:
         raise StatsFileError(
-            f"{name}: sigma is not positive semi-definite (smallest eigenvalue {lowest:.3g}), so it is not a covariance matrix"
+            f"{name}: sigma is not positive semi-definite (smallest eigenvalue {lowest:.3g}), "
+            "so it is not a covariance matrix"
         )
 
 
 def kid(
     x: torch.Tensor, y: torch.Tensor, subsets: int = 100, subset_size: int = 1000, generator=None
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2, cubic polynomial kernel, mean and std over subsets."""
+    """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2, cubic polynomial kernel, mean and std over
+    subsets."""
     x, y = x.flatten(1).to(torch.float64), y.flatten(1).to(torch.float64)
     d = x.shape[1]
     m = min(subset_size, len(x), len(y))

@@ -1,4 +1,5 @@
-"""guided-diffusion's checkpoints (Dhariwal & Nichol 2021, openai/guided-diffusion), read as data into sdeflow's DhariwalUNet.
+"""guided-diffusion's checkpoints (Dhariwal & Nichol 2021, openai/guided-diffusion), read as data into sdeflow's
+DhariwalUNet.
 
 A `64x64_diffusion.pt` (and the 128, 256, 512 and LSUN models) is a bare state dict of ADM's
 `UNetModel`: modules numbered in `input_blocks`, `middle_block` and `output_blocks`, in the order the
@@ -83,7 +84,8 @@ def layout(net: DhariwalUNet) -> list[tuple[str, dict, str]]:
 def _qkv_order(channels: int, heads: int, new_order: bool) -> torch.Tensor:
     """For each of our qkv channels (head h, channel c, q/k/v j at h 3ch + 3c + j), the ADM channel it holds.
 
-    ADM's legacy attention splits heads first (h 3ch + j ch + c); `use_new_attention_order` splits q, k, v first (j C + h ch + c).
+    ADM's legacy attention splits heads first (h 3ch + j ch + c); `use_new_attention_order` splits q, k, v first
+    (j C + h ch + c).
     """
     ch = channels // heads
     h, c, j = torch.meshgrid(torch.arange(heads), torch.arange(ch), torch.arange(3), indexing="ij")
@@ -92,7 +94,8 @@ def _qkv_order(channels: int, heads: int, new_order: bool) -> torch.Tensor:
 
 
 def _converters(net: DhariwalUNet, new_order: bool):
-    """(ours from theirs, theirs from ours) for each parameter whose layout differs: 1-D convolutions, the label table, qkv."""
+    """(ours from theirs, theirs from ours) for each parameter whose layout differs: 1-D convolutions, the label table,
+    qkv."""
     to_ours, to_theirs = {}, {}
     for prefix, names, mine in layout(net):
         module = net.get_submodule(mine)
@@ -115,7 +118,8 @@ def _converters(net: DhariwalUNet, new_order: bool):
 def from_adm(
     state: dict, net: DhariwalUNet, new_attention_order: bool = False, where: str = "checkpoint"
 ) -> dict[str, torch.Tensor]:
-    """Our state dict for `net` from a guided-diffusion `UNetModel` state dict; `CheckpointError` names what does not fit."""
+    """Our state dict for `net` from a guided-diffusion `UNetModel` state dict; `CheckpointError` names what does not
+    fit."""
     if any(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     to_ours, _ = _converters(net, new_attention_order)
@@ -162,8 +166,10 @@ class ADMFormat(CheckpointFormat):
     guided-diffusion publishes one set of weights per model, so `use_ema` chooses nothing.
 
     Args:
-        network: `DhariwalUNet` arguments equivalent to the model's flags (out_channels 6: eps and the learned variances).
-        sde: its discrete VP schedule (`DiscreteVPSDE` of `cosine_betas` or `linear_betas`), timestep k at t = (k + 1) / N.
+        network: `DhariwalUNet` arguments equivalent to the model's flags (out_channels 6: eps and the learned
+            variances).
+        sde: its discrete VP schedule (`DiscreteVPSDE` of `cosine_betas` or `linear_betas`), timestep k at
+            t = (k + 1) / N.
         new_attention_order: the model's `use_new_attention_order` (the 64 x 64 model's), which orders its qkv channels.
         name: the model, for messages and the run record.
     """

@@ -31,7 +31,8 @@ WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
 class UNetOutput(nn.Module):
-    """`UNet2DModel` called as `net(x, timesteps, y=None)`, returning the tensor rather than diffusers' output object."""
+    """`UNet2DModel` called as `net(x, timesteps, y=None)`, returning the tensor rather than diffusers' output
+    object."""
 
     def __init__(self, unet):
         super().__init__()

@@ -47,9 +47,11 @@ PRECOND_ARGS = {
 
 
 class LabelledNet(nn.Module):
-    """EDM's network called the sdeflow way, `net(x, c_noise, y=labels)`: integer labels become EDM's one-hot vectors (-1: none).
+    """EDM's network called the sdeflow way, `net(x, c_noise, y=labels)`: integer labels become EDM's one-hot vectors
+    (-1: none).
 
-    `channels`: the output channels to keep (iDDPM's networks also output their learned variances, which sampling ignores).
+    `channels`: the output channels to keep (iDDPM's networks also output their learned variances, which sampling
+    ignores).
     """
 
     def __init__(self, net: nn.Module, channels: int | None = None):
@@ -84,12 +86,14 @@ def _ve(kwargs, state):
 
 
 def _iddpm(kwargs, state):
-    # The table of noise levels is a buffer of the pickle (u, M + 1 entries, decreasing); EDM samples within [u_{M-1}, min(u_0, 80)].
+    # The table of noise levels is a buffer of the pickle (u, M + 1 entries, decreasing); EDM samples within
+    # [u_{M-1}, min(u_0, 80)].
     u = state.pop("u", None)
     M = int(kwargs.get("M", 1000))
     if not isinstance(u, torch.Tensor) or u.shape != (M + 1,):
         raise CheckpointError(
-            f"an iDDPMPrecond pickle holds its noise levels u ({M + 1} values); this one's are {getattr(u, 'shape', None)}"
+            f"an iDDPMPrecond pickle holds its noise levels u ({M + 1} values); "
+            f"this one's are {getattr(u, 'shape', None)}"
         )
     return IndexLabels(u, M), float(u[M - 1]), min(float(u[0]), 80.0)
 

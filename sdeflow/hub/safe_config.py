@@ -89,8 +89,9 @@ def _walk(node, key: str, build: bool):
         fn = allowed_targets().get(target) if isinstance(target, str) else None
         if fn is None:
             raise UnsafeConfigError(
-                f"{key}._target_ is {target!r}, which a stored config may not build: only sdeflow's own SDEs, networks, "
-                f"predictions, datasets and toy problems are rebuilt from a file (e.g. sdeflow.VPSDE, sdeflow.nets.NCSNpp)"
+                f"{key}._target_ is {target!r}, which a stored config may not build: "
+                "only sdeflow's own SDEs, networks, predictions, datasets and toy problems are rebuilt from a file "
+                "(e.g. sdeflow.VPSDE, sdeflow.nets.NCSNpp)"
             )
         special = sorted(k for k in node if k.startswith("_") and k != "_target_")
         if special:

@@ -30,7 +30,8 @@ class Record:
 
 
 def _persistent(meta) -> Record:
-    # EDM's torch_utils.persistence._reconstruct_persistent_obj(meta) would exec(meta["module_src"]); we keep the state only.
+    # EDM's torch_utils.persistence._reconstruct_persistent_obj(meta) would exec(meta["module_src"]); we keep the state
+    # only.
     if (
         not isinstance(meta, dict)
         or not isinstance(meta.get("class_name"), str)
@@ -60,7 +61,8 @@ def _numpy_scalar():
 
 
 def _storage(data: bytes):
-    # torch's own _load_from_bytes unpickles with weights_only=False; the bytes are a saved storage, which weights_only reads.
+    # torch's own _load_from_bytes unpickles with weights_only=False; the bytes are a saved storage, which weights_only
+    # reads.
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
@@ -107,7 +109,8 @@ def safe_load(file) -> object:
 
 
 def tensors(record: Record, prefix: str = "") -> dict:
-    """The state dict of a module kept as a `Record`: its parameters and persistent buffers, and its children's, by dotted name."""
+    """The state dict of a module kept as a `Record`: its parameters and persistent buffers, and its children's, by
+    dotted name."""
     state = record.state if isinstance(record.state, dict) else {}
     out = {}
     for name, value in (state.get("_parameters") or {}).items():

@@ -1,4 +1,5 @@
-"""A network trained on one SDE, read at any point of another: the input scaling, noise label and output of its training.
+"""A network trained on one SDE, read at any point of another: the input scaling, noise label and output of its
+training.
 
 Every linear SDE passes through the same scaled variables x~ = x / alpha and sigma~ = sigma / alpha
 (Karras et al. 2022, section 2), so a network is asked at the time of its own training SDE that has
@@ -71,7 +72,8 @@ class IndexLabels:
 
 
 class ScaledDenoiser(nn.Module):
-    """D(x~; sigma~) = x~ - noise_sign sigma~ F(c_in x~, c_noise) in the scaled variables of the SDE that samples (`sde`).
+    """D(x~; sigma~) = x~ - noise_sign sigma~ F(c_in x~, c_noise) in the scaled variables of the SDE that samples
+    (`sde`).
 
     `scaling` (`TimeLabels`, `LogSigmaLabels`, `IndexLabels`) says how the network was trained. Read the output with
     `X0Prediction`.

@@ -1,4 +1,5 @@
-"""score_sde's PyTorch checkpoints (Song et al. 2021, yang-song/score_sde_pytorch), read as data into sdeflow's SongUNet.
+"""score_sde's PyTorch checkpoints (Song et al. 2021, yang-song/score_sde_pytorch), read as data into sdeflow's
+SongUNet.
 
 A `checkpoint_*.pth` holds `model` (the network's state dict, keys prefixed `module.` by DataParallel),
 `ema` (`shadow_params`: the averaged weights as a bare list, in the order of the network's trainable
@@ -106,7 +107,8 @@ def _convert(kind: str, params: dict[str, torch.Tensor], prefix: str) -> dict[st
     """One score_sde module's tensors under our names."""
     out = {f"{prefix}.{ours}": v for name, v in params.items() if (ours := KINDS[kind].get(name))}
     if kind == "attention":
-        # Our qkv interleaves channels (c0 q, c0 k, c0 v, c1 q, ...) as EDM's reshape to (heads, c, 3, pixels) reads them.
+        # Our qkv interleaves channels (c0 q, c0 k, c0 v, c1 q, ...) as EDM's reshape to (heads, c, 3, pixels) reads
+        # them.
         out[f"{prefix}.qkv.weight"] = torch.stack([params[f"NIN_{j}.W"].T for j in range(3)], dim=1).flatten(0, 1)[
             ..., None, None
         ]
@@ -137,7 +139,8 @@ def _export(kind: str, ours: dict[str, torch.Tensor], prefix: str) -> dict[str, 
 
 
 def noise_levels(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
-    """score_sde's `sigmas` buffer: n levels from sigma_max down to sigma_min, geometrically (float64, as it stores them)."""
+    """score_sde's `sigmas` buffer: n levels from sigma_max down to sigma_min, geometrically (float64, as it stores
+    them)."""
     return torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp()
 
 
@@ -196,7 +199,8 @@ def from_score_sde(
         for key, value in zip(trained, shadow):
             if tuple(value.shape) != tuple(state[key].shape):
                 raise CheckpointError(
-                    f"{where}: EMA tensor for {key} has shape {tuple(value.shape)}, the network's {tuple(state[key].shape)}"
+                    f"{where}: EMA tensor for {key} has shape {tuple(value.shape)}, "
+                    f"the network's {tuple(state[key].shape)}"
                 )
             i, name = key.split(".", 2)[1:]
             modules[int(i)][name] = value
@@ -207,7 +211,8 @@ def from_score_sde(
             ours |= _convert(kind, modules[i], prefix)
         except KeyError as e:
             raise CheckpointError(
-                f"{where}: all_modules.{i} ({kind} at our {prefix}) lacks {e.args[0]}: the config builds another network"
+                f"{where}: all_modules.{i} ({kind} at our {prefix}) lacks {e.args[0]}: "
+                "the config builds another network"
             ) from e
     return ours
 

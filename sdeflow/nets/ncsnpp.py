@@ -55,7 +55,8 @@ class NCSNpp(nn.Module):
         levels = len(ch_mult)
         if resolution % (2 ** (levels - 1)):
             raise ValueError(
-                f"resolution {resolution} is not divisible by 2^{levels - 1} for {levels} levels (ch_mult={tuple(ch_mult)})"
+                f"resolution {resolution} is not divisible by 2^{levels - 1} for {levels} levels "
+                f"(ch_mult={tuple(ch_mult)})"
             )
         if num_res_blocks < 1 or nf < 8 or nf % 4:
             raise ValueError(f"need num_res_blocks >= 1 and nf a multiple of 4, >= 8; got {num_res_blocks}, {nf}")
@@ -107,7 +108,8 @@ class NCSNpp(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1:] != (self.in_channels, self.resolution, self.resolution):
             raise ValueError(
-                f"expected images of shape ({self.in_channels}, {self.resolution}, {self.resolution}), got {tuple(x.shape[1:])}"
+                f"expected images of shape ({self.in_channels}, {self.resolution}, {self.resolution}), "
+                f"got {tuple(x.shape[1:])}"
             )
         check_labels(self.label_dim, y, len(x), "NCSNpp")
         emb = self.embed(t)

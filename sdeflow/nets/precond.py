@@ -9,7 +9,8 @@ from sdeflow.core.tensors import append_dims
 
 
 class EDMPrecond(nn.Module):
-    """D(x; sigma) = c_skip x~ + c_out F(c_in x~, c_noise) in EDM's scaled variables x~ = x / alpha, sigma~ = sigma / alpha.
+    """D(x; sigma) = c_skip x~ + c_out F(c_in x~, c_noise) in EDM's scaled variables
+    x~ = x / alpha, sigma~ = sigma / alpha.
 
     Returns the clean-data estimate: read it with `sdeflow.X0Prediction()`.
 

@@ -1,4 +1,5 @@
-"""EDM's SongUNet and DhariwalUNet (Karras et al. 2022): DDPM++, NCSN++ and ADM in the parameter layout of EDM's pickles.
+"""EDM's SongUNet and DhariwalUNet (Karras et al. 2022): DDPM++, NCSN++ and ADM in the parameter layout of EDM's
+pickles.
 
 Written here from the architecture's description so that EDM's published networks, and the score_sde
 baselines EDM converted to this layout, load strictly into our own definition (`sdeflow.hub.edm`).

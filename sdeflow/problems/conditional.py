@@ -87,7 +87,8 @@ class LabelledMixture:
     def guided_ode_reference(
         self, sde, x_T: torch.Tensor, y, w: float, t_end=None, rtol: float = 1e-10, atol: float = 1e-10
     ):
-        """The guided probability-flow ODE's solution from x_T (dopri8, float64): the truth guided solvers are scored on."""
+        """The guided probability-flow ODE's solution from x_T (dopri8, float64): the truth guided solvers are scored
+        on."""
         from sdeflow.samplers.solvers.ode import ProbabilityFlowODE
         from sdeflow.score.function import ScoreFunction
 

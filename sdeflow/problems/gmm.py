@@ -34,7 +34,8 @@ class GaussianMixture:
             stds = stds[:, None].expand(K, d)
         if weights.shape != (K,) or stds.shape != (K, d):
             raise ValueError(
-                f"weights must be ({K},) and stds ({K},) or ({K}, {d}); got {tuple(weights.shape)} and {tuple(stds.shape)}"
+                f"weights must be ({K},) and stds ({K},) or ({K}, {d}); "
+                f"got {tuple(weights.shape)} and {tuple(stds.shape)}"
             )
         if (weights <= 0).any() or (stds <= 0).any():
             raise ValueError("weights and stds must be positive")

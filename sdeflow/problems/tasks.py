@@ -31,7 +31,7 @@ class GuidedProblem:
     def random(
         cls, w: float, dim: int = 16, components: int = 8, classes: int = 4, std_range=(0.05, 0.2), seed: int = 0
     ) -> "GuidedProblem":
-        """`GaussianMixture.random`'s components dealt to `classes` classes in turn (component k has class k mod classes)."""
+        """`GaussianMixture.random`'s components dealt to `classes` classes in turn (component k: class k % classes)."""
         if not 1 <= classes <= components:
             raise ValueError(f"need 1 <= classes <= components, got classes={classes}, components={components}")
         mixture = GaussianMixture.random(dim, components, std_range, seed)

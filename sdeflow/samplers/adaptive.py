@@ -23,7 +23,8 @@ def error_norm(diff: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rtol: float
 
 @dataclass(frozen=True)
 class StepSizeController:
-    """The next step h <- safety h E^(-exponent) from the error norm E (an I-controller); E = 0 grows h by `max_growth`."""
+    """The next step h <- safety h E^(-exponent) from the error norm E (an I-controller); E = 0 grows h by
+    `max_growth`."""
 
     safety: float
     exponent: float

@@ -234,7 +234,7 @@ class Sampler(abc.ABC):
         """The time grid this sampler will run: `steps` steps of `grid`, or as many as `nfe` evaluations allow.
 
         Adaptive solvers choose their own steps: they run from T to eps, and a budget is ignored.
-        `grid` defaults to `UniformGrid()`.
+        `grid` defaults to `default_grid()`, the log-SNR grid (`sdeflow.samplers.grids.default_grid`).
         """
         if nfe is not None and steps is not None:
             raise ValueError("give nfe or steps, not both")
@@ -252,9 +252,9 @@ class Sampler(abc.ABC):
         elif int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         if grid is None:
-            from sdeflow.samplers.grids import UniformGrid
+            from sdeflow.samplers.grids import default_grid
 
-            grid = UniformGrid()
+            grid = default_grid()
         return self.timesteps(grid, sde, int(steps))
 
     def require_steps(self, sched: GridCoefficients, order: int) -> None:

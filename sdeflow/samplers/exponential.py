@@ -75,7 +75,8 @@ def stages(sde, s, t, lam_s, h, order: int, like: torch.Tensor) -> Stages:
 
 
 def stage_table(sde, sched: GridCoefficients, order: int) -> list[Stages]:
-    """Every step's `Stages` on a fixed grid, as Python numbers (the stage times as tensors), computed once in float64."""
+    """Every step's `Stages` on a fixed grid, as Python numbers (the stage times as tensors), computed once in
+    float64."""
     t64, lam = sched.t.to(torch.float64), torch.tensor(sched.num.lam, dtype=torch.float64, device=sched.t.device)
     table = stages(sde, t64[:-1], t64[1:], lam[:-1], lam[1:] - lam[:-1], order, t64)
     dtype = sched.t.dtype
@@ -114,8 +115,36 @@ def dpm_solver_stages(score, x, c: Stages, order: int) -> list[torch.Tensor]:
     return out
 
 
+def third_order_weights(a_t: float, H: float, r0: float, r1: float, reference: bool = False) -> tuple:
+    """(c0, c1, c2) with a_t (phi_2 D1 - phi_3 D2) = c0 m0 + c1 m1 + c2 m2: the second- and third-order terms of a
+    DPM-Solver++(3M) step, from the x0 predictions m0, m1, m2 at the last three grid points (newest first).
+
+    The step is h in lambda, the two before it r0 h and r1 h; phi_k are taken at H, the step's exponent
+    ((1 + eta) h for the SDE solver of noise scale eta, h on the ODE). With `reference`, D2 is the one of Lu et
+    al.'s code, diffusers and k-diffusion: half the Taylor term's, which leaves the step second order.
+    """
+    # The step integrates x0(lambda_s + u) = m0 + u x0' + u^2 x0'' / 2 + O(u^3) against the kernel
+    # a_t (1 + eta) e^{-(1 + eta)(h - u)}, u in [0, h]. Beyond m0's term, with phi_2 = expm1(-H) / H + 1 and
+    # phi_3 = phi_2 / H - 1 / 2, that is
+    #   x0':  a_t (H + expm1(-H)) / (1 + eta)           = a_t phi_2 h,
+    #   x0'': a_t (H^2 / 2 - H - expm1(-H)) / (1 + eta)^2 = -a_t phi_3 h^2.
+    # The one-sided differences d0 = (m0 - m1) / r0 = h x0' - r0 h^2 x0'' / 2 + O(h^3) and
+    # d1 = (m1 - m2) / r1 = h x0' - (2 r0 + r1) h^2 x0'' / 2 + O(h^3) give
+    #   D1 = d0 + r0 / (r0 + r1) (d0 - d1) = h x0' + O(h^3),
+    #   D2 = 2 (d0 - d1) / (r0 + r1)        = h^2 x0'' + O(h^3).
+    # The references take D2 = (d0 - d1) / (r0 + r1) = h^2 x0'' / 2: a local error O(h^3), so a global O(h^2).
+    # D1 and D2 are combinations of m0, m1 and m2; their weights are folded here.
+    phi_2 = math.expm1(-H) / H + 1
+    k1, k2 = a_t * phi_2, -a_t * (phi_2 / H - 0.5)
+    c = (1.0 if reference else 2.0) / (r0 + r1)
+    w0 = k1 * (1 + r0 / (r0 + r1)) + k2 * c  # the weight of d0 in k1 D1 + k2 D2
+    w1 = -k1 * r0 / (r0 + r1) - k2 * c  # the weight of d1
+    return w0 / r0, -w0 / r0 + w1 / r1, -w1 / r1
+
+
 def lower_order_final(order: int, i: int, n: int, second_until: int = 0) -> int:
-    """The order of step i of n on a short grid (under 15 steps), whose long final lambda-steps make high orders unsteady.
+    """The order of step i of n on a short grid (under 15 steps), whose long final lambda-steps make high orders
+    unsteady.
 
     At most the number of steps left (UniPC's rule); with `second_until` = k, also at most second
     order over the last k steps (DPM-Solver++'s: ..., 3, 2, 2, 1 for 3M). Grids of 15 steps or more

@@ -46,8 +46,8 @@ def generate(
     indices: range | None = None,
     brownian: bool = False,
     labels=None,
-    condition=None,
-    bind=None,
+    guidance=None,
+    inverse=None,
 ) -> Generated:
     """Draw samples `indices` (default: this rank's share of 0..n-1) of a run of n samples.
 
@@ -66,10 +66,11 @@ def generate(
         brownian: the solver noise of sample i is one Brownian path, the same for any grid or NFE (`BrownianNoise`).
         labels: class labels of a class-conditional model, cycled over the run: sample i gets
             labels[i % len(labels)], whatever the batch or rank.
-        condition: `condition(score, batch_labels) -> score function` (e.g. classifier-free guidance), called
-            for every batch (batch_labels None without labels); default: the labels bound as `y`.
-        bind: `bind(score, solver, start, b) -> sdeflow.conditioning.inverse.Bound`, the (score, solver, hook) that the
-            samples start .. start + b - 1 run with: an inverse method bound to their observations.
+        guidance: a guidance method (`sdeflow.ClassifierFreeGuidance(w=...)`, ...): each batch samples with
+            `guidance.bind(score, batch_labels)` (batch_labels None without labels); default: the labels bound as `y`.
+        inverse: an inverse problem (`sdeflow.inverse.Observed(method, operator, y, ...)`): each batch of samples
+            start .. start + b - 1 runs with the (score, sampler, hook) of `inverse.bind(score, sde, solver, start, b)`,
+            its method bound to those samples' observations.
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
@@ -88,15 +89,15 @@ def generate(
             if labels is not None:
                 index = torch.arange(start, start + b) % len(labels)
                 batch_labels = torch.as_tensor(labels, dtype=torch.int64)[index]
-            if condition is not None:
-                batch_score = condition(score, batch_labels)
+            if guidance is not None:
+                batch_score = guidance.bind(score, batch_labels)
             elif batch_labels is not None:
                 batch_score = score.condition(y=batch_labels)
             batch_solver, batch_ts, hook = solver, ts, None
-            if bind is not None:
-                bound = bind(batch_score, solver, start, b)
+            if inverse is not None:
+                bound = inverse.bind(batch_score, sde, solver, start, b)
                 batch_score, batch_solver, hook = bound.score, bound.sampler, bound.hook
-                if batch_solver is not solver:  # a wrapper with its own cost per step (RePaint) plans its own grid
+                if batch_solver is not solver:  # a wrapper plans its own grid (RePaint's cost per step is its own)
                     batch_ts = batch_solver.plan(sde, grid, nfe=nfe)
             out = batch_solver.sample(batch_score, sde, x, batch_ts, generator=noise, hook=hook)
         chunks.append(out.samples.cpu())

@@ -23,7 +23,8 @@ class Predictor:
 
     def update_on_grid(self, score, sde, x, sched, i: int, noise) -> tuple[torch.Tensor, torch.Tensor]:
         """`update` from grid point i to i + 1 of `sched` (what `PCSampler` calls). A predictor whose coefficients
-        the schedule holds as numbers overrides this to read them there rather than compute them with tensor operations."""
+        the schedule holds as numbers overrides this to read them there rather than compute them with tensor
+        operations."""
         return self.update(score, sde, x, sched.t[i], sched.t[i + 1], noise)
 
     def __repr__(self) -> str:
@@ -58,8 +59,8 @@ class EulerMaruyama(Predictor):
 
     @staticmethod
     def move(score, x, t, span, f, g2, dt, coef, noise):
-        """x + [f x - g^2 score] dt + g sqrt(-dt) z (`sde.reverse(score).sde`), its coefficients numbers or tensors at t;
-        `span`: the step's (t, t_next) for the noise's increment."""
+        """x + [f x - g^2 score] dt + g sqrt(-dt) z (`sde.reverse(score).sde`), its coefficients numbers or tensors
+        at t; `span`: the step's (t, t_next) for the noise's increment."""
         x_mean = (1 + f * dt) * x - (g2 * dt) * score(x, t, coef)
         z = noise.increment(x.shape, *span, dtype=x.dtype, device=x.device)
         return x_mean + (-g2 * dt) ** 0.5 * z, x_mean

@@ -43,7 +43,7 @@ def sample(
         steps: number of steps; or
         nfe: the budget of score evaluations, which the sampler turns into steps (adaptive samplers
             need neither: they choose their own steps from T to eps).
-        grid: a time grid (default uniform in t).
+        grid: a time grid (default `default_grid()`: uniform in the log-SNR).
         seed: base seed of per-sample noise: sample `offset + i` is the same whatever the batch size.
         generator: a torch.Generator or noise source to use instead of `seed`.
         offset: global index of this batch's first sample.
@@ -52,7 +52,7 @@ def sample(
         hook: `hook(x, t) -> x` applied at every grid point after the first (see `Sampler.sample`).
         progress: `progress(i, n)` called at every grid point.
         grad: record the autograd graph through sampling (off by default; see `Sampler.sample`).
-        brownian: take the solver noise from one Brownian path per sample (`BrownianNoise` on [eps, T]):
+        brownian: take the solver noise from one Brownian path per sample (`BrownianNoise` on [0, T]):
             the same seed then gives the same path whatever the grid or the step count, so runs at
             different NFE differ by their discretisation only (with `seed`; a `generator` is used as it is).
     """
@@ -63,8 +63,11 @@ def sample(
         )
     if not isinstance(score, ScoreFunction):
         score = ScoreFunction(score, sde)
-    prior, noise = sampling_streams(sde, shape[0], seed, generator, offset, brownian)
     timesteps = solver.plan(sde, grid, nfe=nfe, steps=steps)
+    # A stochastic solver's step noise is drawn a block of the plan's steps at a time, the first with the prior draw
+    # (adaptive solvers: not known ahead; deterministic ones draw none).
+    planned = len(timesteps) - 1 if solver.stochastic and solver.nfe_per_step is not None else None
+    prior, noise = sampling_streams(sde, shape[0], seed, generator, offset, brownian, steps=planned)
     x = sde.prior_sampling(shape, prior, dtype=dtype, device=device)
     return solver.sample(
         score,

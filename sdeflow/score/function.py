@@ -96,10 +96,12 @@ class VPrediction(Prediction):
 
 
 class FlowPrediction(Prediction):
-    """out = eps - x0: the velocity dx/dt of a flow-matching / rectified-flow model on `sdeflow.FlowSDE` (alpha = 1 - t, sigma = t).
+    """out = eps - x0: the velocity dx/dt of a flow-matching / rectified-flow model on `sdeflow.FlowSDE`
+    (alpha = 1 - t, sigma = t).
 
-    The conversion holds on any schedule, x0 = (x - sigma out) / (alpha + sigma) and eps = (x + alpha out) / (alpha + sigma),
-    and needs no division by alpha, so it stays finite at t = 1 where alpha = 0.
+    The conversion holds on any schedule, x0 = (x - sigma out) / (alpha + sigma) and
+    eps = (x + alpha out) / (alpha + sigma), and needs no division by alpha, so it stays finite at t = 1 where
+    alpha = 0.
     """
 
     def to_eps_x0(self, out, x, alpha, sigma):

@@ -72,7 +72,8 @@ class SDE(abc.ABC):
         return self.log_alpha(t) - torch.log(self.sigma(t))
 
     def nsr(self, t: torch.Tensor) -> torch.Tensor:
-        """Noise-to-signal ratio sigma(t) / alpha(t) = exp(-lambda(t)): EDM's sigma, in which x / alpha solves dx~/dsigma~ = eps."""
+        """Noise-to-signal ratio sigma(t) / alpha(t) = exp(-lambda(t)): EDM's sigma, in which x / alpha solves
+        dx~/dsigma~ = eps."""
         return self.sigma(t) / self.alpha(t)
 
     def t_from_nsr(self, ratio: torch.Tensor) -> torch.Tensor:
@@ -128,7 +129,8 @@ class SDE(abc.ABC):
 
 
 class ReverseSDE:
-    """dx = [f x - c g^2 score] dt + g' dW run backwards in time; c = 1, g' = g, or c = 1/2, g' = 0 (probability flow)."""
+    """dx = [f x - c g^2 score] dt + g' dW run backwards in time; c = 1, g' = g, or c = 1/2, g' = 0
+    (probability flow)."""
 
     def __init__(self, sde: SDE, score_fn, probability_flow: bool = False):
         self.forward = sde

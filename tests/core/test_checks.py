@@ -1,4 +1,5 @@
-"""The one integer check at the door: whole numbers in range pass as ints; anything else is one line naming the setting."""
+"""The one integer check at the door: whole numbers in range pass as ints; anything else is one line naming the
+setting."""
 
 import pytest
 

@@ -47,7 +47,8 @@ onehot = torch.nn.functional.one_hot(y.clamp_min(0), 10).float() * (y >= 0)[:, N
 with torch.no_grad():
     out = net(x, sigma, onehot)
 meta = {
-    "source": "NVlabs/edm training/networks.py (commit 0a2ff34): iDDPMPrecond(**init_kwargs) with the state-dict tensors other than "
+    "source": "NVlabs/edm training/networks.py (commit 0a2ff34): iDDPMPrecond(**init_kwargs) "
+    "with the state-dict tensors other than "
     "u drawn in order from torch.Generator().manual_seed(7) (float64 randn; rank >= 2: / sqrt(fan_in); else 0.2 randn, "
     "+ 1 for norm weights); output D(x; sigma, y) on edm_reference.npz's x, sigma and y",
     "init_kwargs": kwargs,

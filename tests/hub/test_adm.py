@@ -1,4 +1,5 @@
-"""guided-diffusion's model files: read as data into sdeflow's DhariwalUNet, equal to ADM's own outputs, strict, and round-tripped.
+"""guided-diffusion's model files: read as data into sdeflow's DhariwalUNet, equal to ADM's own outputs, strict, and
+round-tripped.
 
 tests/data holds facts produced by running guided-diffusion's code (guided_diffusion/script_util.py,
 unet.py): the ordered keys and shapes of the five published ImageNet models (README's MODEL_FLAGS), and

@@ -2,9 +2,10 @@
 
 tests/data holds facts produced by running EDM's code (NVlabs/edm, training/networks.py): the keys and
 shapes of its published CIFAR-10 and ImageNet-64 networks, and the outputs D(x; sigma) of four small
-networks (DDPM++, NCSN++ and ADM) with their weights. The pickles here are written in the layout of EDM's torch_utils.persistence: each
-network a call of `_reconstruct_persistent_obj(meta)`, meta holding the class name, the module's
-state and the module's source code, which EDM's loader would execute and ours must not.
+networks (DDPM++, NCSN++ and ADM) with their weights. The pickles here are written in the layout of
+EDM's torch_utils.persistence: each network a call of `_reconstruct_persistent_obj(meta)`, meta holding
+the class name, the module's state and the module's source code, which EDM's loader would execute and
+ours must not.
 
 `tests/data/make_edm_iddpm_data.py` regenerates the iDDPM case from a checkout of the reference, bit for bit.
 """
@@ -65,7 +66,8 @@ class Precond(nn.Module):
 
 
 class EDMLayout(pickle.Pickler):
-    """Every network module pickled as EDM's persistence does: the hook, called with (class name, state, source code)."""
+    """Every network module pickled as EDM's persistence does: the hook, called with (class name, state, source
+    code)."""
 
     def reducer_override(self, obj):
         if isinstance(obj, nn.Module) and not isinstance(obj, nn.ModuleDict):
@@ -109,7 +111,7 @@ def test_an_edm_pickle_gives_edms_denoiser_outputs_and_runs_nothing(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     meta = edm_pickle(tmp_path / "net.pkl", case, arrays, persistence)
     model = load_edm(tmp_path / "net.pkl")
-    score, sde = model.score, model.sde
+    score = model.score
     x, sigma, y = (torch.from_numpy(arrays[k]) for k in ("x", "sigma", "y"))
     if meta["init_kwargs"].get("label_dim"):
         score = score.condition(y=y)
@@ -133,7 +135,8 @@ def test_an_imported_edm_network_samples_with_any_solver(tmp_path, persistence, 
 
 
 def iddpm_pickle(path, persistence, u=None):
-    """A pickle of EDM's iDDPMPrecond (its ADM ImageNet baseline's form), with the weights edm_iddpm_reference.npz's recipe draws."""
+    """A pickle of EDM's iDDPMPrecond (its ADM ImageNet baseline's form), with the weights edm_iddpm_reference.npz's
+    recipe draws."""
     ref = np.load(DATA / "edm_iddpm_reference.npz")
     meta = json.loads(str(ref["meta"]))
     net = build_network(meta["init_kwargs"], "iDDPMPrecond")
@@ -153,7 +156,8 @@ def iddpm_pickle(path, persistence, u=None):
 
 
 def test_edms_iddpm_baseline_gives_edms_denoiser_outputs(tmp_path, monkeypatch, persistence, arrays):
-    """iDDPMPrecond: a DhariwalUNet with learned variances, read at the nearest of its 1000 noise levels, as EDM's code does."""
+    """iDDPMPrecond: a DhariwalUNet with learned variances, read at the nearest of its 1000 noise levels, as EDM's code
+    does."""
     monkeypatch.chdir(tmp_path)
     ref = iddpm_pickle(tmp_path / "adm.pkl", persistence)
     model = load_edm(tmp_path / "adm.pkl")

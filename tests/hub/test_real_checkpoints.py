@@ -1,7 +1,9 @@
-"""Opt-in checks on real published checkpoints, which are never downloaded: give their local paths to run them.
+r"""Opt-in checks on real published checkpoints, which are never downloaded: give their local paths to run them.
 
-    SDEFLOW_EDM_PICKLE=edm-cifar10-32x32-uncond-vp.pkl SDEFLOW_DIFFUSERS_FOLDER=ddpm-cifar10-32 pytest tests/test_real_checkpoints.py
-    SDEFLOW_SCORE_SDE_CHECKPOINT=checkpoint_8.pth SDEFLOW_SCORE_SDE_FORMAT=score_sde_vp_ddpmpp_deep_continuous pytest ...
+    SDEFLOW_EDM_PICKLE=edm-cifar10-32x32-uncond-vp.pkl SDEFLOW_DIFFUSERS_FOLDER=ddpm-cifar10-32 \
+        pytest tests/test_real_checkpoints.py
+    SDEFLOW_SCORE_SDE_CHECKPOINT=checkpoint_8.pth SDEFLOW_SCORE_SDE_FORMAT=score_sde_vp_ddpmpp_deep_continuous \
+        pytest ...
     SDEFLOW_ADM_CHECKPOINT=64x64_diffusion.pt SDEFLOW_ADM_FORMAT=adm_64x64_diffusion pytest ...
 
 A trained image model denoises: from a lightly noised sample, its x0 estimate is nearer the sample than

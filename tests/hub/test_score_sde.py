@@ -1,4 +1,5 @@
-"""score_sde's `checkpoint_*.pth`: read as data into sdeflow's SongUNet, equal to score_sde's own outputs, strict, and round-tripped.
+"""score_sde's `checkpoint_*.pth`: read as data into sdeflow's SongUNet, equal to score_sde's own outputs, strict, and
+round-tripped.
 
 tests/data holds facts produced by running score_sde_pytorch's code (models/ncsnpp.py, configs/): the
 ordered keys and shapes of every published continuous CIFAR-10 and 256-pixel config, the tensors its EMA
@@ -39,7 +40,8 @@ SMALL = [
 
 
 def fmt(config: str, *overrides):
-    """The checkpoint_format node of conf/checkpoint_format/score_sde_<score_sde config, / as _, no cifar10_>, as the apps compose it."""
+    """The checkpoint_format node of conf/checkpoint_format/score_sde_<score_sde config, / as _, no cifar10_>, as the
+    apps compose it."""
     return checkpoint_format("score_sde_" + config.replace("/", "_").replace("cifar10_", ""), *overrides)
 
 
@@ -127,7 +129,8 @@ def test_the_imported_network_equals_score_sdes(case):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_checkpoint_file_gives_score_sdes_score_from_the_ema_weights(case, tmp_path):
-    """The file as score_sde writes it: `module.` keys, raw weights in `model`, the averaged ones in `ema.shadow_params`."""
+    """The file as score_sde writes it: `module.` keys, raw weights in `model`, the averaged ones in
+    `ema.shadow_params`."""
     state, meta = reference_state(case)
     not_trained = set(MANIFEST[meta["config"]]["not_in_ema"])
     shadow = [v for k, v in state.items() if k not in not_trained]

@@ -74,6 +74,46 @@ def test_stochastic_samples_are_the_same_in_any_batch():
     torch.testing.assert_close(part, full[2:5], rtol=1e-12, atol=1e-12)
 
 
+def test_below_t0_the_path_is_the_bridge_to_w0_zero():
+    # Times across t0 and octaves below it (the bridge from W(0) = 0, octave by octave): increments standard normal
+    # and independent, the covariance min(s, t), at the 1e-3 KS level and within 5 standard errors as above.
+    noise = sf.BrownianNoise(3, N, t0=1e-3, t1=1.0)
+    times = [0.02, 1e-3, 7e-4, 3.1e-4, 2.9e-4, 1e-7, 3e-12, 1.5e-16, 0.0]
+    incs = [noise.increment((N, 1), a, b, dtype=torch.float64)[:, 0] for a, b in zip(times[:-1], times[1:])]
+    for z in incs:
+        assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    corr = np.corrcoef(torch.stack(incs).numpy())
+    assert np.abs(corr - np.eye(len(incs))).max() < 5 / math.sqrt(N)
+    below = [7e-4, 3.1e-4, 2.9e-4, 1e-7]
+    scale = torch.tensor(below, dtype=torch.float64)[:, None] ** 0.5
+    w = torch.stack([noise.path((N, 1), t)[:, 0] for t in below]) / scale  # W(t) / sqrt(t): correlations
+    expected = torch.tensor([[min(s, t) / math.sqrt(s * t) for t in below] for s in below], dtype=torch.float64)
+    assert (torch.cov(w) - expected).abs().max() < 5 * math.sqrt(2 / N)
+    # The same points whatever the order they are asked in, the batch, or a fresh source.
+    again = sf.BrownianNoise(3, 7, offset=5, t0=1e-3, t1=1.0)
+    for t in reversed(below):
+        assert torch.equal(again.path((7, 1), t), noise.path((N, 1), t)[5:12])
+
+
+def test_a_grid_ending_just_above_zero_runs_with_a_brownian_path():
+    # A grid computed from sigmas ends at 1.5e-16 rather than 0 on an SDE with eps = 0: the samplers accept it, and
+    # so does the path, whose increment across [1.5e-16, t] is W's, not an error.
+    sde = sf.VESDE(sigma_min=0.002, sigma_max=80.0, eps=0.0)
+    times = sf.KarrasGrid()(sde, 8)
+    times[-1] = 1.5e-16
+    out = sf.sample(
+        exact_score(sf.problems.eight_gaussians(), sde),
+        sde,
+        sf.StochasticDDIM(),
+        (64, 2),
+        steps=8,
+        grid=sf.ListGrid(times),
+        brownian=True,
+        dtype=torch.float64,
+    )
+    assert out.nfe == 8 and bool(torch.isfinite(out.samples).all()) and out.timesteps[-1].item() == 1.5e-16
+
+
 def test_bad_queries_are_refused():
     noise = sf.BrownianNoise(0, 4, t0=1e-3, t1=1.0, depth=4)
     with pytest.raises(ValueError, match="spans"):
@@ -131,3 +171,30 @@ def test_the_benchmark_draws_its_paths_on_an_sde_with_eps_zero():
         reference={"rtol": 1e-6, "atol": 1e-6},
     )
     assert rows[0]["nfe"] == 5 and not rows[0]["diverged"]
+
+
+def test_the_benchmark_charges_the_shared_path_to_no_row(monkeypatch):
+    # Two stochastic rows at one budget share one path. Its values are made slow here (0.1 s each), so whichever row
+    # asks first would show seconds over 1: the time is left out of both rows' seconds and shown on each of them.
+    import time
+
+    from sdeflow.apps.bench import runner
+
+    descend = sf.BrownianNoise._descend
+    monkeypatch.setattr(sf.BrownianNoise, "_descend", lambda *a: time.sleep(0.1) or descend(*a))
+    sde = sf.VPSDE()
+    rows, _ = runner.run(
+        sf.problems.eight_gaussians(),
+        sde,
+        {"em": sf.PCSampler(sf.EulerMaruyama()), "ddim_eta1": sf.StochasticDDIM()},
+        sf.LogSNRGrid(),
+        [6],
+        n_trajectory=8,
+        n_distribution=64,
+        n_directions=8,
+        progress=False,
+        reference={"rtol": 1e-6, "atol": 1e-6},
+    )
+    shared = {r["shared_seconds"] for r in rows}
+    assert len(shared) == 1 and shared.pop() > 0.7  # seven points of the grid, computed once
+    assert all(r["seconds"] < 0.5 for r in rows), rows

@@ -101,9 +101,11 @@ def test_the_draws_are_independent_across_samples_draws_elements_and_streams():
 def test_a_stochastic_sampler_gives_sample_i_in_any_batch():
     sde = sf.VPSDE()
     gm = sf.GaussianMixture.random(dim=4, components=3)
-    run = lambda n, offset: (
-        sf.sample(gm.score_fn(sde), sde, sf.EDMStochastic(S_churn=10.0), (n, 4), steps=6, seed=2, offset=offset).samples
-    )
+
+    def run(n, offset):
+        solver = sf.EDMStochastic(S_churn=10.0)
+        return sf.sample(gm.score_fn(sde), sde, solver, (n, 4), steps=6, seed=2, offset=offset).samples
+
     whole = run(9, 0)
     assert torch.equal(torch.cat([run(4, 0), run(5, 4)]), whole)
 
@@ -120,9 +122,11 @@ def test_the_device_arithmetic_gives_the_cpu_words_and_normals(monkeypatch):
         device = philox4x32(*(torch.from_numpy(c.astype(np.int64)) for c in counter), *key, mulhilo=_mulhilo_int64)
         assert all(np.array_equal(a, b.numpy().astype(np.uint64)) for a, b in zip(ours, device)), key
     draws = {dtype: PerSampleNoise(3, 50).randn((50, 7, 3), dtype=dtype) for dtype in (torch.float32, torch.float64)}
-    numpy_words = PerSampleNoise._words
+    # Every draw's words made by the device's arithmetic, on the CPU.
     monkeypatch.setattr(
-        PerSampleNoise, "_words", lambda self, *a: torch.from_numpy(numpy_words(self, *a).view(np.int64))
+        PerSampleNoise,
+        "_pairs_numpy",
+        lambda self, blocks, index, count, also=(): self._pairs_torch(blocks, "cpu", index),
     )
     for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-13)):
         torch.testing.assert_close(PerSampleNoise(3, 50).randn((50, 7, 3), dtype=dtype), draws[dtype], rtol=0, atol=tol)
@@ -154,3 +158,27 @@ def test_draws_made_ahead_are_the_draws_made_one_at_a_time():
     assert seq.draws == 54 and one.draws == 0
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert len(seq._ahead[2]) > 1  # the long run was drawn ahead
+
+
+def test_a_run_of_known_steps_draws_its_step_noise_in_one_block(monkeypatch):
+    # sf.sample tells the noise its plan's step count: a 10-step stochastic run makes one Philox call (the prior draw
+    # and the ten step draws at once) where a prior draw and blocks doubling 1, 2, 4, 8 made five. The numbers are the
+    # draws made one at a time, and a run longer than BLOCK_MAX numbers allows is split into even blocks.
+    from sdeflow.noise import generators
+
+    calls = []
+    philox = generators._philox4x32_numpy
+    monkeypatch.setattr(generators, "_philox4x32_numpy", lambda *a: calls.append(a) or philox(*a))
+    sde, gm = sf.VPSDE(), sf.GaussianMixture.random(dim=16, components=3)
+    solver = sf.PCSampler(sf.EulerMaruyama())
+    out = sf.sample(gm.score_fn(sde), sde, solver, (256, 16), nfe=10, seed=4).samples
+    assert len(calls) == 1
+    x_T = sde.prior_sampling((256, 16), PerSampleNoise(4, 256, purpose=PRIOR))
+    one_at_a_time = solver.sample(
+        sf.ScoreFunction(gm.score_fn(sde), sde), sde, x_T, solver.plan(sde, nfe=10), generator=PerSampleNoise(4, 256)
+    ).samples
+    assert torch.equal(out, one_at_a_time)
+    long = PerSampleNoise(1, 1024, steps=20)
+    got = [long.randn((1024, 16)) for _ in range(20)]
+    assert len(long._ahead[2]) == 4  # BLOCK_MAX = 2^16 numbers a block: 20 draws of 1024 x 16 in five blocks of four
+    assert all(torch.equal(z, PerSampleNoise(1, 1024).randn((1024, 16), draw=k)) for k, z in enumerate(got))

@@ -59,7 +59,8 @@ def test_image_shaped_samples():
 
 
 def test_ode_reference_is_exact_for_a_gaussian(sde):
-    # For p0 = N(m, s^2) the flow is affine: x_t = alpha_t m + r_t / r_T (x_T - alpha_T m), r_t^2 = alpha_t^2 s^2 + sigma_t^2.
+    # For p0 = N(m, s^2) the flow is affine: x_t = alpha_t m + r_t / r_T (x_T - alpha_T m),
+    # r_t^2 = alpha_t^2 s^2 + sigma_t^2.
     m, s = torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 0.8], dtype=torch.float64)
     gm = sf.GaussianMixture([1.0], m[None], s[None])
     x_T = sde.prior_sampling((10, 2), torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""`ByBudget` (`solver=auto`): the solver of each budget runs exactly as if named, and the table is checked at the door."""
+"""`ByBudget` (`solver=auto`): the solver of each budget runs exactly as if named, and the table is checked at the
+door."""
 
 import os
 import sys
@@ -66,7 +67,8 @@ def test_the_configured_table_is_the_choice_the_committed_measurements_make():
 
 
 def test_a_tuned_grid_is_tuned_for_the_chosen_solver(tmp_path):
-    # timesteps=auto tunes what runs: a ByBudget at 5 NFE gets UniPC-2's tuned grid, through the same cache key machinery.
+    # timesteps=auto tunes what runs: a ByBudget at 5 NFE gets UniPC-2's tuned grid, through the same cache key
+    # machinery.
     auto = sf.ByBudget([[10, sf.UniPC(2)], [None, sf.UniPC(3)]])
     grid = sf.AutoGrid(pilot=16, maxiter=60)
     fit, report = grid.tuned(exact_score(GM, SDE), SDE, auto, 5, (8,), None, "gmm", dtype=torch.float64, progress=False)

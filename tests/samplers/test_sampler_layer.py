@@ -1,4 +1,5 @@
-"""The sampler layer's contract: one loop, the plan, the trajectory, the hook, the SDE passed once, the random streams."""
+"""The sampler layer's contract: one loop, the plan, the trajectory, the hook, the SDE passed once, the random
+streams."""
 
 import copy
 import typing

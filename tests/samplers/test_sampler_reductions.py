@@ -27,7 +27,7 @@ PAIRS = {
     ),
     "stochastic_ddim_eta0_is_ddim": (sf.StochasticDDIM(eta=0.0), sf.DDIM(), sf.QuadraticGrid()),
     "restart_without_restarts_is_edm_heun": (sf.Restart(restarts=[]), sf.EDMHeun(), sf.KarrasGrid()),
-    "restart_with_k0_is_edm_heun": (sf.Restart(restarts=[[0.06, 0.3, 0, 3]]), sf.EDMHeun(), sf.KarrasGrid()),
+    "restart_with_k0_is_edm_heun": (sf.Restart(restarts=[[4, 0, 0.06, 0.3]]), sf.EDMHeun(), sf.KarrasGrid()),
 }
 
 
@@ -73,7 +73,8 @@ def test_er_sde_with_the_ode_scaler_matches_dpm_solver_pp_in_order_not_digits(sd
 
 
 def test_restart_counts_its_restarts_in_the_budget():
-    solver, sde = sf.Restart(restarts=[[0.06, 0.3, 2, 3], [0.5, 2.0, 1, 2]]), sf.VESDE()
+    # Intervals in the reference's restart_info layout [N, K, s_min, s_max]: N points are N - 1 Heun steps back.
+    solver, sde = sf.Restart(restarts=[[4, 2, 0.06, 0.3], [3, 1, 0.5, 2.0]]), sf.VESDE()
     assert solver.restart_nfe == 2 * (2 * 3 + 1 * 2)
     steps = solver.steps_for_nfe(40)
     assert steps == (40 - 16) // 2
@@ -90,7 +91,12 @@ def test_restart_counts_its_restarts_in_the_budget():
     with pytest.raises(ValueError, match="needs at least 18 NFE"):
         solver.steps_for_nfe(17)
     with pytest.raises(ValueError, match="restart interval"):
-        sf.Restart(restarts=[[0.3, 0.06, 1, 2]])
+        sf.Restart(restarts=[[3, 1, 0.3, 0.06]])
+    # sdeflow's former layout [s_min, s_max, K, steps] is refused, not read in the new one.
+    with pytest.raises(ValueError, match=r"restart interval is \[N, K, s_min, s_max\]"):
+        sf.Restart(restarts=[[0.06, 0.3, 2, 3]])
+    with pytest.raises(ValueError, match="restart_gamma"):
+        sf.Restart(restart_gamma=-0.1)
 
 
 def test_bad_arguments_are_refused_at_the_door():
@@ -104,5 +110,9 @@ def test_bad_arguments_are_refused_at_the_door():
         sf.ERSDE(4)
     with pytest.raises(TypeError, match="noise_scaler"):
         sf.ERSDE(2, noise_scaler=3.0)
+    with pytest.raises(ValueError, match="riemann_points"):
+        sf.ERSDE(2, riemann_points=0)
+    with pytest.raises(ValueError, match="variance_clip"):
+        sf.ERSDE(2, variance_clip=-1.0)
     with pytest.raises(ValueError, match="0 < r < 1"):
         sf.DPMSolverPPSDESinglestep(r=1.0)

@@ -196,18 +196,12 @@ def test_nfe_is_the_number_of_model_calls(name):
 def test_same_seed_same_samples_and_batch_size_invariance(name):
     sampler, sde, gm = SAMPLERS[name], sf.VPSDE(), sf.problems.eight_gaussians()
     steps = None if sampler.nfe_per_step is None else 10
-    run = lambda n, offset=0: (
-        sf.sample(
-            gm.score_fn(sde),
-            sde,
-            sampler,
-            (n, 2),
-            steps=steps,
-            seed=7,
-            offset=offset,  # noqa: E731
-            dtype=torch.float64,
+
+    def run(n, offset=0):
+        return sf.sample(
+            gm.score_fn(sde), sde, sampler, (n, 2), steps=steps, seed=7, offset=offset, dtype=torch.float64
         ).samples
-    )
+
     full = run(8)
     assert torch.equal(full, run(8))
     # A solver whose steps follow one error norm for the whole batch (an adaptive one with an `rtol`) is batch

@@ -1,4 +1,5 @@
-"""sdeflow.Compiled: the network behind torch.compile gives the eager samples, and survives CUDA graphs' buffer reuse."""
+"""sdeflow.Compiled: the network behind torch.compile gives the eager samples, and survives CUDA graphs' buffer
+reuse."""
 
 import pytest
 import torch

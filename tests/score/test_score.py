@@ -68,7 +68,7 @@ def test_conditioning_reaches_the_model_through_a_sampler():
 
     score = sf.ScoreFunction(model, sde, label=torch.arange(4))
     sf.sample(score, sde, sf.PCSampler(sf.EulerMaruyama()), (4, 2), steps=3)
-    assert len(labels) == 3 and all(torch.equal(l, torch.arange(4)) for l in labels)
+    assert len(labels) == 3 and all(torch.equal(label, torch.arange(4)) for label in labels)
 
 
 def test_non_callable_model_is_refused():

@@ -100,7 +100,8 @@ def test_lambda_round_trips(name):
 
 @pytest.mark.parametrize("name", NEW)
 def test_forward_sde_reaches_the_stated_marginal(name):
-    # From a point mass x0, fine Euler-Maruyama of dx = f x dt + g dW gives N(alpha x0, sigma^2): 40,000 paths, 2,000 steps.
+    # From a point mass x0, fine Euler-Maruyama of dx = f x dt + g dW gives N(alpha x0, sigma^2):
+    # 40,000 paths, 2,000 steps.
     sde = SCHEDULES[name]
     end = 0.6 * sde.T
     n, steps, x0 = 40_000, 2_000, 1.5
@@ -159,8 +160,9 @@ def test_flow_prediction_round_trips_on_every_schedule():
 
 
 def test_ddim_on_the_flow_path_is_euler_on_the_velocity_from_t_equal_one():
-    # x' = alpha' x0 + sigma' eps = (1 - t') (x - t v) + t' (x + (1 - t) v) = x + (t' - t) v: DDIM is Euler for rectified flow,
-    # and it starts at t = 1 (alpha = 0), where the velocity reading needs no division by alpha.
+    # x' = alpha' x0 + sigma' eps = (1 - t') (x - t v) + t' (x + (1 - t) v) = x + (t' - t) v:
+    # DDIM is Euler for rectified flow, and it starts at t = 1 (alpha = 0), where the velocity reading
+    # needs no division by alpha.
     sde = sf.FlowSDE(T=1.0)
     gm = sf.GaussianMixture.random(2, 4, seed=2)
     exact = sf.ScoreFunction(gm.score_fn(sf.FlowSDE(T=0.999999)), sde)

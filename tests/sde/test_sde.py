@@ -9,7 +9,8 @@ import sdeflow as sf
 
 
 def test_coefficients_agree_with_marginals(sde):
-    # For dx = f x dt + g dW: the mean m = alpha x0 obeys dm/dt = f m, the variance v = sigma^2 obeys dv/dt = 2 f v + g^2.
+    # For dx = f x dt + g dW: the mean m = alpha x0 obeys dm/dt = f m,
+    # the variance v = sigma^2 obeys dv/dt = 2 f v + g^2.
     t = torch.linspace(0.01, 0.99, 57, dtype=torch.float64, requires_grad=True)
     alpha, var = sde.alpha(t), sde.sigma(t) ** 2
     (dalpha,) = torch.autograd.grad(alpha.sum(), t, retain_graph=True)

@@ -5,13 +5,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
 import sdeflow as sf
+import sdeflow.tuning.grid_search as grid_search
 from sdeflow.eval.metrics import rms_error
-from sdeflow.tuning.autotune import AutoGrid, AutoMultistep, for_model
-from sdeflow.tuning.grid_search import _grid_from_params
+from sdeflow.tuning.autotune import AutoGrid, AutoMultistep, describe, for_model
+from sdeflow.tuning.grid_search import RUNS_PER_PARAMETER, _grid_from_params, no_harm
 
-from helpers import cli, exact_score
+from helpers import cli, compose_config, every_configured_solver, exact_score
 
 SDE = sf.VPSDE()
 GM = sf.GaussianMixture.random(dim=8, components=4, seed=0)
@@ -50,17 +52,19 @@ def test_grid_search_returns_a_valid_grid_and_survives_rejected_candidates(steps
         solver, score, SDE, x_T, GM.ode_reference(SDE, x_T), init, maxiter=60, progress=False
     )
     assert len(grid) == steps + 1 and bool((grid[1:] < grid[:-1]).all()) and grid[0] == init[0] and grid[-1] == init[-1]
-    assert report["rejected"] > 0 and report["error_after"] <= report["error_before"]
-    assert report["converged"] is False and "evaluations" in report["message"]  # 60 runs cannot converge: said so
+    assert report["rejected"] > 0 and report["objective_after"] <= report["objective_before"]
+    # 60 runs cannot converge: said so.
+    assert report["converged"] is False and "cap of 60 solver runs" in report["stopped"]
 
 
 def test_the_search_says_when_it_converged():
     score = exact_score(GM, SDE)
     x_T = SDE.prior_sampling((16, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     _, report = sf.optimize_grid(
-        sf.DDIM(), score, SDE, x_T, GM.ode_reference(SDE, x_T), sf.LogSNRGrid()(SDE, 3), maxiter=2000, progress=False
+        sf.DDIM(), score, SDE, x_T, GM.ode_reference(SDE, x_T), sf.LogSNRGrid()(SDE, 3), progress=False
     )
-    assert report["converged"] is True and report["evaluations"] < 2000
+    assert report["converged"] is True and report["evaluations"] < report["cap"] == 3 * RUNS_PER_PARAMETER
+    assert report["stopped"].startswith("converged") and "geometric mean" in report["objective"]
 
 
 def test_an_auto_grid_is_tuned_once_reused_from_the_cache_and_keyed_by_model_and_settings(tmp_path):
@@ -68,7 +72,9 @@ def test_an_auto_grid_is_tuned_once_reused_from_the_cache_and_keyed_by_model_and
     auto = AutoGrid(pilot=32, maxiter=150, seed=3)
     first, report = auto.tuned(score, SDE, solver, 10, (8,), tmp_path, "model-a", dtype=torch.float64, progress=False)
     assert report["cached"] is False and report["pilot_nfe"] > report["reference_nfe"] > 0 and report["seconds"] > 0
-    assert report["kept_tuned"] and report["held_out_after"] < report["held_out_before"]
+    assert report["kept_tuned"] and report["verdict"] == "accepted"
+    assert report["held_out_median_after"] < report["held_out_median_before"]
+    assert report["held_out_mean_after"] < report["held_out_mean_before"]
     nfe0 = score.nfe
     again, report = auto.tuned(score, SDE, solver, 10, (8,), tmp_path, "model-a", dtype=torch.float64, progress=False)
     assert (
@@ -106,8 +112,10 @@ def test_an_auto_grid_refuses_what_it_cannot_tune(tmp_path):
     jump = sf.AnalyticJump(sf.DPMSolverPP(2), sf.GaussianStats.from_distribution(GM), sigma_jump=5.0)
     with pytest.raises(ValueError, match="places its own first interval"):
         AutoGrid().tuned(score, SDE, jump, 10, (8,), tmp_path, "m")
-    with pytest.raises(ValueError, match="pilot >= 2"):
+    with pytest.raises(ValueError, match="pilot must be an integer >= 2"):
         AutoGrid(pilot=1)
+    with pytest.raises(ValueError, match="maxiter must be a positive integer or null"):
+        AutoGrid(maxiter=0)
 
 
 def tiny_checkpoint(tmp_path):
@@ -226,8 +234,8 @@ def test_timesteps_learned_fits_evaluation_times_too_and_wraps_the_score(tmp_pat
 
 
 def test_timesteps_learned_multistep_fits_a_table_once_caches_it_and_replaces_the_solver(tmp_path):
-    # UniPC-2 at 5 NFE on VE, fitted on 16 pilot draws and checked on 16 more. Measured on these 64 held-out draws (seed 9):
-    # the tuned grid 0.029, the learned table and grid 0.0025; held to a 4x margin.
+    # UniPC-2 at 5 NFE on VE, fitted on 16 pilot draws and checked on 16 more. Measured on these 64 held-out draws
+    # (seed 9): the tuned grid 0.0081, the learned table and grid 0.0031; held to a 2x margin.
     sde = sf.VESDE(0.002, 80.0, eps=0.0)
     score, solver = exact_score(GM, sde), sf.UniPC(2)
     held = sde.prior_sampling((64, 8), torch.Generator().manual_seed(9), dtype=torch.float64)
@@ -246,7 +254,7 @@ def test_timesteps_learned_multistep_fits_a_table_once_caches_it_and_replaces_th
             tuner, score, sde, solver, 5, (8,), tmp_path, "m", dtype=torch.float64, progress=False
         )
         assert report["cached"] is True and score.nfe == nfe0 and torch.equal(grid_again(sde, 5), grid(sde, 5))
-    assert errors["LearnedMultistep"] < errors["UniPC"] / 4, errors
+    assert errors["LearnedMultistep"] < errors["UniPC"] / 2, errors
     cached = sf.MultistepFit.load(next(p for p in tmp_path.glob("grid_*.json") if "coefficients" in p.read_text()))
     assert cached.report["kept_tuned"] and cached.table.steps == 5
     with pytest.raises(ValueError, match="one evaluation per step"):
@@ -256,8 +264,8 @@ def test_timesteps_learned_multistep_fits_a_table_once_caches_it_and_replaces_th
 
 
 def test_a_class_conditional_model_is_tuned_on_the_labels_its_pilot_draws_would_have(tmp_path):
-    # Pilot draw i has label i mod 4, as sample i would; with 5 pilots the held-out half starts at label 1. The base grid's
-    # held-out error the tuner reports must then be the one measured here against the exact conditional PF-ODE.
+    # Pilot draw i has label i mod 4, as sample i would; with 5 pilots the held-out half starts at label 1. The base
+    # grid's held-out error the tuner reports must then be the one measured here against the exact conditional PF-ODE.
     from sdeflow.noise.generators import PILOT, seeded_generator
     from sdeflow.problems.conditional import LabelledMixture
 
@@ -285,5 +293,57 @@ def test_a_class_conditional_model_is_tuned_on_the_labels_its_pilot_draws_would_
     base = solver.sample(
         score.condition(y=labels(range(5, 10))), sde, x_T, solver.plan(sde, sf.LogSNRGrid(), nfe=6)
     ).samples
-    assert report["held_out_before"] == pytest.approx(float(rms_error(base, ref).mean()), rel=1e-5)
+    assert report["held_out_mean_before"] == pytest.approx(float(rms_error(base, ref).mean()), rel=1e-5)
+    assert report["held_out_median_before"] == pytest.approx(float(rms_error(base, ref).median()), rel=1e-5)
     assert report["pilot_nfe"] > report["reference_nfe"] > 0
+
+
+# The no-harm rule, on the benchmark protocol's tight mixture drawn with another seed than the benchmark's (0).
+TIGHT = sf.GaussianMixture.random(dim=16, components=8, std_range=(0.05, 0.2), seed=1)
+EDM_VE = sf.VESDE(0.002, 80.0, eps=0.0)
+
+
+def test_a_fit_is_kept_only_if_it_lowers_both_the_held_out_median_and_mean():
+    before = torch.tensor([1.0, 1.0, 1.0, 10.0])
+    assert no_harm(before, before / 2) == (True, pytest.approx(no_harm(before, before / 2)[1]))
+    assert no_harm(before, before / 2)[1]["verdict"] == "accepted"
+    kept, check = no_harm(before, torch.tensor([2.0, 2.0, 2.0, 2.0]))  # the mean falls, the median doubles
+    assert not kept and check["verdict"] == "rejected: the held-out median would not fall"
+    kept, check = no_harm(before, torch.tensor([0.5, 0.5, 0.5, 40.0]))  # the median falls, the mean rises
+    assert not kept and check["verdict"] == "rejected: the held-out mean would not fall"
+
+
+def test_a_fit_that_would_raise_the_median_is_rejected_and_says_so(monkeypatch):
+    # The case: at 50 NFE, a grid searched on the mean error lowers the held-out mean while it raises the
+    # median (measured here: median 1.6e-5 -> 3.1e-5, mean 2.7e-4 -> 7.1e-5). The tuner returns the default grid and
+    # says why. Searched on the mean log, as shipped, the fit lowers both (median 1.6e-5 -> 4.4e-6, mean 2.7e-4 ->
+    # 1.5e-4) and is kept.
+    auto, score = every_configured_solver()["auto"], exact_score(TIGHT, EDM_VE)
+    tuner = AutoGrid(pilot=32, maxiter=400)
+    base = auto.plan(EDM_VE, sf.LogSNRGrid(), nfe=50)
+    with monkeypatch.context() as patched:
+        patched.setattr(grid_search, "mean_log", lambda errors: errors.mean().log())  # the objective it had
+        fit, report = tuner.tuned(score, EDM_VE, auto, 50, (16,), None, "m", dtype=torch.float64, progress=False)
+    assert not report["kept_tuned"] and report["verdict"] == "rejected: the held-out median would not fall"
+    assert report["held_out_mean_after"] < report["held_out_mean_before"]
+    assert fit.sampler(auto) is auto and torch.equal(auto.plan(EDM_VE, fit.grid, nfe=50), base)
+    line = describe("auto", report)
+    assert "rejected" in line and "the base grid and solver are kept" in line and "objective" in line
+    fit, report = tuner.tuned(score, EDM_VE, auto, 50, (16,), None, "m", dtype=torch.float64, progress=False)
+    assert report["kept_tuned"] and report["verdict"] == "accepted"
+    assert report["held_out_median_after"] < report["held_out_median_before"]
+    assert not torch.equal(auto.plan(EDM_VE, fit.grid, nfe=50), base)
+
+
+def test_the_shipped_grid_search_converges_and_reports_its_objective_and_test_together(tmp_path):
+    # timesteps=auto as the apps build it, at 10 NFE: its search converges under the default cap, and the report, the
+    # cache and the printed line give the objective, the stopping reason and the acceptance test side by side.
+    tuner = instantiate(compose_config("sample", "timesteps=auto").timesteps)
+    auto, score = every_configured_solver()["auto"], exact_score(TIGHT, EDM_VE)
+    fit, report = tuner.tuned(score, EDM_VE, auto, 10, (16,), tmp_path, "m", dtype=torch.float64, progress=False)
+    assert report["converged"] and report["evaluations"] < report["cap"] and report["kept_tuned"]
+    cached = json.loads(next(tmp_path.glob("grid_*.json")).read_text())
+    for key in ("objective", "objective_before", "objective_after", "stopped", "acceptance", "verdict"):
+        assert cached[key] == report[key], key
+    line = describe("auto", report)
+    assert line.index("objective") < line.index("converged") < line.index("acceptance") < line.index("accepted")

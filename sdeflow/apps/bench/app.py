@@ -144,7 +144,8 @@ def objective(rows: list[dict], column: str | None) -> float | None:
     values = [float(r[column]) for r in rows if r.get(column) not in (None, "")]
     if not values:
         raise SystemExit(
-            f"sdeflow-bench: objective column {column!r} is in no result row; columns are {sorted({k for r in rows for k in r})}"
+            f"sdeflow-bench: objective column {column!r} is in no result row; "
+            f"columns are {sorted({k for r in rows for k in r})}"
         )
     return sum(values) / len(values)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from sdeflow.conditioning.inverse.base import DivergenceError
 from sdeflow.eval.metrics import SlicedWasserstein, frechet_distance, gaussian_stats, rms_error
 from sdeflow.noise.brownian import BrownianNoise, brownian_span
 from sdeflow.noise.generators import DIRECTIONS, EXACT, PRIOR, seeded_generator
@@ -113,12 +114,14 @@ def run_solver(
         return {**row, "skipped": f"{problem!r} has no exact samples to score a {row['kind']} row against"}
     timesteps = solver.plan(sde, grid, nfe=nfe)
     row["steps"] = None if solver.nfe_per_step is None else len(timesteps) - 1
-    start = time.perf_counter()
+    start, shared = time.perf_counter(), 0.0
     if not by_trajectory:
         noise = (
             noise.restarted() if noise is not None else BrownianNoise(seed, len(bench.x_T_dist), 0, *brownian_span(sde))
         )
+        shared = noise.seconds
         out = solver.sample(score, sde, bench.x_T_dist.to(device, copy=True), timesteps, generator=noise, hook=hook)
+        shared = noise.seconds - shared
         # Samplers raise on NaN or infinity (a "diverged" row below), so these samples are finite.
         x = out.samples.to("cpu", torch.float64)
         row.update(
@@ -133,7 +136,11 @@ def run_solver(
         row.update(nfe=out.nfe, diverged=False, rms_median=float(err.median()), rms_p90=float(torch.quantile(err, 0.9)))
     if out.backwards:  # methods that differentiate through the model (DPS, PiGDM)
         row["backwards"] = out.backwards
-    row["seconds"] = time.perf_counter() - start
+    # The values of the Brownian path this row computed first are timed apart: every stochastic row shares the path,
+    # so its cost is no one row's (`run` reports it once per budget, as `shared_seconds`).
+    row["seconds"] = time.perf_counter() - start - shared
+    if not by_trajectory:
+        row["shared_seconds"] = shared
     return row
 
 
@@ -156,10 +163,14 @@ def run(
     inverse=None,
     grid_cache=None,
 ) -> tuple[list[dict], BenchProblem]:
-    """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result arrives.
+    """Run every solver at every NFE budget on `device` (scored on the CPU); `on_row(row)` is called as each result
+    arrives.
 
     `brownian_depth`: the levels of the stochastic rows' Brownian tree (`BrownianNoise`); fewer are
     cheaper, and enough while the grids' times stay apart by more than a leaf.
+    A row's `seconds` is its own work: its sampling and scoring. The stochastic rows of a budget share one Brownian
+    path, whose values the first row to ask for them computes; that time is left out of every row's `seconds` and
+    given as `shared_seconds` on each of them (the same figure: the path of that budget, computed once).
     `inverse`: the `InverseMethod` of an inverse problem (one with an `operator`), which needs one.
     `grid_cache`: where an `AutoGrid` (timesteps=auto) caches the grids it fits to the problem (None: not cached);
     its pilot draws are its own, apart from the scored ones.
@@ -187,9 +198,10 @@ def run(
         depth=brownian_depth,
         cache_size=4 * max([int(n) for n in nfe_list] + [1]) + 8,
     )
-    rows = []
+    rows, shared = [], {}  # shared: seconds of the Brownian path computed at each budget
     bar = tqdm(jobs, desc="bench", disable=not progress, dynamic_ncols=True)
     for name, solver, nfe in bar:
+        path_seconds = path.seconds
         bar.set_postfix_str(f"{name} nfe={nfe if nfe is not None else 'adaptive'}")
         try:
             solver_grid, wrap, tuning = grid, None, None
@@ -212,8 +224,9 @@ def run(
             )
             if tuning is not None and tuning["tuned"]:  # the one-off cost of the fitted grid, beside the row it serves
                 row.update(tuning_pilot_nfe=tuning["pilot_nfe"], tuning_converged=tuning.get("converged"))
-        except NonFiniteError as e:
-            # A solver that blows up at this budget is a result (it diverged), reported without a number.
+        except (NonFiniteError, DivergenceError) as e:
+            # A solver (or an inverse method's iterates) that blows up at this budget is a result (it diverged),
+            # reported without a number.
             row = {
                 "solver": name,
                 "kind": "stochastic" if solver.stochastic else "deterministic",
@@ -231,9 +244,14 @@ def run(
                 "budget": nfe,
                 "skipped": str(e),
             }
+        shared[nfe] = shared.get(nfe, 0.0) + path.seconds - path_seconds
         rows.append(row)
         if on_row is not None:
             on_row(row)
+    # Every stochastic row of a budget shows the path they share, which none of their `seconds` holds.
+    for row in rows:
+        if "shared_seconds" in row:
+            row["shared_seconds"] = shared[row["budget"]]
     # Reported solver by solver, in the order given, each by budget.
     order = {name: k for k, name in enumerate(solvers)}
     rows.sort(key=lambda r: (order[r["solver"]], -1 if r["budget"] is None else r["budget"]))

@@ -130,7 +130,8 @@ def super_resolution(shape, factor: int = 2) -> AveragePooling:
 def measure(
     operator: LinearOperator, images: torch.Tensor, noise_std: float, seed: int, offset: int = 0
 ) -> torch.Tensor:
-    """y_i = A x_i + noise_std z_i, z_i drawn from the stream (seed, MEASUREMENT, offset + i): y_i depends on i, not on the batch."""
+    """y_i = A x_i + noise_std z_i, z_i drawn from the stream (seed, MEASUREMENT, offset + i): y_i depends on i, not on
+    the batch."""
     y = operator.A(images)
     if noise_std:
         z = PerSampleNoise(seed, len(images), offset, purpose=MEASUREMENT).randn(y.shape, dtype=y.dtype)

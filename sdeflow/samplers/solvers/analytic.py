@@ -122,7 +122,8 @@ class AnalyticJump(Sampler):
         if not sde.eps < t_jump < sde.T:
             ends = torch.exp(-sde.lambda_(torch.tensor([sde.eps, sde.T], dtype=torch.float64))).tolist()
             raise ValueError(
-                f"sigma_jump must lie inside this SDE's range of sigma / alpha, ({ends[0]:.4g}, {ends[1]:.4g}); got {self.sigma_jump}"
+                f"sigma_jump must lie inside this SDE's range of sigma / alpha, ({ends[0]:.4g}, {ends[1]:.4g}); "
+                f"got {self.sigma_jump}"
             )
         inner = grid.restricted(t_max=t_jump)(sde, steps)
         return torch.cat([torch.tensor([sde.T], dtype=inner.dtype), inner])

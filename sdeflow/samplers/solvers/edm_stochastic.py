@@ -27,10 +27,12 @@ class EDMStochastic(EDMHeun):
 
     At each step with S_tmin <= sigma~ <= S_tmax, noise is added to raise sigma~ by the factor
     1 + gamma, gamma = min(S_churn / N, sqrt(2) - 1), capped so that the raised time stays <= T.
-    Reverse SDE (weakly), 2 score evaluations per step.
+    Reverse SDE (weakly), weak order 1, 2 score evaluations per step: the Heun step is second order
+    on the ODE, but the churn's noise is a first-order splitting of the SDE.
     """
 
     stochastic = True
+    order = 1
 
     def __init__(
         self,

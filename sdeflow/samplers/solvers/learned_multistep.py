@@ -1,4 +1,5 @@
-"""A linear multistep solver whose coefficients are learned, one set per step of its own grid (S4S, Frankel et al. 2025)."""
+"""A linear multistep solver whose coefficients are learned, one set per step of its own grid (S4S, Frankel et al.
+2025)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ __all__ = ["LearnedMultistep"]
 
 
 def combine(weights, x: torch.Tensor, history: list) -> torch.Tensor:
-    """weights[0] x + weights[1] history[-1] + weights[2] history[-2] + ...: one step of the table (newest prediction first)."""
+    """weights[0] x + weights[1] history[-1] + weights[2] history[-2] + ...: one step of the table (newest
+    prediction first)."""
     out = weights[0] * x
     for k in range(min(len(weights) - 1, len(history))):
         out = out + weights[k + 1] * history[-1 - k]
@@ -61,7 +63,8 @@ class LearnedMultistep(Sampler):
     def steps_for_nfe(self, nfe: int) -> int:
         if int(nfe) - int(self.denoise) != self.steps:
             raise BudgetError(
-                f"LearnedMultistep was fitted for {self.steps} steps ({self.steps + int(self.denoise)} NFE), got nfe={nfe}"
+                f"LearnedMultistep was fitted for {self.steps} steps ({self.steps + int(self.denoise)} NFE), "
+                f"got nfe={nfe}"
             )
         return self.steps
 
@@ -80,9 +83,9 @@ class LearnedMultistep(Sampler):
 
     @classmethod
     def from_solver(cls, solver, sde, times) -> "LearnedMultistep":
-        """The table of any deterministic solver of one evaluation per step that is linear in x and the model's outputs (DDIM,
-        DPM-Solver++, UniPC with its corrector, DEIS, iPNDM), read off it on the grid `times`: the fit's starting point,
-        equal to that solver step for step.
+        """The table of any deterministic solver of one evaluation per step that is linear in x and the model's
+        outputs (DDIM, DPM-Solver++, UniPC with its corrector, DEIS, iPNDM), read off it on the grid `times`: the fit's
+        starting point, equal to that solver step for step.
 
         The solver is run once on a symbolic problem: x_T is the unit vector e_0 and the model's data prediction at its
         k-th evaluation is e_{k+1}, whatever x, so every state it reaches is its vector of weights on (x_T, x0_0, x0_1,

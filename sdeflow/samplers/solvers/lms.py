@@ -16,9 +16,8 @@ def lms_weights(nodes: np.ndarray, lo: float, hi: float) -> np.ndarray:
     weights = []
     for j in range(len(nodes)):
         others = np.delete(nodes, j)
-        basis = np.atleast_1d(np.poly(others)) / np.prod(
-            nodes[j] - others
-        )  # coefficients of prod (s - s_k) / (s_j - s_k)
+        # The coefficients of prod (s - s_k) / (s_j - s_k).
+        basis = np.atleast_1d(np.poly(others)) / np.prod(nodes[j] - others)
         integral = np.polyint(basis)
         weights.append(np.polyval(integral, hi) - np.polyval(integral, lo))
     return np.asarray(weights)
@@ -29,6 +28,9 @@ class LMS(Sampler):
 
     Probability-flow ODE, order `order` (1 to 4), 1 score evaluation per step; warms up from order 1.
     `IPNDM` is the same method with the weights of equal steps (`combine` is what differs).
+
+    Args:
+        order: the number of points of the Adams-Bashforth polynomial, its nominal order (`nominal_order`).
     """
 
     nfe_per_step = 1
@@ -37,17 +39,17 @@ class LMS(Sampler):
 
     def __init__(self, order: int = 4, denoise: bool = False):
         super().__init__(denoise=denoise)
-        self.order = check_order(order, (1, 2, 3, 4), type(self).__name__)
+        self.nominal_order = check_order(order, (1, 2, 3, 4), type(self).__name__)
+        self.order = self.nominal_order
 
     def init(self, score, sde, x, sched):
-        self.require_steps(sched, self.order)
+        self.require_steps(sched, self.nominal_order)
         return Multistep(sched)
 
     def step(self, score, sde, x, i, state, noise):
         sched = state.sched
-        ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[
-            : self.order
-        ]  # eps at earlier grid points, newest first
+        # eps at earlier grid points, newest first
+        ds = ([score.eps(x, sched.t[i], sched.coef[i])] + state.history)[: self.nominal_order]
         return self.combine(x, ds, sched.num, i), Multistep(sched, ds)
 
     def combine(self, x: torch.Tensor, ds: list, num: Numbers, i: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The probability-flow ODE dx/dt = f(t) x - g(t)^2 score / 2, integrated by torchdiffeq (Song et al. 2021, Sec. 4.3)."""
+"""The probability-flow ODE dx/dt = f(t) x - g(t)^2 score / 2, integrated by torchdiffeq (Song et al. 2021,
+Sec. 4.3)."""
 
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ class ProbabilityFlowODE(Sampler):
                 )[-1]
             except AssertionError as e:
                 raise SolverError(
-                    f"torchdiffeq's {self.method} failed ({e or 'assertion'}); try looser rtol/atol (now {self.rtol}, {self.atol}), "
-                    "a fixed-grid method, or a larger eps"
+                    f"torchdiffeq's {self.method} failed ({e or 'assertion'}); try looser rtol/atol "
+                    f"(now {self.rtol}, {self.atol}), a fixed-grid method, or a larger eps"
                 ) from e
             x = record(x, i + 1)
         return x

@@ -94,7 +94,8 @@ class UniPC(Sampler):
 
 
 def unipc_coefficients(lam: tuple, alpha: tuple, sigma: tuple, i: int, order: int, variant: str, corrector: bool):
-    """The scalars of UniPC's step from grid point i: x_t = c_x x + c_m0 m0 + sum_k w_k (m_{-k} - m0) [+ c_new (m_new - m0)].
+    """The scalars of UniPC's step from grid point i:
+    x_t = c_x x + c_m0 m0 + sum_k w_k (m_{-k} - m0) [+ c_new (m_new - m0)].
 
     They depend only on the grid, so they are solved in float64 on Python numbers and numpy (a
     3 x 3 system at most) and kept with the grid's coefficients (`GridCoefficients.memo`): a benchmark or an
