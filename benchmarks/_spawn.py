@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 
 
 def spawn(fn, world: int, *args, threads: int = 1) -> None:
-    """Run fn(*args) on `world` fresh processes, each with `threads` torch threads, joined by `sdeflow.core.distributed.launch()`."""
+    """Run fn(*args) on `world` fresh processes, each with `threads` torch threads, joined by
+    `sdeflow.core.distributed.launch()`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

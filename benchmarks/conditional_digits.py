@@ -114,7 +114,8 @@ def main(argv=None):
         "",
         f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
         "",
-        f"classifier (SmallCNN on the training split): held-out accuracy {classifier.accuracy:.3f} (the ceiling); chance 0.1. "
+        f"classifier (SmallCNN on the training split): held-out accuracy {classifier.accuracy:.3f} (the ceiling); "
+        "chance 0.1. "
         f"DPM-Solver++(2M), {args.nfe} NFE, log-SNR grid, {args.n} samples per class; classifier-free guidance batched "
         "(one forward per evaluation).",
         "",

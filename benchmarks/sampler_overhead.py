@@ -1,18 +1,22 @@
 """Sampler overhead: what a sampler adds on top of the network's own forward passes (benchmarks/README.md, section 2).
 
-overhead = wall time of the whole call / the time of the bare network on the exact inputs it was given.
+overhead = time of the whole call / the time of the bare network on the exact inputs it was given.
 
 The baseline replays, through the bare network, every (x, t) the sampler gave it (recorded in a
 first run): random-weight networks on a CPU slow down on some inputs (denormals), so a baseline
 on other inputs would be unfair in either direction. The call is timed as a user makes it:
 `sf.sample` with its defaults (per-sample noise, a prior draw, the grid's coefficients), or the
-sampler with one shared `torch.Generator`. Peers run in the same rounds on the same network:
-diffusers' scheduler loops where diffusers is installed (`pip install -e ".[bench]"`), and a
-hand-written DDIM loop with its coefficients precomputed, the floor a Python loop can reach.
-Every row alternates with its baseline in `--rounds` rounds after a warm-up; the figure is the
-median of the per-round ratios, with their minimum and maximum.
+sampler with one shared `torch.Generator`; for stochastic solvers also with per-sample noise drawn
+as `sf.sample` drew it before it passed its plan's step count on ("blocks doubling"). Peers run in
+the same rounds on the same network: diffusers' scheduler loops where diffusers is installed
+(`pip install -e ".[bench]"`; `PEERS` names our solver of the same method), and a hand-written DDIM
+loop with its coefficients precomputed, the floor a Python loop can reach. Every row alternates
+with its baseline in `--rounds` rounds after a warm-up; the figure is the median of the per-round
+ratios, with their quartiles, minimum and maximum. On a CPU shared with other work, `--clock cpu`
+times each round by the thread's CPU time, which the other processes do not inflate.
 
     python benchmarks/sampler_overhead.py                      # CPU, one thread: MLP and tiny NCSN++
+    python benchmarks/sampler_overhead.py --networks mlp --nfe 10 50 --rounds 30 --clock cpu   # a shared CPU
     python benchmarks/sampler_overhead.py --tiny --out /tmp/o  # seconds: what the tests run
     python benchmarks/sampler_overhead.py --device cuda --networks cifar --batches 1 256
     python benchmarks/sampler_overhead.py --device cuda --networks cifar --batches 1 256 --compile none reduce-overhead
@@ -32,6 +36,7 @@ import torch
 import sdeflow as sf
 from sdeflow.core.io import atomic_write_bytes, write_json
 from sdeflow.nets import NCSNpp, ScoreMLP
+from sdeflow.noise.generators import NOISE, PRIOR
 from sdeflow.score.compiled import MODES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_overhead"
@@ -153,6 +158,21 @@ def ours(solver_name, sde, shape, nfe, device, shared: bool):
     return run
 
 
+def ours_doubling(solver_name, sde, shape, nfe, device):
+    """Per-sample noise as `sf.sample` drew it before it passed its plan's step count on: a prior draw, then the step
+    noise in blocks doubling 1, 2, 4, 8 (the same numbers, in five Philox calls instead of one at 10 steps)."""
+    solver = SOLVERS[solver_name]()
+
+    def run(net):
+        score = sf.ScoreFunction(net, sde, sf.EpsPrediction())
+        timesteps = solver.plan(sde, nfe=nfe)
+        prior, noise = (sf.PerSampleNoise(0, shape[0], purpose=k) for k in (PRIOR, NOISE))
+        x = sde.prior_sampling(shape, prior, device=device)
+        return solver.sample(score, sde, x, timesteps, generator=noise).nfe
+
+    return run
+
+
 def hand_ddim(sde, shape, nfe, device):
     """The floor: DDIM with every coefficient a precomputed Python number, noise from one generator."""
     t = sf.UniformGrid()(sde, nfe).double()
@@ -244,6 +264,8 @@ def rows_for(net_name, net, shape, batch, nfe, args, device, compiled: str):
     for name in args.solvers:
         runs[name, "sf.sample"] = ours(name, sde, full, nfe, device, shared=False)
         runs[name, "shared generator"] = ours(name, sde, full, nfe, device, shared=True)
+        if name in STOCHASTIC:
+            runs[name, "blocks doubling"] = ours_doubling(name, sde, full, nfe, device)
     runs["hand-written DDIM", "floor"] = hand_ddim(sde, full, nfe, device)
     try:
         import diffusers  # noqa: F401

@@ -35,7 +35,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def peers():
-    """diffusers schedulers sharing an algorithm with ours, on our Karras grid (rho = 7): name -> (ours, make, runner)."""
+    """diffusers schedulers sharing an algorithm with ours, on our Karras grid (rho = 7):
+    name -> (ours, make, runner)."""
     from diffusers import (
         DEISMultistepScheduler,
         EDMDPMSolverMultistepScheduler,
@@ -101,7 +102,8 @@ def stochastic_peers():
 
 
 def run_ve_scaled_stochastic_peer(make, nfe, score, sde, x_T, seed):
-    """A k-diffusion-style stochastic scheduler (samples in sigma space) on our sigmas, its noise from a seeded generator."""
+    """A k-diffusion-style stochastic scheduler (samples in sigma space) on our sigmas, its noise from a seeded
+    generator."""
     sched, g = make(seed), torch.Generator().manual_seed(seed)
     sched.set_timesteps(nfe + 1)
     s = _override_sigmas(sched, _karras_sigmas(sde, nfe))
@@ -124,7 +126,8 @@ def run_vp_scaled_stochastic_peer(make, nfe, score, sde, x_T, seed):
 
 
 def run_dpmsolver_sde_peer(make, nfe, score, sde, x_T, seed):
-    """k-diffusion's DPM++ SDE as diffusers runs it: two stages a step, sigmas interleaved like Heun's, torchsde noise."""
+    """k-diffusion's DPM++ SDE as diffusers runs it: two stages a step, sigmas interleaved like Heun's, torchsde
+    noise."""
     steps = nfe // 2
     sched = make(seed)
     sched.set_timesteps(steps + 1)
@@ -323,7 +326,8 @@ def main(argv=None):
     if args.peers_only or args.frontier:
         from sdeflow.core.io import read_csv
 
-        # A frontier run keeps every earlier row but its own; a peers-only run keeps the sdeflow rows and reruns the peers.
+        # A frontier run keeps every earlier row but its own; a peers-only run keeps the sdeflow rows and reruns the
+        # peers.
         rows = [
             {
                 **r,
@@ -439,7 +443,8 @@ def main(argv=None):
         "",
         f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`"
         + (
-            " (sdeflow rows and optimised grids from the earlier full run in the same CSV; solvers it lacked were run now)"
+            " (sdeflow rows and optimised grids from the earlier full run in the same CSV; solvers it lacked were run"
+            " now)"
             if args.peers_only
             else ""
         )
@@ -531,7 +536,8 @@ TARGETS = {5: (2e-2, 3e-3), 10: (3e-3, 2e-4), 20: (3e-4, 5e-5)}
 
 
 def frontier_rows(args, score, sde, x_T, ref) -> list[dict]:
-    """What a user gets at each budget, through the apps' own configs: the default `solver=auto` on the default grid, with
+    """What a user gets at each budget, through the apps' own configs: the default `solver=auto` on the default grid,
+    with
     `timesteps=auto`, and with `timesteps=learned_multistep` (each fit on its own pilot stream)."""
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
@@ -645,7 +651,8 @@ def frontier_table(rows, args) -> list[str]:
         peer_cell = f"{peer['rms_median']:.2e} ({peer['solver'][10:]})" if peer else "-"
         box, tuned = (f"<= {t:.0e}" for t in TARGETS[nfe]) if nfe in TARGETS else ("-", "-")
         lines.append(
-            f"| {nfe} | {peer_cell} | {cell('logsnr', nfe)} | {cell('auto', nfe)} | {cell('learned_defaults', nfe)} | {box} "
+            f"| {nfe} | {peer_cell} | {cell('logsnr', nfe)} | {cell('auto', nfe)} "
+            f"| {cell('learned_defaults', nfe)} | {box} "
             f"| {cell('learned', nfe)} | {tuned} |"
         )
     return lines
@@ -728,7 +735,8 @@ def stochastic_main(args):
         "",
         f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
         "",
-        f"floor (two exact sets of n={n}): sliced W2 {floor['sw2']:.3e}, Frechet {floor['frechet']:.3e}. sdeflow rows share one "
+        f"floor (two exact sets of n={n}): sliced W2 {floor['sw2']:.3e}, Frechet {floor['frechet']:.3e}. "
+        "sdeflow rows share one "
         "Brownian path per sample (`BrownianNoise`); the peers draw their own noise.",
         "",
         "## Same algorithm as a diffusers scheduler, equal NFE, same grid",
@@ -737,7 +745,8 @@ def stochastic_main(args):
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_sw2']:.3e} | {p['peer_sw2']:.3e} | {p['ours_frechet']:.3e} | "
+        f"| {p['nfe']} | {p['ours']} | {p['peer']} | {p['ours_sw2']:.3e} | {p['peer_sw2']:.3e} "
+        f"| {p['ours_frechet']:.3e} | "
         f"{p['peer_frechet']:.3e} |"
         for p in pairs
     ]

@@ -153,9 +153,10 @@ class ListGrid:
         return f"ListGrid({self.times.tolist()})"
 
 
-def default_grid() -> Grid:
+def default_grid(t_min: float | None = None, t_max: float | None = None) -> Grid:
     """The grid used where none is given: by `Sampler.plan`, `sdeflow.sample` and `sdeflow.generate`, and by the apps
-    (`timesteps=default`, which builds this same object). Uniform in the log-SNR, for every SDE.
+    (`timesteps=default`, which builds this same object), on [t_min, t_max] (default the SDE's [eps, T]). Uniform in
+    the log-SNR, for every SDE.
 
     Chosen from measurements with the default solver (`solver=auto`) on the benchmark mixture
     (`python benchmarks/default_grid.py`, docs/default-choice.md): on VP, sub-VP, VE (both ranges), EDM and cosine it
@@ -165,7 +166,7 @@ def default_grid() -> Grid:
     the default is one grid, not a property of the SDE. A grid uniform in t gets worse with NFE on VP (6.8e-2 at 10
     NFE, 1.0e-1 at 20).
     """
-    return LogSNRGrid()
+    return LogSNRGrid(t_min, t_max)
 
 
 def _pin_ends(t: torch.Tensor, hi: float, lo: float) -> torch.Tensor:
